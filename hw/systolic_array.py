@@ -1,0 +1,185 @@
+"""Weight-stationary systolic MAC array.
+
+Dataflow
+--------
+The array holds a ``rows × cols`` tile of int8 weights ``W[k][n]``, one per processing
+element (PE). Activation vectors ``a[m][0:rows]`` (one K-slice of one output row) enter
+from the left, one per cycle, skewed so that element ``k`` enters row ``k`` ``k`` cycles
+later. Each PE multiplies the activation passing through it by its stationary weight and
+adds the partial sum arriving from above; partial sums leave the bottom of each column
+and are de-skewed, so that one output vector ``sum_k a[m][k] * W[k][n]`` (``cols``
+int32 values) leaves the array per cycle, in input order::
+
+    cycle        t     t+1    t+2   ...   t+R+C
+    acts.p      a[m]  a[m+1] a[m+2]
+    PE(0,0)           a[m]0  a[m+1]0
+    PE(1,0)                  a[m]1
+    PE(r,c)           (a[m]r arrives at t+1+r+c)
+    results.p                            y[m]         (R = rows, C = cols)
+
+Weights are double-buffered: each PE holds two weights, and every activation carries the
+bank it is multiplied with. While one tile computes from one bank, the ``weights``
+stream writes the next tile into the other bank, one row of ``cols`` weights per beat,
+rows in order ``0 .. rows-1``. Activations switch to the new bank on the beat after the
+previous tile's ``last`` beat, with no bubble.
+
+Interlocks (all inside the array, so any schedule is safe):
+
+* ``acts`` is not ready until the bank it computes from has all ``rows`` rows written.
+* ``weights`` is not ready for row 0 of a bank until the previous tile that used that
+  bank has left every column: ``cols`` cycles after its ``last`` activation entered.
+
+In steady state a tile therefore streams without a bubble when the tile before it has at
+least ``rows + cols - 1`` activation vectors; shorter tiles insert the difference.
+
+Members
+-------
+weights : ``In(stream.Signature(ArrayLayout(signed(8), cols)))``
+    One weight row per beat.
+acts : ``In(stream.Signature(ActivationBeat))``
+    ``data``: ``rows`` int8 activations; ``last``: the tile's final vector; ``tag``:
+    carried unchanged to ``results``.
+results : ``Out(stream.Signature(ResultBeat, always_ready=True))``
+    ``data``: ``cols`` int32 sums; ``tag``. No back-pressure: the consumer reserves room
+    before activations are accepted (see :class:`hw.matrix_unit.MatrixUnit`).
+
+Latency
+-------
+A vector accepted on ``acts`` in cycle ``t`` appears on ``results`` in cycle
+``t + rows + cols`` (:attr:`latency`).
+"""
+
+from amaranth import *
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+
+__all__ = ["SystolicArray", "activation_layout", "result_layout"]
+
+
+def activation_layout(rows, tag_shape):
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(8), rows),
+        "last": unsigned(1),
+        "tag":  tag_shape,
+    })
+
+
+def result_layout(cols, tag_shape):
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(32), cols),
+        "tag":  tag_shape,
+    })
+
+
+class SystolicArray(wiring.Component):
+    def __init__(self, rows=8, cols=8, tag_shape=unsigned(1)):
+        self.rows = rows
+        self.cols = cols
+        self.tag_shape = tag_shape
+        self.latency = rows + cols
+        super().__init__({
+            "weights": In(stream.Signature(data.ArrayLayout(signed(8), cols))),
+            "acts":    In(stream.Signature(activation_layout(rows, tag_shape))),
+            "results": Out(stream.Signature(result_layout(cols, tag_shape), always_ready=True)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.rows, self.cols
+
+        # Weight banks: weight[bank][r][c].
+        weight = [[[Signal(signed(8), name=f"w{b}_{r}_{c}") for c in range(C)]
+                   for r in range(R)] for b in range(2)]
+
+        # --- Bank bookkeeping --------------------------------------------------------
+        load_bank = Signal()               # bank the weights stream writes next
+        load_row = Signal(range(R))        # row the weights stream writes next
+        compute_bank = Signal()            # bank the next activation uses
+        loaded = Signal(2)                 # bank holds a complete tile not yet consumed
+        # Cycles since the last activation of each bank entered, saturating at C.
+        since_last = [Signal(range(C + 1), init=C, name=f"since_last{b}") for b in range(2)]
+
+        load_free = Mux(load_bank, ~loaded[1] & (since_last[1] == C),
+                                   ~loaded[0] & (since_last[0] == C))
+        m.d.comb += self.weights.ready.eq(Mux(load_row == 0, load_free, 1))
+        m.d.comb += self.acts.ready.eq(loaded.bit_select(compute_bank, 1))
+
+        weights_accepted = self.weights.valid & self.weights.ready
+        acts_accepted = self.acts.valid & self.acts.ready
+        tile_loaded = weights_accepted & (load_row == R - 1)
+        tile_done = acts_accepted & self.acts.p.last
+
+        for b in range(2):
+            with m.If(acts_accepted & (compute_bank == b) & self.acts.p.last):
+                m.d.sync += since_last[b].eq(1)
+            with m.Elif(since_last[b] != C):
+                m.d.sync += since_last[b].eq(since_last[b] + 1)
+            set_b = tile_loaded & (load_bank == b)
+            clear_b = tile_done & (compute_bank == b)
+            with m.If(set_b):
+                m.d.sync += loaded[b].eq(1)
+            with m.Elif(clear_b):
+                m.d.sync += loaded[b].eq(0)
+
+        with m.If(weights_accepted):
+            for b in range(2):
+                for r in range(R):
+                    with m.If((load_bank == b) & (load_row == r)):
+                        m.d.sync += [weight[b][r][c].eq(self.weights.p[c]) for c in range(C)]
+            with m.If(load_row == R - 1):
+                m.d.sync += [load_row.eq(0), load_bank.eq(~load_bank)]
+            with m.Else():
+                m.d.sync += load_row.eq(load_row + 1)
+        with m.If(tile_done):
+            m.d.sync += compute_bank.eq(~compute_bank)
+
+        # --- Input skew: row r's element (and its bank) is delayed r + 1 cycles -------
+        row_in = []
+        for r in range(R):
+            act = Signal(signed(8), name=f"skew_act{r}_0")
+            bank = Signal(name=f"skew_bank{r}_0")
+            m.d.sync += [act.eq(self.acts.p.data[r]), bank.eq(compute_bank)]
+            for i in range(1, r + 1):
+                next_act = Signal(signed(8), name=f"skew_act{r}_{i}")
+                next_bank = Signal(name=f"skew_bank{r}_{i}")
+                m.d.sync += [next_act.eq(act), next_bank.eq(bank)]
+                act, bank = next_act, next_bank
+            row_in.append((act, bank))
+
+        # --- PE grid ----------------------------------------------------------------
+        psum_above = [Const(0, signed(32))] * C
+        for r in range(R):
+            act, bank = row_in[r]
+            psum_row = []
+            for c in range(C):
+                product = act * Mux(bank, weight[1][r][c], weight[0][r][c])
+                psum = Signal(signed(32), name=f"psum{r}_{c}")
+                m.d.sync += psum.eq(psum_above[c] + product)
+                psum_row.append(psum)
+                if c != C - 1:
+                    act_right = Signal(signed(8), name=f"act{r}_{c + 1}")
+                    bank_right = Signal(name=f"bank{r}_{c + 1}")
+                    m.d.sync += [act_right.eq(act), bank_right.eq(bank)]
+                    act, bank = act_right, bank_right
+            psum_above = psum_row
+
+        # --- Output de-skew: column c is delayed C - 1 - c more cycles ----------------
+        for c in range(C):
+            value = psum_above[c]
+            for i in range(C - 1 - c):
+                delayed = Signal(signed(32), name=f"deskew{c}_{i}")
+                m.d.sync += delayed.eq(value)
+                value = delayed
+            m.d.comb += self.results.p.data[c].eq(value)
+
+        # --- Sideband: valid and tag travel alongside, latency rows + cols ------------
+        valid, tag = acts_accepted, self.acts.p.tag
+        for i in range(self.latency):
+            next_valid = Signal(name=f"valid_d{i}")
+            next_tag = Signal(self.tag_shape, name=f"tag_d{i}")
+            m.d.sync += [next_valid.eq(valid), next_tag.eq(tag)]
+            valid, tag = next_valid, next_tag
+        m.d.comb += [self.results.valid.eq(valid), self.results.p.tag.eq(tag)]
+
+        return m

@@ -1,0 +1,13 @@
+"""Output stage (bias, requantization, clamp) in Verilator against the NumPy golden model."""
+
+import pytest
+
+from hw.output_stage import OutputStage
+from verif.runner import simulate
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_output_stage_matches_golden(lanes, seed, waves):
+    simulate(OutputStage(lanes=lanes, tag_shape=16), name=f"output_stage_{lanes}",
+             test_module="verif.tb_output_stage", params={"lanes": lanes, "beats": 1500 // lanes * 4},
+             seed=seed, waves=waves)

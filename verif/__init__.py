@@ -1,0 +1,1 @@
+"""Verification: cocotb testbenches, NumPy golden models and shared test helpers."""

