@@ -1,0 +1,198 @@
+"""Matrix unit: systolic array, int32 accumulators and output stage.
+
+A GEMM ``Y = requantize(A @ W)`` is computed as a sequence of weight tiles. For each
+output-channel tile ``n`` (``cols`` channels) and each reduction tile ``k`` (``rows``
+deep), the ``weights`` stream sends the ``rows × cols`` weight tile (zero-padded at the
+edges) and the ``acts`` stream sends ``M`` activation vectors ``A[m, k-tile]``. Each
+activation beat names the accumulator row it adds into:
+
+* ``first``: this is the first K-tile; overwrite the accumulator instead of adding;
+* ``emit``: this is the last K-tile; send ``acc + partial`` through the output stage
+  instead of writing it back;
+* ``acc_addr``: the accumulator row (``M`` rows, one per output row);
+* ``channel``: the row of the channel-parameter table holding this N-tile's bias,
+  multiplier, zero point and clamp (``hw.output_stage.channel_params`` per column);
+* ``last``: the final activation vector of the weight tile (the array switches weight
+  banks after it).
+
+Accumulators are read and written back in the same cycle they leave the array
+(read-modify-write with a write-transparent read port), so consecutive beats may name the
+same row. Emitted rows go through a FIFO reserved by credits: an activation is accepted
+only when its result has room, so the array never needs back-pressure and the
+``results`` consumer may stall at will.
+
+Members
+-------
+weights : ``In(stream.Signature(ArrayLayout(signed(8), cols)))``
+    Weight rows, ``rows`` beats per tile (see :class:`hw.systolic_array.SystolicArray`).
+acts : ``In(stream.Signature(matrix_beat_layout(...)))``
+    Activation vectors with their accumulation control.
+params : ``In(stream.Signature(...))``
+    Writes of the channel-parameter table: ``index``, ``data`` (``cols`` ×
+    ``channel_params``). Always ready. A row must not be rewritten while beats that use
+    it are in flight.
+results : ``Out(stream.Signature(...))``
+    ``q``: ``cols`` 8-bit outputs; ``acc``: the ``cols`` int32 accumulators before bias;
+    ``tag``: the activation beat's tag.
+
+Latency
+-------
+An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier than
+``t + rows + cols + 4 + OutputStage.latency`` (array, accumulator read-modify-write,
+FIFO, parameter lookup, output stage). Throughput: one activation vector per cycle, with
+weight loading hidden as described in :mod:`hw.systolic_array`.
+"""
+
+from amaranth import *
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .config import NPUConfig
+from .output_stage import OutputStage, channel_params
+from .systolic_array import SystolicArray
+
+
+__all__ = ["MatrixUnit", "matrix_beat_layout"]
+
+
+def matrix_beat_layout(config, tag_shape):
+    return data.StructLayout({
+        "data":     data.ArrayLayout(signed(8), config.rows),
+        "last":     unsigned(1),
+        "first":    unsigned(1),
+        "emit":     unsigned(1),
+        "acc_addr": unsigned(ceil_log2(config.acc_depth)),
+        "channel":  unsigned(ceil_log2(config.channel_depth)),
+        "tag":      tag_shape,
+    })
+
+
+class MatrixUnit(wiring.Component):
+    def __init__(self, config=NPUConfig(), tag_shape=unsigned(16)):
+        self.config = config
+        self.tag_shape = tag_shape
+        C = config.cols
+        self._sideband = data.StructLayout({
+            "first":    unsigned(1),
+            "emit":     unsigned(1),
+            "acc_addr": unsigned(ceil_log2(config.acc_depth)),
+            "channel":  unsigned(ceil_log2(config.channel_depth)),
+            "tag":      tag_shape,
+        })
+        self._emitted = data.StructLayout({
+            "acc":     data.ArrayLayout(signed(32), C),
+            "channel": unsigned(ceil_log2(config.channel_depth)),
+            "tag":     tag_shape,
+        })
+        # Room for every beat in flight between the array input and the FIFO, so that
+        # the array streams at full rate while the consumer keeps up.
+        self.fifo_depth = 1 << ceil_log2(config.rows + config.cols + 4)
+        super().__init__({
+            "weights": In(stream.Signature(data.ArrayLayout(signed(8), C))),
+            "acts":    In(stream.Signature(matrix_beat_layout(config, tag_shape))),
+            "params":  In(stream.Signature(data.StructLayout({
+                "index": unsigned(ceil_log2(config.channel_depth)),
+                "data":  data.ArrayLayout(channel_params, C),
+            }))),
+            "results": Out(stream.Signature(data.StructLayout({
+                "q":   data.ArrayLayout(unsigned(8), C),
+                "acc": data.ArrayLayout(signed(32), C),
+                "tag": tag_shape,
+            }))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self.config
+        C = config.cols
+
+        m.submodules.array = array = SystolicArray(config.rows, C, tag_shape=self._sideband)
+        m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(
+            width=Shape.cast(self._emitted).width, depth=self.fifo_depth)
+        m.submodules.output_stage = output_stage = OutputStage(C, tag_shape=self.tag_shape)
+        m.submodules.accumulators = accumulators = memory.Memory(
+            shape=data.ArrayLayout(signed(32), C), depth=config.acc_depth, init=[])
+        m.submodules.channel_table = channel_table = memory.Memory(
+            shape=data.ArrayLayout(channel_params, C), depth=config.channel_depth, init=[])
+
+        # --- Inputs and credits ------------------------------------------------------
+        wiring.connect(m, wiring.flipped(self.weights), array.weights)
+
+        in_flight = Signal(range(self.fifo_depth + 1))
+        has_room = (in_flight + results_fifo.level) < self.fifo_depth
+        m.d.comb += [
+            array.acts.valid.eq(self.acts.valid & has_room),
+            self.acts.ready.eq(array.acts.ready & has_room),
+            array.acts.p.data.eq(self.acts.p.data),
+            array.acts.p.last.eq(self.acts.p.last),
+            array.acts.p.tag.first.eq(self.acts.p.first),
+            array.acts.p.tag.emit.eq(self.acts.p.emit),
+            array.acts.p.tag.acc_addr.eq(self.acts.p.acc_addr),
+            array.acts.p.tag.channel.eq(self.acts.p.channel),
+            array.acts.p.tag.tag.eq(self.acts.p.tag),
+        ]
+
+        table_write = channel_table.write_port()
+        m.d.comb += [
+            self.params.ready.eq(1),
+            table_write.addr.eq(self.params.p.index),
+            table_write.data.eq(self.params.p.data),
+            table_write.en.eq(self.params.valid),
+        ]
+
+        # --- Accumulator read-modify-write -------------------------------------------
+        acc_write = accumulators.write_port()
+        acc_read = accumulators.read_port(transparent_for=(acc_write,))
+        m.d.comb += acc_read.addr.eq(array.results.p.tag.acc_addr)
+
+        partial = Signal.like(array.results.p.data)
+        sideband = Signal(self._sideband)
+        valid = Signal()
+        m.d.sync += [partial.eq(array.results.p.data), sideband.eq(array.results.p.tag),
+                     valid.eq(array.results.valid)]
+
+        total = Signal(data.ArrayLayout(signed(32), C))
+        for c in range(C):
+            m.d.comb += total[c].eq(Mux(sideband.first, partial[c], acc_read.data[c] + partial[c]))
+        m.d.comb += [
+            acc_write.addr.eq(sideband.acc_addr),
+            acc_write.data.eq(total),
+            acc_write.en.eq(valid & ~sideband.emit),
+        ]
+
+        emitted = Signal(self._emitted)
+        m.d.comb += [
+            emitted.acc.eq(total),
+            emitted.channel.eq(sideband.channel),
+            emitted.tag.eq(sideband.tag),
+            results_fifo.w_data.eq(emitted),
+            results_fifo.w_en.eq(valid & sideband.emit),
+        ]
+
+        accepted_emit = self.acts.valid & self.acts.ready & self.acts.p.emit
+        pushed = results_fifo.w_en
+        m.d.sync += in_flight.eq(in_flight + accepted_emit - pushed)
+
+        # --- Channel-parameter lookup, then the output stage ----------------------------
+        lookup_valid = Signal()
+        lookup = Signal(self._emitted)
+        advance = ~lookup_valid | output_stage.inp.ready
+        fifo_head = Signal(self._emitted)
+        table_read = channel_table.read_port()
+        m.d.comb += [
+            fifo_head.eq(results_fifo.r_data),
+            results_fifo.r_en.eq(advance),
+            table_read.addr.eq(fifo_head.channel),
+            table_read.en.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += [lookup_valid.eq(results_fifo.r_rdy), lookup.eq(fifo_head)]
+        m.d.comb += [
+            output_stage.inp.valid.eq(lookup_valid),
+            output_stage.inp.p.acc.eq(lookup.acc),
+            output_stage.inp.p.params.eq(table_read.data),
+            output_stage.inp.p.tag.eq(lookup.tag),
+        ]
+        wiring.connect(m, output_stage.out, wiring.flipped(self.results))
+        return m

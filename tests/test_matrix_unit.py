@@ -1,0 +1,21 @@
+"""Systolic array + accumulators + output stage in Verilator against the NumPy golden models."""
+
+import pytest
+
+from hw.config import NPUConfig
+from hw.matrix_unit import MatrixUnit
+from verif.runner import simulate
+
+# Three shapes: square small, the default, and non-square. ~700 weight tiles each.
+SHAPES = [(4, 4), (8, 8), (4, 8)]
+
+
+@pytest.mark.parametrize("rows,cols", SHAPES, ids=[f"{r}x{c}" for r, c in SHAPES])
+def test_matrix_unit_gemm_tiles(rows, cols, seed, waves):
+    config = NPUConfig(rows=rows, cols=cols, acc_depth=64, channel_depth=16)
+    simulate(MatrixUnit(config), name=f"matrix_unit_{rows}x{cols}",
+             test_module="verif.tb_matrix_unit",
+             testcase=["random_gemm_tiles", "deep_accumulation"],
+             params={"config": {"rows": rows, "cols": cols, "acc_depth": 64, "channel_depth": 16},
+                     "tiles": 700},
+             seed=seed, waves=waves)
