@@ -1,0 +1,334 @@
+"""Scratchpad: banked on-chip SRAM for activations and weights.
+
+The scratchpad holds ``config.scratchpad_bytes`` bytes in ``config.scratchpad_banks``
+banks, each an :class:`amaranth.lib.memory.Memory` with one read port and one byte-masked
+write port, so it maps to simple dual-port FPGA block RAM. One side of it belongs to the
+DMA engine, the other to the matrix unit: an activation read port, a weight read port and
+a result write port.
+
+Address map
+-----------
+Every port addresses the same byte space ``[0, scratchpad_bytes)`` in its own unit:
+
+* DMA: words of ``bus_width / 8`` bytes (``byte = addr * bus_width / 8``);
+* activations: slots of ``2**ceil_log2(rows)`` bytes (``byte = addr * slot``), of which the
+  first ``rows`` bytes are the vector;
+* weights and results: slots of ``2**ceil_log2(cols)`` bytes, of which the first ``cols``
+  bytes are the vector.
+
+Each bank is ``word_bytes = max(bus_width / 8, activation slot, weight slot)`` bytes wide,
+so every DMA word and every vector lies inside one bank word (a *lane* of it): narrower
+accesses select their lane on reads and write it with byte enables. Banks are contiguous::
+
+    byte address  = | bank | row | lane offset |
+    bank          = byte // bank_bytes             (bank_bytes = scratchpad_bytes / banks)
+    row           = (byte % bank_bytes) // word_bytes
+    offset        = byte % word_bytes
+
+The top address bit therefore selects a *half*: banks ``0 .. banks/2 - 1`` hold the lower
+half, banks ``banks/2 .. banks - 1`` the upper half. The halves share no bank, so the DMA
+can fill one half while the matrix unit computes from the other (ping-pong) without any
+conflict. With the default 4 banks each half has two banks: placing a tile's activations
+and its weights in different banks of a half lets both read ports run every cycle.
+
+Members
+-------
+dma : ``In(DMAPortSignature(addr_width, bus_width))``
+    ``dma.req``: stream of :func:`dma_request_layout` (``addr`` in words, ``write``,
+    ``data``, ``strb``: one write enable per byte of ``data``); ``ready`` low stalls the
+    DMA on a bank conflict. ``dma.rvalid``/``dma.rdata``: read data, one cycle after an
+    accepted read; the DMA cannot stall it.
+act_req : ``In(stream.Signature(read_request_layout(addr_width, tag_shape)))``
+    ``addr`` (activation slots) and ``tag`` of one activation vector.
+act_resp : ``Out(stream.Signature(read_response_layout(rows, tag_shape)))``
+    ``data``: ``rows`` int8 values, lowest address first; ``tag``: the request's tag.
+wgt_req : ``In(stream.Signature(read_request_layout(addr_width, tag_shape)))``
+    ``addr`` (weight slots) and ``tag`` of one weight row.
+wgt_resp : ``Out(stream.Signature(read_response_layout(cols, tag_shape)))``
+    ``data``: ``cols`` int8 weights; ``tag``.
+res : ``In(stream.Signature(result_write_layout(addr_width, cols)))``
+    ``addr`` (result slots, the same unit as weights) and ``data``: ``cols`` bytes.
+
+Latency
+-------
+* DMA: a request is accepted in cycle ``t`` when ``valid & ready``. A read's data is on
+  ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + 1``, exactly.
+* Compute reads: a request accepted in cycle ``t`` has its response valid from cycle
+  ``t + 1``, held (with its data) until ``ready``. Responses come in request order. A
+  request is accepted only when the response register is empty or being emptied in the
+  same cycle, so with ``resp.ready`` high each read port takes one request per cycle.
+* Result writes take effect in the cycle they are accepted.
+* Ordering: a read accepted in cycle ``t`` returns every write accepted before cycle
+  ``t`` and none accepted in cycle ``t`` itself (read-first), whichever ports issued them.
+* ``ready`` of every request stream depends combinationally on the ``valid`` and ``addr``
+  of the other requests; ``act_req.ready`` and ``wgt_req.ready`` also on their
+  response's ``ready``.
+
+Conflicts: requests proceed in the same cycle unless two of them need the same port of
+the same bank. Each bank's read port is shared by activation reads, weight reads and DMA
+reads; its write port by result writes and DMA writes. A read and a write never conflict.
+Each bank port has a round-robin arbiter with no fixed priority: among the requesters of
+that port in a cycle, the first one after the last winner (in the order activations,
+weights, DMA for reads and results, DMA for writes) wins. A request that is held valid
+therefore waits at most 2 cycles for a read port and 1 cycle for a write port: neither
+the DMA nor the compute side can starve, and under a persistent conflict each requester
+gets an equal share of the bank.
+"""
+
+from amaranth import *
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from .config import DEFAULT_CONFIG
+
+
+__all__ = ["Scratchpad", "DMAPortSignature", "dma_request_layout", "read_request_layout",
+           "read_response_layout", "result_write_layout"]
+
+
+def dma_request_layout(addr_width, bus_width):
+    return data.StructLayout({
+        "addr":  unsigned(addr_width),
+        "write": unsigned(1),
+        "data":  unsigned(bus_width),
+        "strb":  unsigned(bus_width // 8),
+    })
+
+
+def read_request_layout(addr_width, tag_shape):
+    return data.StructLayout({
+        "addr": unsigned(addr_width),
+        "tag":  tag_shape,
+    })
+
+
+def read_response_layout(lanes, tag_shape):
+    return data.StructLayout({
+        "data": data.ArrayLayout(signed(8), lanes),
+        "tag":  tag_shape,
+    })
+
+
+def result_write_layout(addr_width, lanes):
+    return data.StructLayout({
+        "addr": unsigned(addr_width),
+        "data": data.ArrayLayout(unsigned(8), lanes),
+    })
+
+
+class DMAPortSignature(wiring.Signature):
+    """The scratchpad's DMA port, seen from the DMA engine (the initiator).
+
+    Members
+    -------
+    req : ``Out(stream.Signature(dma_request_layout(addr_width, bus_width)))``
+        Word-addressed reads (``write`` = 0) and byte-masked writes (``write`` = 1).
+    rvalid : ``In(1)``
+        High in the cycle after a read was accepted.
+    rdata : ``In(bus_width)``
+        The word read; valid while ``rvalid`` is high.
+    """
+
+    def __init__(self, addr_width, bus_width):
+        if bus_width % 8:
+            raise ValueError(f"bus_width must be a multiple of 8, not {bus_width}")
+        self.addr_width = addr_width
+        self.bus_width = bus_width
+        super().__init__({
+            "req":    Out(stream.Signature(dma_request_layout(addr_width, bus_width))),
+            "rvalid": In(1),
+            "rdata":  In(bus_width),
+        })
+
+
+class _Geometry:
+    """Splits a port's address (in units of ``unit_bytes``) into bank, row and lane."""
+
+    def __init__(self, scratchpad_bytes, banks, word_bytes, unit_bytes):
+        self.unit_bytes = unit_bytes
+        self.lane_bits = exact_log2(word_bytes // unit_bytes)
+        self.row_bits = exact_log2(scratchpad_bytes // banks // word_bytes)
+        self.bank_bits = exact_log2(banks)
+        self.addr_width = self.lane_bits + self.row_bits + self.bank_bits
+
+    def split(self, addr):
+        row_end = self.lane_bits + self.row_bits
+        return addr[:self.lane_bits], addr[self.lane_bits:row_end], addr[row_end:]
+
+
+def _round_robin(m, requests, name):
+    """One-hot grants for ``requests``; the last winner has the lowest priority next."""
+    count = len(requests)
+    last = Signal(range(count), init=count - 1, name=f"{name}_last")
+    grants = [Signal(name=f"{name}_grant{i}") for i in range(count)]
+    with m.Switch(last):
+        for previous in range(count):
+            with m.Case(previous):
+                order = [(previous + 1 + j) % count for j in range(count)]
+                for position, index in enumerate(order):
+                    earlier = [requests[i] for i in order[:position]]
+                    m.d.comb += grants[index].eq(requests[index] & ~Cat(*earlier).any())
+    for index, grant in enumerate(grants):
+        with m.If(grant):
+            m.d.sync += last.eq(index)
+    return grants
+
+
+class Scratchpad(wiring.Component):
+    def __init__(self, config=DEFAULT_CONFIG, tag_shape=unsigned(1)):
+        self.config = config
+        self.tag_shape = tag_shape
+        size, banks = config.scratchpad_bytes, config.scratchpad_banks
+        if banks < 2 or banks & (banks - 1):
+            raise ValueError(f"scratchpad_banks must be a power of two of at least 2 (one "
+                             f"bank group per ping-pong half), not {banks}")
+        if size & (size - 1):
+            raise ValueError(f"scratchpad_bytes must be a power of two, not {size}")
+        self.bus_bytes = config.bus_width // 8
+        self.act_slot = 1 << ceil_log2(config.rows)
+        self.wgt_slot = 1 << ceil_log2(config.cols)
+        self.word_bytes = max(self.bus_bytes, self.act_slot, self.wgt_slot)
+        self.bank_bytes = size // banks
+        if self.bank_bytes < self.word_bytes:
+            raise ValueError(f"a bank of {self.bank_bytes} bytes is narrower than one "
+                             f"{self.word_bytes}-byte bank word")
+        self.depth = self.bank_bytes // self.word_bytes
+        self.dma_geometry = _Geometry(size, banks, self.word_bytes, self.bus_bytes)
+        self.act_geometry = _Geometry(size, banks, self.word_bytes, self.act_slot)
+        self.wgt_geometry = _Geometry(size, banks, self.word_bytes, self.wgt_slot)
+        act_aw, wgt_aw = self.act_geometry.addr_width, self.wgt_geometry.addr_width
+        super().__init__({
+            "dma":      In(DMAPortSignature(self.dma_geometry.addr_width, config.bus_width)),
+            "act_req":  In(stream.Signature(read_request_layout(act_aw, tag_shape))),
+            "act_resp": Out(stream.Signature(read_response_layout(config.rows, tag_shape))),
+            "wgt_req":  In(stream.Signature(read_request_layout(wgt_aw, tag_shape))),
+            "wgt_resp": Out(stream.Signature(read_response_layout(config.cols, tag_shape))),
+            "res":      In(stream.Signature(result_write_layout(wgt_aw, config.cols))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        banks = self.config.scratchpad_banks
+        word_bits = self.word_bytes * 8
+
+        read_ports, write_ports = [], []
+        for k in range(banks):
+            bank = memory.Memory(shape=unsigned(word_bits), depth=self.depth, init=[])
+            m.submodules[f"bank{k}"] = bank
+            read_ports.append(bank.read_port())
+            write_ports.append(bank.write_port(granularity=8))
+
+        dma_req = self.dma.req
+        dma_lane, dma_row, dma_bank = self.dma_geometry.split(dma_req.p.addr)
+        act_lane, act_row, act_bank = self.act_geometry.split(self.act_req.p.addr)
+        wgt_lane, wgt_row, wgt_bank = self.wgt_geometry.split(self.wgt_req.p.addr)
+        res_lane, res_row, res_bank = self.wgt_geometry.split(self.res.p.addr)
+
+        # A compute read may go ahead when its response register is free this cycle.
+        act_free = ~self.act_resp.valid | self.act_resp.ready
+        wgt_free = ~self.wgt_resp.valid | self.wgt_resp.ready
+        act_wants = self.act_req.valid & act_free
+        wgt_wants = self.wgt_req.valid & wgt_free
+        dma_reads = dma_req.valid & ~dma_req.p.write
+        dma_writes = dma_req.valid & dma_req.p.write
+
+        dma_grants, act_grants, wgt_grants, res_grants = [], [], [], []
+        for k, (rport, wport) in enumerate(zip(read_ports, write_ports)):
+            act_g, wgt_g, dma_rg = _round_robin(m, [
+                act_wants & (act_bank == k),
+                wgt_wants & (wgt_bank == k),
+                dma_reads & (dma_bank == k),
+            ], f"bank{k}_read")
+            res_g, dma_wg = _round_robin(m, [
+                self.res.valid & (res_bank == k),
+                dma_writes & (dma_bank == k),
+            ], f"bank{k}_write")
+            act_grants.append(act_g)
+            wgt_grants.append(wgt_g)
+            res_grants.append(res_g)
+            dma_grants += [dma_rg, dma_wg]
+
+            m.d.comb += rport.en.eq(act_g | wgt_g | dma_rg)
+            with m.If(act_g):
+                m.d.comb += rport.addr.eq(act_row)
+            with m.Elif(wgt_g):
+                m.d.comb += rport.addr.eq(wgt_row)
+            with m.Elif(dma_rg):
+                m.d.comb += rport.addr.eq(dma_row)
+
+            with m.If(res_g):
+                m.d.comb += [
+                    wport.addr.eq(res_row),
+                    wport.data.eq(self._replicate(self.res.p.data.as_value())),
+                    wport.en.eq(self._lane_enables(res_lane, self.wgt_slot,
+                                                   Const(-1, self.config.cols))),
+                ]
+            with m.Elif(dma_wg):
+                m.d.comb += [
+                    wport.addr.eq(dma_row),
+                    wport.data.eq(self._replicate(dma_req.p.data)),
+                    wport.en.eq(self._lane_enables(dma_lane, self.bus_bytes, dma_req.p.strb)),
+                ]
+
+        m.d.comb += [
+            dma_req.ready.eq(Cat(*dma_grants).any()),
+            self.act_req.ready.eq(Cat(*act_grants).any()),
+            self.wgt_req.ready.eq(Cat(*wgt_grants).any()),
+            self.res.ready.eq(Cat(*res_grants).any()),
+        ]
+
+        bank_data = Array(port.data for port in read_ports)
+
+        dma_read_bank = Signal(dma_bank.shape(), name="dma_read_bank")
+        dma_read_lane = Signal(dma_lane.shape(), name="dma_read_lane")
+        m.d.sync += [
+            self.dma.rvalid.eq(dma_req.valid & dma_req.ready & ~dma_req.p.write),
+            dma_read_bank.eq(dma_bank),
+            dma_read_lane.eq(dma_lane),
+        ]
+        m.d.comb += self.dma.rdata.eq(
+            bank_data[dma_read_bank].word_select(dma_read_lane, self.config.bus_width))
+
+        self._read_response(m, "act", self.act_req, self.act_resp, act_bank, act_lane,
+                            self.act_slot, bank_data)
+        self._read_response(m, "wgt", self.wgt_req, self.wgt_resp, wgt_bank, wgt_lane,
+                            self.wgt_slot, bank_data)
+        return m
+
+    def _replicate(self, value):
+        """``value`` repeated across a bank word, so that any lane can be written."""
+        return Cat(*[value] * (self.word_bytes * 8 // len(value)))
+
+    def _lane_enables(self, lane, unit_bytes, strobes):
+        """Byte enables of a bank word: ``strobes`` in lane ``lane`` of ``unit_bytes``."""
+        units = self.word_bytes // unit_bytes
+        padded = Cat(strobes, Const(0, unit_bytes - len(strobes)))
+        return Cat(*[Mux(lane == i, padded, 0) for i in range(units)])
+
+    def _read_response(self, m, name, req, resp, bank, lane, slot_bytes, bank_data):
+        """The response register of a compute read port, which holds while stalled.
+
+        A bank's read port may serve another requester while this response waits, so the
+        cycle after a read its data comes from the bank and is then kept in ``held``.
+        """
+        fresh = Signal(name=f"{name}_fresh")
+        read_bank = Signal(bank.shape(), name=f"{name}_read_bank")
+        read_lane = Signal(lane.shape(), name=f"{name}_read_lane")
+        held = Signal(resp.p.data.shape(), name=f"{name}_held")
+        from_bank = bank_data[read_bank].word_select(read_lane, slot_bytes * 8)
+        current = Mux(fresh, from_bank[:len(held.as_value())], held)
+        m.d.comb += resp.p.data.eq(current)
+
+        with m.If(resp.valid & ~resp.ready):
+            m.d.sync += [held.eq(current), fresh.eq(0)]
+        with m.If(req.valid & req.ready):
+            m.d.sync += [
+                resp.valid.eq(1),
+                resp.p.tag.eq(req.p.tag),
+                fresh.eq(1),
+                read_bank.eq(bank),
+                read_lane.eq(lane),
+            ]
+        with m.Elif(resp.ready):
+            m.d.sync += [resp.valid.eq(0), fresh.eq(0)]
