@@ -4,7 +4,8 @@ rounding ties, saturation and every clamp edge."""
 import numpy as np
 
 __all__ = ["int8_full_range", "random_multipliers", "random_channel_params",
-           "edge_accumulators", "tie_cases", "channel_param_fields", "golden_requantize"]
+           "edge_accumulators", "tie_cases", "channel_param_fields", "golden_requantize",
+           "float32_rounding_edges"]
 
 
 def int8_full_range(rng, shape):
@@ -95,3 +96,19 @@ def golden_requantize(acc, params):
     from .golden import requantize
     return requantize(acc, params["bias"], params["multiplier"], params["zero_point"],
                       params["clamp_lo"], params["clamp_hi"], params["unsigned"])
+
+
+def float32_rounding_edges():
+    """(accumulator, multiplier) pairs where only float32 semantics give the right answer:
+    accumulators whose int32 -> float32 conversion rounds, with power-of-two multipliers
+    that bring them near 0.5, and exact half-integer products (ties) of both signs."""
+    cases = []
+    for k in (24, 25, 26):
+        for target in (2**24 + 1, 2**24 + 3, 2**25 + 2, 2**25 + 6, 2**26 + 4, 2**26 + 12):
+            cases += [(target, k), (-target, k)]
+    for k in range(1, 12):
+        for n in (0, 1, 2, 3, 50, 51, -1, -2, -51):
+            cases.append(((2 * n + 1) * 2 ** (k - 1), k))
+    acc = np.array([t for t, _ in cases], np.int64)
+    multiplier = np.exp2(-np.array([k for _, k in cases], np.float64)).astype(np.float32)
+    return acc, multiplier

@@ -5,8 +5,8 @@ import numpy as np
 from cocotb.triggers import with_timeout
 
 from hw.output_stage import OutputStage
-from verif.stimulus import (channel_param_fields, edge_accumulators, golden_requantize,
-                            random_channel_params, tie_cases)
+from verif.stimulus import (channel_param_fields, edge_accumulators, float32_rounding_edges,
+                            golden_requantize, random_channel_params, tie_cases)
 from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock_and_reset,
                            tb_params, tb_rng, unpack)
 
@@ -109,3 +109,22 @@ async def clamp_edges(dut):
                               rng.choice([-128, 127], size=n)), edges)
     accs = edges - params["zero_point"] + rng.integers(-1, 2, size=n)
     await _run(dut, accs.reshape(-1, tb["lanes"]), params, idle=0.0, stall=0.5)
+
+
+@cocotb.test()
+async def float32_rounding(dut):
+    """The crafted float32 edges that tests/test_golden_onnxruntime.py checks against
+    onnxruntime: conversion rounding beyond 2^24 and exact ties, through the bias path."""
+    tb = tb_params()
+    rng = tb_rng(dut._log)
+    targets, multipliers = float32_rounding_edges()
+    lanes = tb["lanes"]
+    n = -(-len(targets) // lanes) * lanes
+    params = random_channel_params(rng, n)
+    accs = rng.integers(-2**20, 2**20, size=n)
+    params["bias"][:len(targets)] = targets - accs[:len(targets)]
+    params["multiplier"][:len(targets)] = multipliers
+    params["zero_point"][:] = np.where(params["unsigned"], 128, 0)
+    params["clamp_lo"][:] = -1000
+    params["clamp_hi"][:] = 1000
+    await _run(dut, accs.reshape(-1, lanes), params, idle=0.0, stall=0.0)
