@@ -8,13 +8,18 @@ a result write port.
 
 Address map
 -----------
-Every port addresses the same byte space ``[0, scratchpad_bytes)`` in its own unit:
+Every port addresses the same byte space ``[0, scratchpad_bytes)`` in its own unit, and
+its ``addr`` is ``log2(scratchpad_bytes / unit)`` bits wide:
 
 * DMA: words of ``bus_width / 8`` bytes (``byte = addr * bus_width / 8``);
 * activations: slots of ``2**ceil_log2(rows)`` bytes (``byte = addr * slot``), of which the
   first ``rows`` bytes are the vector;
 * weights and results: slots of ``2**ceil_log2(cols)`` bytes, of which the first ``cols``
   bytes are the vector.
+
+Vectors are little-endian: element ``i`` is the byte at ``byte + i``, and bits
+``8*i .. 8*i+7`` of a DMA word are the byte at ``addr * bus_width / 8 + i``, written when
+``strb[i]`` is set.
 
 Each bank is ``word_bytes = max(bus_width / 8, activation slot, weight slot)`` bytes wide,
 so every DMA word and every vector lies inside one bank word (a *lane* of it): narrower
@@ -70,7 +75,8 @@ reads; its write port by result writes and DMA writes. A read and a write never 
 Each bank port has a round-robin arbiter with no fixed priority: among the requesters of
 that port in a cycle, the first one after the last winner (in the order activations,
 weights, DMA for reads and results, DMA for writes) wins. A request that is held valid
-therefore waits at most 2 cycles for a read port and 1 cycle for a write port: neither
+therefore waits at most 2 cycles for a read port and 1 cycle for a write port (a compute
+read counts as waiting while its response register is free): neither
 the DMA nor the compute side can starve, and under a persistent conflict each requester
 gets an equal share of the bank.
 """
@@ -146,7 +152,6 @@ class _Geometry:
     """Splits a port's address (in units of ``unit_bytes``) into bank, row and lane."""
 
     def __init__(self, scratchpad_bytes, banks, word_bytes, unit_bytes):
-        self.unit_bytes = unit_bytes
         self.lane_bits = exact_log2(word_bytes // unit_bytes)
         self.row_bits = exact_log2(scratchpad_bytes // banks // word_bytes)
         self.bank_bits = exact_log2(banks)

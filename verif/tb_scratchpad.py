@@ -19,15 +19,10 @@ from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock
                            tb_params, tb_rng, unpack)
 
 
+_MODEL = None
+
 READ_WAIT_LIMIT = 2     # three requesters share a bank's read port, round robin
 WRITE_WAIT_LIMIT = 1    # two requesters share a bank's write port, round robin
-
-
-def _config():
-    p = tb_params()
-    config = NPUConfig(rows=p["rows"], cols=p["cols"], bus_width=p["bus_width"],
-                       scratchpad_bytes=p["scratchpad_bytes"], scratchpad_banks=p["banks"])
-    return p, config
 
 
 class ScratchpadModel:
@@ -60,14 +55,15 @@ class ScratchpadModel:
         return (bank * self.bank_bytes + row * self.word_bytes + offset) // unit
 
 
-_MODEL = None
-
-
-def _model(config):
+def _setup():
+    """The test parameters, the model (shared by the tests of a run) and the interface."""
     global _MODEL
+    p = tb_params()
+    config = NPUConfig(rows=p["rows"], cols=p["cols"], bus_width=p["bus_width"],
+                       scratchpad_bytes=p["scratchpad_bytes"], scratchpad_banks=p["banks"])
     if _MODEL is None:
         _MODEL = ScratchpadModel(config)
-    return _MODEL
+    return p, _MODEL, Scratchpad(config, tag_shape=unsigned(p["tag_bits"]))
 
 
 def _bytes(value, count):
@@ -223,11 +219,8 @@ def _result_beats(rng, sp, model, addresses):
             for a in addresses]
 
 
-async def _run(dut, streams, idle, stall, rng):
+async def _run(dut, sp, model, streams, idle, stall, rng):
     """Drive ``streams`` (port name -> beats) at once; return the monitor when all is done."""
-    p, config = _config()
-    sp = Scratchpad(config, tag_shape=unsigned(p["tag_bits"]))
-    model = _model(config)
     for name in ("dma__req", "act_req", "wgt_req", "res"):
         getattr(dut, f"{name}__valid").value = 0
     for name in ("act_resp", "wgt_resp"):
@@ -254,16 +247,14 @@ async def _run(dut, streams, idle, stall, rng):
     for _ in range(3):
         await FallingEdge(dut.clk)
     assert not monitor.errors, f"{len(monitor.errors)} errors, first: {monitor.errors[0]}"
-    return sp, model, monitor
+    return monitor
 
 
 @cocotb.test()
 async def random_traffic(dut):
     """Random DMA reads and strobed writes, compute reads and result writes, all at once."""
-    p, config = _config()
+    p, model, sp = _setup()
     rng = tb_rng(dut._log)
-    model = _model(config)
-    sp = Scratchpad(config, tag_shape=unsigned(p["tag_bits"]))
     n = p["beats"]
 
     def addresses(unit):
@@ -275,7 +266,7 @@ async def random_traffic(dut):
         "wgt_req": _read_beats(rng, sp.wgt_req.p.shape(), addresses(model.wgt_slot)),
         "res": _result_beats(rng, sp, model, addresses(model.wgt_slot)),
     }
-    _, _, monitor = await _run(dut, streams, idle=0.3, stall=0.3, rng=rng)
+    monitor = await _run(dut, sp, model, streams, idle=0.3, stall=0.3, rng=rng)
     for name in Monitor.PORTS:
         assert len(monitor.accepted[name]) == n, f"{name}: {len(monitor.accepted[name])} of {n}"
     assert all(monitor.stalls.values()), f"no bank conflict on some port: {monitor.stalls}"
@@ -290,10 +281,8 @@ async def ping_pong_without_stalls(dut):
 
     Every port must accept one request in every cycle: no stall, no bubble.
     """
-    p, config = _config()
+    p, model, sp = _setup()
     rng = tb_rng(dut._log)
-    model = _model(config)
-    sp = Scratchpad(config, tag_shape=unsigned(p["tag_bits"]))
     half = model.banks // 2
     for compute_half in (0, 1):
         compute_banks = [compute_half * half + i for i in range(half)]
@@ -315,7 +304,7 @@ async def ping_pong_without_stalls(dut):
             "wgt_req": _read_beats(rng, sp.wgt_req.p.shape(), wgt),
             "res": _result_beats(rng, sp, model, res),
         }
-        _, _, monitor = await _run(dut, streams, idle=0.0, stall=0.0, rng=rng)
+        monitor = await _run(dut, sp, model, streams, idle=0.0, stall=0.0, rng=rng)
         for name in Monitor.PORTS:
             cycles = monitor.accepted[name]
             assert len(cycles) == n, f"{name}: {len(cycles)} of {n} accepted"
@@ -329,10 +318,8 @@ async def ping_pong_without_stalls(dut):
 @cocotb.test()
 async def same_bank_conflicts(dut):
     """Every port hammers one bank: all make progress, within the round-robin bound."""
-    p, config = _config()
+    p, model, sp = _setup()
     rng = tb_rng(dut._log)
-    model = _model(config)
-    sp = Scratchpad(config, tag_shape=unsigned(p["tag_bits"]))
     bank = [int(rng.integers(model.banks))]
     n = p["beats"] // 4
 
@@ -345,7 +332,7 @@ async def same_bank_conflicts(dut):
         "wgt_req": _read_beats(rng, sp.wgt_req.p.shape(), addresses(model.wgt_slot)),
         "res": _result_beats(rng, sp, model, addresses(model.wgt_slot)),
     }
-    _, _, monitor = await _run(dut, streams, idle=0.0, stall=0.0, rng=rng)
+    monitor = await _run(dut, sp, model, streams, idle=0.0, stall=0.0, rng=rng)
     for name in Monitor.PORTS:
         assert len(monitor.accepted[name]) == n, f"{name}: {len(monitor.accepted[name])} of {n}"
         assert monitor.stalls[name] > 0, f"{name} never lost arbitration: no conflict tested"
