@@ -162,6 +162,15 @@ class _Geometry:
         return addr[:self.lane_bits], addr[self.lane_bits:row_end], addr[row_end:]
 
 
+def _delayed(m, value, name):
+    """``value`` one cycle later; a zero-width value is a constant and is returned as is."""
+    if len(value) == 0:
+        return value
+    register = Signal(value.shape(), name=name)
+    m.d.sync += register.eq(value)
+    return register
+
+
 def _round_robin(m, requests, name):
     """One-hot grants for ``requests``; the last winner has the lowest priority next."""
     count = len(requests)
@@ -285,13 +294,9 @@ class Scratchpad(wiring.Component):
 
         bank_data = Array(port.data for port in read_ports)
 
-        dma_read_bank = Signal(dma_bank.shape(), name="dma_read_bank")
-        dma_read_lane = Signal(dma_lane.shape(), name="dma_read_lane")
-        m.d.sync += [
-            self.dma.rvalid.eq(dma_req.valid & dma_req.ready & ~dma_req.p.write),
-            dma_read_bank.eq(dma_bank),
-            dma_read_lane.eq(dma_lane),
-        ]
+        dma_read_bank = _delayed(m, dma_bank, "dma_read_bank")
+        dma_read_lane = _delayed(m, dma_lane, "dma_read_lane")
+        m.d.sync += self.dma.rvalid.eq(dma_req.valid & dma_req.ready & ~dma_req.p.write)
         m.d.comb += self.dma.rdata.eq(
             bank_data[dma_read_bank].word_select(dma_read_lane, self.config.bus_width))
 
@@ -315,11 +320,12 @@ class Scratchpad(wiring.Component):
         """The response register of a compute read port, which holds while stalled.
 
         A bank's read port may serve another requester while this response waits, so the
-        cycle after a read its data comes from the bank and is then kept in ``held``.
+        cycle after a read (``fresh``) its data comes from the bank and is then kept in
+        ``held``. ``read_bank`` and ``read_lane`` matter only while ``fresh``.
         """
         fresh = Signal(name=f"{name}_fresh")
-        read_bank = Signal(bank.shape(), name=f"{name}_read_bank")
-        read_lane = Signal(lane.shape(), name=f"{name}_read_lane")
+        read_bank = _delayed(m, bank, f"{name}_read_bank")
+        read_lane = _delayed(m, lane, f"{name}_read_lane")
         held = Signal(resp.p.data.shape(), name=f"{name}_held")
         from_bank = bank_data[read_bank].word_select(read_lane, slot_bytes * 8)
         current = Mux(fresh, from_bank[:len(held.as_value())], held)
@@ -332,8 +338,6 @@ class Scratchpad(wiring.Component):
                 resp.valid.eq(1),
                 resp.p.tag.eq(req.p.tag),
                 fresh.eq(1),
-                read_bank.eq(bank),
-                read_lane.eq(lane),
             ]
         with m.Elif(resp.ready):
             m.d.sync += [resp.valid.eq(0), fresh.eq(0)]
