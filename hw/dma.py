@@ -1,0 +1,664 @@
+"""DMA engine: 2-D strided copies between AXI4 memory and the scratchpad, any alignment.
+
+One :class:`DMA` is an AXI4 manager whose data width is ``config.bus_width``. It executes
+:class:`Descriptor` s from a queue, in order. A descriptor copies ``rows`` rows of
+``row_bytes`` bytes each; row ``r`` starts at memory byte ``mem_addr + r * mem_stride``
+and at scratchpad byte ``sp_addr + r * sp_stride``. ``direction`` says which side is
+read. Every address, length and stride may have any byte alignment, on either side.
+
+Members
+-------
+m_axi : ``Out(AXI4Signature(data_width=bus_width, addr_width=addr_width, id_width=id_width))``
+    The memory port. Every burst is INCR, ``AxSIZE`` = the full bus width, ID 0,
+    ``AxCACHE`` = 0b0011 (normal, non-cacheable, bufferable), ``AxPROT`` = 0.
+sp : ``Out(ScratchpadPortSignature(sp_addr_width, bus_width))``
+    The scratchpad port (see *Scratchpad protocol*).
+desc : ``In(stream.Signature(Descriptor))``
+    The descriptor queue (``queue_depth`` entries). ``ready`` is low while the queue is
+    full and while an error is pending (``error.code != NONE``).
+done : ``Out(stream.Signature(Completion))``
+    One beat with the descriptor's ``id`` when it has completed: every byte is in the
+    scratchpad (memory → scratchpad), or every write burst has had its ``OKAY`` response
+    (scratchpad → memory). Buffered (4 entries); the engine stalls while it is full.
+    A descriptor with ``rows == 0`` or ``row_bytes == 0`` completes without any access.
+error : ``Out(ErrorInfo)``
+    ``code`` (:class:`DMAError`), ``id`` of the failing descriptor and ``addr``, the failing
+    address; held until ``clear``. ``code == NONE`` means no error.
+clear : ``In(1)``
+    Acknowledges an error once the engine has stopped (``busy`` low): the error is
+    cleared, the descriptors still queued are discarded, and the queue accepts new
+    descriptors from the next cycle. Ignored at any other time.
+busy : ``Out(1)``
+    A descriptor is queued or in progress, or the engine is winding down after an error.
+
+Scratchpad protocol
+-------------------
+Word addressed: word ``a`` holds scratchpad bytes ``a * W .. a * W + W - 1``, with
+``W = bus_width / 8``, byte ``a * W + i`` in data bits ``8 i .. 8 i + 7``. ``sp.req`` is a
+stream of requests (``addr``, ``write``, ``data``, ``strb``); ``ready`` is the
+scratchpad's grant, which may stay low for any number of cycles (a bank conflict) and may
+depend combinationally on the request. A write writes the bytes whose ``strb`` bit is set
+in the cycle it is accepted. A read accepted in cycle ``t`` must return its word on
+``sp.rdata`` with ``sp.rvalid`` high in cycle ``t + 1`` (1-cycle latency); the DMA
+always takes it. The DMA keeps ``valid`` high only while it has a request to make, and
+may change or withdraw a request that has not been granted.
+
+Timing
+------
+A descriptor leaves the queue one cycle after it was pushed (when the engine is idle),
+takes one cycle for its range checks and one cycle per row to set the row up; bursts of a
+row are issued one per handshake. Up to ``max_outstanding`` bursts are in flight (AR
+issued and last R beat not yet received, or AW issued and B not yet received); the AR or
+AW of the next bursts, and of the next descriptor in the same direction, go out while
+earlier data still moves. With a zero-wait memory and an always-granting scratchpad the
+data path moves one bus word per cycle in both directions. A descriptor whose direction
+differs from the one in progress waits until that one has completed, so a read of data
+just written never overtakes the write.
+
+Bursts
+------
+A row ``[addr, addr + row_bytes)`` is cut into INCR bursts at every 4 KiB boundary and
+every 256 beats: each burst runs from its address (the row's first byte for the first
+burst, a word boundary afterwards) to the earliest of the row's end, the next 4 KiB
+boundary and 256 words past the word holding its first byte. ``AxADDR`` is the address of
+the burst's first byte, which may be unaligned (allowed for INCR); partial words at a
+row's ends are written with ``WSTRB`` covering only the row's bytes.
+
+Alignment
+---------
+Both directions share one realigner that turns a row's word stream from one alignment
+into another. Let ``a`` be the row's byte offset in the words read and ``b`` in the words
+written (``a = mem_addr % W`` and ``b = sp_addr % W`` from memory to scratchpad, the other
+way round from scratchpad to memory), and ``n`` the row's length. The row occupies
+``ceil((a + n) / W)`` input words and ``ceil((b + n) / W)`` output words. Output word
+``j`` is the ``W``-byte window at byte offset ``s`` of the concatenation of two
+consecutive input words ``{in[m], in[m - 1]}``, where
+
+* ``a > b``: ``s = a - b`` and ``m = j + 1``: the first input word is only stored
+  (priming, one cycle without output);
+* ``a <= b``: ``s = a - b + W`` (``W`` when ``a == b``, which selects ``in[j]``) and
+  ``m = j``.
+
+When ``in[m]`` lies beyond the row, the output word uses the stored word only (a flush
+word at the row's end). Byte lanes outside the row are masked by the write strobes: lanes
+below ``b`` in the first output word and above ``(b + n - 1) % W`` in the last one. The
+counts of input and output words differ by at most one, which the priming and flush words
+absorb, so a row costs ``ceil((b + n) / W)`` cycles, plus one when ``a > b``.
+
+Errors
+------
+Checked when a descriptor leaves the queue, before any access:
+
+* ``SP_RANGE``: the last scratchpad byte, ``sp_addr + (rows - 1) * sp_stride +
+  row_bytes - 1``, is at or beyond ``scratchpad_bytes``; ``addr`` = ``sp_addr``. Scratchpad
+  addresses never wrap.
+* ``MEM_RANGE``: the last memory byte, computed the same way, is beyond the address
+  space; ``addr`` = ``mem_addr``.
+
+These are reported once the descriptors before it have completed. During a transfer:
+
+* ``READ_SLVERR``/``READ_DECERR``: an R beat came back with that response. The beat and
+  everything after it in the descriptor are discarded: the scratchpad write that would
+  have used it, and every later one, is not issued.
+* ``WRITE_SLVERR``/``WRITE_DECERR``: a B response with that code.
+
+For bus errors ``addr`` is the first byte address of the failing burst (its ``AxADDR``).
+From the cycle after the error response the engine issues no new AR, AW or scratchpad
+write and sends the remaining W beats of bursts already issued with ``WSTRB`` = 0 (a beat
+whose ``WVALID`` was already high completes unchanged, as AXI requires); R and B
+responses still due are accepted and dropped. Transfers behind the failing one that had
+already started (same direction) are abandoned too. When nothing is outstanding, the
+engine stops (``busy`` low) until ``clear``. Only the first error is recorded.
+"""
+
+from amaranth import *
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from hw.axi import AXI4Signature, BOUNDARY, MAX_BURST_BEATS, Burst, Resp
+from hw.config import DEFAULT_CONFIG
+
+
+__all__ = ["Direction", "DMAError", "Descriptor", "ErrorInfo", "Completion",
+           "ScratchpadPortSignature", "scratchpad_request_layout", "DMA"]
+
+
+class Direction(enum.Enum, shape=1):
+    MEM_TO_SP = 0
+    SP_TO_MEM = 1
+
+
+class DMAError(enum.Enum, shape=3):
+    """``error.code`` of the :class:`DMA`; see the module docstring for when each is set."""
+    NONE = 0
+    READ_SLVERR = 1
+    READ_DECERR = 2
+    WRITE_SLVERR = 3
+    WRITE_DECERR = 4
+    SP_RANGE = 5
+    MEM_RANGE = 6
+
+
+class Descriptor(data.StructLayout):
+    """One 2-D transfer. Field widths follow the configuration.
+
+    ``direction`` (:class:`Direction`), ``id`` (``tag_width`` bits, reported by ``done``
+    and ``error``), ``mem_addr`` and ``mem_stride`` (``addr_width`` bits), ``sp_addr``
+    (bytes, ``ceil_log2(scratchpad_bytes)`` bits), ``sp_stride`` and ``row_bytes``
+    (``0 .. scratchpad_bytes``), ``rows`` (``rows_width`` bits).
+    """
+
+    def __init__(self, *, addr_width, scratchpad_bytes, tag_width=8, rows_width=16):
+        self.addr_width = addr_width
+        self.scratchpad_bytes = scratchpad_bytes
+        self.tag_width = tag_width
+        self.rows_width = rows_width
+        super().__init__({
+            "direction":  Direction,
+            "id":         unsigned(tag_width),
+            "mem_addr":   unsigned(addr_width),
+            "sp_addr":    unsigned(ceil_log2(scratchpad_bytes)),
+            "rows":       unsigned(rows_width),
+            "row_bytes":  range(scratchpad_bytes + 1),
+            "mem_stride": unsigned(addr_width),
+            "sp_stride":  range(scratchpad_bytes + 1),
+        })
+
+
+class ErrorInfo(data.StructLayout):
+    """``code`` (:class:`DMAError`), ``id`` of the failing descriptor, failing ``addr``."""
+
+    def __init__(self, *, addr_width, tag_width=8):
+        super().__init__({
+            "code": DMAError,
+            "id":   unsigned(tag_width),
+            "addr": unsigned(max(addr_width, 1)),
+        })
+
+
+class Completion(data.StructLayout):
+    """``id`` of a completed descriptor."""
+
+    def __init__(self, *, tag_width=8):
+        super().__init__({"id": unsigned(tag_width)})
+
+
+def scratchpad_request_layout(addr_width, data_width):
+    """One scratchpad request: word ``addr``, ``write``, and for writes ``data``/``strb``."""
+    return data.StructLayout({
+        "addr":  unsigned(addr_width),
+        "write": unsigned(1),
+        "data":  unsigned(data_width),
+        "strb":  unsigned(data_width // 8),
+    })
+
+
+class ScratchpadPortSignature(wiring.Signature):
+    """The DMA's scratchpad port, seen from the DMA (the initiator).
+
+    Members
+    -------
+    req : ``Out(stream.Signature(scratchpad_request_layout(addr_width, data_width)))``
+        Word-addressed reads (``write`` = 0) and byte-masked writes (``write`` = 1);
+        ``ready`` is the scratchpad's grant.
+    rvalid : ``In(1)``
+        High in the cycle after a read was accepted.
+    rdata : ``In(data_width)``
+        The word read; valid while ``rvalid`` is high.
+    """
+
+    def __init__(self, addr_width, data_width):
+        if data_width % 8:
+            raise ValueError(f"data_width must be a multiple of 8, not {data_width}")
+        self.addr_width = addr_width
+        self.data_width = data_width
+        super().__init__({
+            "req":    Out(stream.Signature(scratchpad_request_layout(addr_width, data_width))),
+            "rvalid": In(1),
+            "rdata":  In(data_width),
+        })
+
+
+class _Realigner(wiring.Component):
+    """Moves rows of bytes from one word alignment to another (see *Alignment* above).
+
+    ``cmd`` describes a row (``in_off``, ``out_off``, ``bytes``, ``base``, ``tag``);
+    ``inp`` carries its input words; ``out`` gives its output words with ``strb``,
+    ``addr`` (``base`` + word index), ``last`` (last word of the row) and ``tag``.
+    Rows follow each other without a gap; ``out`` depends combinationally on ``inp``.
+    """
+
+    def __init__(self, lanes, max_bytes, base_shape, tag_shape):
+        self.lanes = lanes
+        self.max_words = max_bytes // lanes + 2
+        bytes_shape = range(max_bytes + 1)
+        super().__init__({
+            "cmd": In(stream.Signature(data.StructLayout({
+                "in_off":  range(lanes),
+                "out_off": range(lanes),
+                "bytes":   bytes_shape,
+                "base":    base_shape,
+                "tag":     tag_shape,
+            }))),
+            "inp": In(stream.Signature(8 * lanes)),
+            "out": Out(stream.Signature(data.StructLayout({
+                "data": unsigned(8 * lanes),
+                "strb": unsigned(lanes),
+                "addr": base_shape,
+                "last": unsigned(1),
+                "tag":  tag_shape,
+            }))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.lanes
+        lw = exact_log2(W)
+
+        active = Signal()
+        priming = Signal()
+        first = Signal()
+        shift = Signal(range(W + 1))
+        in_left = Signal(range(self.max_words + 1))
+        out_left = Signal(range(self.max_words + 1))
+        lo = Signal(range(W))
+        hi = Signal(range(W))
+        addr = Signal(self.out.p.addr.shape())
+        tag = Signal(self.out.p.tag.shape())
+        prev = Signal(8 * W)
+
+        need_in = in_left != 0
+        last = out_left == 1
+        out_fire = self.out.valid & self.out.ready
+        in_fire = self.inp.valid & self.inp.ready
+        low = Mux(first, lo, 0)
+        high = Mux(last, hi, W - 1)
+        m.d.comb += [
+            self.out.valid.eq(active & ~priming & (~need_in | self.inp.valid)),
+            self.out.p.data.eq(Cat(prev, self.inp.payload).bit_select(shift * 8, 8 * W)),
+            self.out.p.strb.eq(Cat(((lane >= low) & (lane <= high)) for lane in range(W))),
+            self.out.p.addr.eq(addr),
+            self.out.p.last.eq(last),
+            self.out.p.tag.eq(tag),
+            self.inp.ready.eq(active & (priming | (self.out.ready & need_in))),
+            self.cmd.ready.eq(~active | (out_fire & last)),
+        ]
+
+        with m.If(in_fire):
+            m.d.sync += [prev.eq(self.inp.payload), in_left.eq(in_left - 1), priming.eq(0)]
+        with m.If(out_fire):
+            m.d.sync += [first.eq(0), out_left.eq(out_left - 1), addr.eq(addr + 1)]
+            with m.If(last):
+                m.d.sync += active.eq(0)
+
+        cmd = self.cmd.p
+        with m.If(self.cmd.valid & self.cmd.ready):
+            ahead = cmd.in_off > cmd.out_off
+            m.d.sync += [
+                active.eq(1),
+                priming.eq(ahead),
+                first.eq(1),
+                shift.eq(Mux(ahead, cmd.in_off - cmd.out_off, cmd.in_off + W - cmd.out_off)),
+                in_left.eq((cmd.in_off + cmd.bytes + (W - 1)) >> lw),
+                out_left.eq((cmd.out_off + cmd.bytes + (W - 1)) >> lw),
+                lo.eq(cmd.out_off),
+                hi.eq((cmd.out_off + cmd.bytes - 1)[:lw]),
+                addr.eq(cmd.base),
+                tag.eq(cmd.tag),
+            ]
+        return m
+
+
+class DMA(wiring.Component):
+    """The DMA engine; see the module docstring.
+
+    Parameters
+    ----------
+    config : NPUConfig
+        ``bus_width``, ``addr_width`` and ``scratchpad_bytes`` are used.
+    id_width : int
+        AXI ID width (the engine always uses ID 0).
+    tag_width, rows_width : int
+        Widths of the descriptor's ``id`` and ``rows`` fields.
+    queue_depth : int
+        Descriptors the queue holds.
+    max_outstanding : int
+        Bursts in flight at most.
+    """
+
+    def __init__(self, config=DEFAULT_CONFIG, *, id_width=1, tag_width=8, rows_width=16,
+                 queue_depth=4, max_outstanding=8):
+        self.lanes = config.bus_width // 8
+        if config.scratchpad_bytes % self.lanes:
+            raise ValueError("scratchpad_bytes must be a multiple of bus_width / 8")
+        self.config = config
+        self.scratchpad_bytes = config.scratchpad_bytes
+        self.addr_width = config.addr_width
+        self.sp_addr_width = ceil_log2(config.scratchpad_bytes // self.lanes)
+        self.queue_depth = queue_depth
+        self.max_outstanding = max_outstanding
+        self.descriptor_layout = Descriptor(addr_width=config.addr_width,
+                                            scratchpad_bytes=config.scratchpad_bytes,
+                                            tag_width=tag_width, rows_width=rows_width)
+        super().__init__({
+            "m_axi": Out(AXI4Signature(data_width=config.bus_width,
+                                       addr_width=config.addr_width, id_width=id_width)),
+            "sp":    Out(ScratchpadPortSignature(self.sp_addr_width, config.bus_width)),
+            "desc":  In(stream.Signature(self.descriptor_layout)),
+            "done":  Out(stream.Signature(Completion(tag_width=tag_width))),
+            "error": Out(ErrorInfo(addr_width=config.addr_width, tag_width=tag_width)),
+            "clear": In(1),
+            "busy":  Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        W = self.lanes
+        lw = exact_log2(W)
+        aw = self.addr_width
+        axi = self.m_axi
+        layout = self.descriptor_layout
+        tag_shape = unsigned(layout.tag_width)
+
+        flush = Signal()        # empties the data path after an error
+        flush_queue = Signal()  # discards the queued descriptors on clear
+
+        def fifo(name, shape, depth, reset=flush):
+            f = SyncFIFOBuffered(width=Shape.cast(shape).width, depth=depth)
+            m.submodules[name] = f if reset is None else ResetInserter(reset)(f)
+            if not isinstance(shape, data.Layout):
+                return f, f.w_data, f.r_data
+            return f, data.View(shape, f.w_data), data.View(shape, f.r_data)
+
+        # Descriptor queue.
+        queue, _, queued = fifo("queue", layout, self.queue_depth, reset=flush_queue)
+        err = Signal(self.error.shape())
+        m.d.comb += [
+            self.error.eq(err),
+            self.desc.ready.eq(queue.w_rdy & (err.code == DMAError.NONE)),
+            queue.w_en.eq(self.desc.valid & self.desc.ready),
+            queue.w_data.eq(self.desc.payload),
+        ]
+
+        # Completions.
+        done_fifo, done_w, done_r = fifo("done", self.done.p.shape(), 4, reset=None)
+        m.d.comb += [
+            self.done.valid.eq(done_fifo.r_rdy),
+            self.done.payload.eq(done_r),
+            done_fifo.r_en.eq(self.done.ready),
+        ]
+
+        # Bursts in flight, in issue order; popped by the last R beat or by B.
+        inflight, inflight_w, inflight_r = fifo("inflight", data.StructLayout({
+            "addr": unsigned(aw), "id": tag_shape, "last": unsigned(1),
+        }), self.max_outstanding)
+        # Beats of each write burst, for WLAST.
+        wbursts, wbursts_w, wbursts_r = fifo("wbursts", unsigned(8), self.max_outstanding)
+        # Rows for the scratchpad reader (scratchpad to memory).
+        rd_cmds, rd_cmds_w, rd_cmds_r = fifo("rd_cmds", data.StructLayout({
+            "base": unsigned(self.sp_addr_width), "count": range(self.scratchpad_bytes // W + 2),
+        }), 8)
+        # Words read from the scratchpad, waiting for the realigner.
+        sp_depth = 6
+        sp_data, _, _ = fifo("sp_data", unsigned(8 * W), sp_depth)
+
+        rl = _Realigner(W, self.scratchpad_bytes, unsigned(self.sp_addr_width),
+                        data.StructLayout({"id": tag_shape, "last_row": unsigned(1)}))
+        m.submodules.realigner = ResetInserter(flush)(rl)
+        rl_cmds, rl_cmds_w, _ = fifo("rl_cmds", rl.cmd.p.shape(), 8)
+        m.d.comb += [
+            rl.cmd.valid.eq(rl_cmds.r_rdy),
+            rl.cmd.payload.eq(rl_cmds.r_data),
+            rl_cmds.r_en.eq(rl.cmd.ready),
+        ]
+
+        abort = Signal()        # a bus error was seen: wind down
+        direction = Signal(Direction)
+        pending = Signal(8)     # descriptors started and not yet completed
+        to_mem = direction == Direction.SP_TO_MEM
+
+        # ---- Descriptor walker: checks, rows and bursts. -------------------------------
+        d = Signal(layout)
+        rows_left = Signal.like(d.rows)
+        row_mem = Signal(aw)
+        row_sp = Signal(ceil_log2(self.scratchpad_bytes))
+        cur = Signal(aw)
+        row_end = Signal(aw + 1)
+        held = Signal()         # AxVALID is up and must stay up until the handshake
+
+        extent_sp = d.sp_addr + (d.rows - 1) * d.sp_stride + d.row_bytes
+        extent_mem = d.mem_addr + (d.rows - 1) * d.mem_stride + d.row_bytes
+        empty = (d.rows == 0) | (d.row_bytes == 0)
+
+        beat = cur[lw:]
+        to_end = (row_end + (W - 1))[lw:] - beat
+        to_boundary = BOUNDARY // W - cur[lw:exact_log2(BOUNDARY)]
+        beats = Signal(range(MAX_BURST_BEATS + 1))
+        m.d.comb += beats.eq(MAX_BURST_BEATS)
+        with m.If(to_boundary < MAX_BURST_BEATS):
+            m.d.comb += beats.eq(to_boundary)
+        with m.If((to_end < MAX_BURST_BEATS) & (to_end < to_boundary)):
+            m.d.comb += beats.eq(to_end)
+        next_addr = Cat(Const(0, lw), beat + beats)
+        row_done = next_addr >= row_end
+
+        a_valid = Signal()
+        a_ready = Mux(to_mem, axi.awready, axi.arready)
+        for ch in ("aw", "ar"):
+            m.d.comb += [
+                getattr(axi, f"{ch}addr").eq(cur),
+                getattr(axi, f"{ch}len").eq(beats - 1),
+                getattr(axi, f"{ch}size").eq(lw),
+                getattr(axi, f"{ch}burst").eq(Burst.INCR),
+                getattr(axi, f"{ch}cache").eq(0b0011),
+            ]
+        m.d.comb += [
+            axi.awvalid.eq(a_valid & to_mem),
+            axi.arvalid.eq(a_valid & ~to_mem),
+        ]
+
+        start = Signal()        # a descriptor enters the data path
+        finish = Signal()       # the data path completes a descriptor
+        finish_id = Signal(tag_shape)
+        m.d.sync += pending.eq(pending + start - finish)
+
+        def reject(code, addr):
+            with m.If(pending == 0):
+                m.d.sync += [err.code.eq(code), err.id.eq(d.id), err.addr.eq(addr)]
+                m.next = "HALTED"
+
+        with m.FSM(init="IDLE") as fsm:
+            with m.State("IDLE"):
+                with m.If(abort):
+                    m.next = "DRAIN"
+                with m.Elif(queue.r_rdy):
+                    m.d.comb += queue.r_en.eq(1)
+                    m.d.sync += d.eq(queued)
+                    m.next = "CHECK"
+
+            with m.State("CHECK"):
+                with m.If(abort):
+                    m.next = "DRAIN"
+                with m.Elif(empty):
+                    with m.If((pending == 0) & done_fifo.w_rdy):
+                        m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(d.id)]
+                        m.next = "IDLE"
+                with m.Elif(extent_sp > self.scratchpad_bytes):
+                    reject(DMAError.SP_RANGE, d.sp_addr)
+                with m.Elif(extent_mem > (1 << aw)):
+                    reject(DMAError.MEM_RANGE, d.mem_addr)
+                with m.Elif((pending == 0) | (d.direction == direction)):
+                    m.d.comb += start.eq(1)
+                    m.d.sync += [
+                        direction.eq(d.direction),
+                        rows_left.eq(d.rows),
+                        row_mem.eq(d.mem_addr),
+                        row_sp.eq(d.sp_addr),
+                    ]
+                    m.next = "ROW"
+
+            with m.State("ROW"):
+                sp_off, mem_off = row_sp[:lw], row_mem[:lw]
+                from_sp = d.direction == Direction.SP_TO_MEM
+                m.d.comb += [
+                    rl_cmds_w.in_off.eq(Mux(from_sp, sp_off, mem_off)),
+                    rl_cmds_w.out_off.eq(Mux(from_sp, mem_off, sp_off)),
+                    rl_cmds_w.bytes.eq(d.row_bytes),
+                    rl_cmds_w.base.eq(row_sp[lw:]),
+                    rl_cmds_w.tag.id.eq(d.id),
+                    rl_cmds_w.tag.last_row.eq(rows_left == 1),
+                    rd_cmds_w.base.eq(row_sp[lw:]),
+                    rd_cmds_w.count.eq((sp_off + d.row_bytes + (W - 1)) >> lw),
+                ]
+                with m.If(abort):
+                    m.next = "DRAIN"
+                with m.Elif(rl_cmds.w_rdy & rd_cmds.w_rdy):
+                    m.d.comb += [rl_cmds.w_en.eq(1), rd_cmds.w_en.eq(from_sp)]
+                    m.d.sync += [
+                        cur.eq(row_mem),
+                        row_end.eq(row_mem + d.row_bytes),
+                        row_mem.eq(row_mem + d.mem_stride),
+                        row_sp.eq(row_sp + d.sp_stride),
+                        rows_left.eq(rows_left - 1),
+                    ]
+                    m.next = "BURST"
+
+            with m.State("BURST"):
+                m.d.comb += [
+                    a_valid.eq(held | (~abort & inflight.w_rdy)),
+                    inflight_w.addr.eq(cur),
+                    inflight_w.id.eq(d.id),
+                    inflight_w.last.eq(row_done & (rows_left == 0)),
+                    wbursts_w.eq(beats - 1),
+                ]
+                m.d.sync += held.eq(a_valid & ~a_ready)
+                with m.If(a_valid & a_ready):
+                    m.d.comb += [inflight.w_en.eq(1), wbursts.w_en.eq(to_mem)]
+                    m.d.sync += cur.eq(next_addr)
+                    with m.If(row_done):
+                        m.next = "ROW"
+                        with m.If(rows_left == 0):
+                            m.next = "IDLE"
+                with m.Elif(~a_valid & abort):
+                    m.next = "DRAIN"
+
+            with m.State("DRAIN"):
+                with m.If(inflight.level == 0):
+                    m.next = "FLUSH"
+
+            with m.State("FLUSH"):
+                m.d.comb += flush.eq(1)
+                m.d.sync += pending.eq(0)
+                m.next = "HALTED"
+
+            with m.State("HALTED"):
+                with m.If(self.clear):
+                    m.d.comb += flush_queue.eq(1)
+                    m.d.sync += [err.code.eq(DMAError.NONE), abort.eq(0)]
+                    m.next = "IDLE"
+
+        m.d.comb += self.busy.eq(~fsm.ongoing("HALTED") &
+                                 (~fsm.ongoing("IDLE") | (pending != 0) | queue.r_rdy))
+
+        def fail(code, entry):
+            with m.If(~abort):
+                m.d.sync += [abort.eq(1), err.code.eq(code), err.id.eq(entry.id),
+                             err.addr.eq(entry.addr)]
+
+        # ---- Memory to scratchpad: R beats through the realigner into scratchpad writes.
+        r_ok = ~axi.rresp.as_value()[1]
+        r_fire = axi.rvalid & axi.rready
+        with m.If(r_fire & axi.rlast):
+            m.d.comb += inflight.r_en.eq(1)
+        with m.If(r_fire & ~r_ok):
+            fail(Mux(axi.rresp == Resp.DECERR, DMAError.READ_DECERR, DMAError.READ_SLVERR),
+                 inflight_r)
+
+        out = rl.out
+        desc_end = out.p.last & out.p.tag.last_row
+        sp_write = Signal()
+        m.d.comb += sp_write.eq(~to_mem & out.valid & ~abort & (~desc_end | done_fifo.w_rdy))
+
+        # ---- Scratchpad reader (scratchpad to memory). ---------------------------------
+        rd_active = Signal()
+        rd_addr = Signal(self.sp_addr_width)
+        rd_left = Signal.like(rd_cmds_r.count)
+        rd_pending = Signal()   # a read was accepted last cycle
+        rd_valid = rd_active & ~abort & (sp_data.level + rd_pending < sp_depth)
+        rd_fire = rd_valid & self.sp.req.ready
+        m.d.sync += rd_pending.eq(rd_fire)
+        m.d.comb += [
+            sp_data.w_en.eq(self.sp.rvalid),
+            sp_data.w_data.eq(self.sp.rdata),
+        ]
+        with m.If(rd_fire):
+            m.d.sync += [rd_addr.eq(rd_addr + 1), rd_left.eq(rd_left - 1)]
+            with m.If(rd_left == 1):
+                m.d.sync += rd_active.eq(0)
+        with m.If((~rd_active | (rd_fire & (rd_left == 1))) & rd_cmds.r_rdy):
+            m.d.comb += rd_cmds.r_en.eq(1)
+            m.d.sync += [rd_active.eq(1), rd_addr.eq(rd_cmds_r.base),
+                         rd_left.eq(rd_cmds_r.count)]
+        with m.If(flush):
+            m.d.sync += [rd_active.eq(0), rd_pending.eq(0)]
+
+        # ---- Scratchpad port: writes from the realigner or reads for the W channel. ----
+        req = self.sp.req
+        m.d.comb += [
+            req.valid.eq(Mux(to_mem, rd_valid, sp_write)),
+            req.p.addr.eq(Mux(to_mem, rd_addr, out.p.addr)),
+            req.p.write.eq(~to_mem),
+            req.p.data.eq(out.p.data),
+            req.p.strb.eq(out.p.strb),
+        ]
+
+        # ---- Realigner input: R data or scratchpad words. ------------------------------
+        m.d.comb += [
+            rl.inp.valid.eq(Mux(to_mem, sp_data.r_rdy, axi.rvalid & r_ok & ~abort)),
+            rl.inp.payload.eq(Mux(to_mem, sp_data.r_data, axi.rdata)),
+            sp_data.r_en.eq(to_mem & rl.inp.ready),
+            axi.rready.eq(abort | ~r_ok | (~to_mem & rl.inp.ready)),
+        ]
+
+        # ---- W channel from the realigner. ---------------------------------------------
+        w_count = Signal(8)
+        w_held = Signal()       # WVALID is up with a beat of the data
+        w_data = wbursts.r_rdy & (w_held | ~abort)
+        m.d.comb += [
+            axi.wvalid.eq(wbursts.r_rdy & (abort | out.valid)),
+            axi.wdata.eq(out.p.data),
+            axi.wstrb.eq(Mux(w_data, out.p.strb, 0)),
+            axi.wlast.eq(w_count == wbursts_r),
+        ]
+        w_fire = axi.wvalid & axi.wready
+        m.d.sync += w_held.eq(w_data & out.valid & to_mem & ~axi.wready)
+        with m.If(w_fire):
+            m.d.sync += w_count.eq(w_count + 1)
+            with m.If(axi.wlast):
+                m.d.sync += w_count.eq(0)
+                m.d.comb += wbursts.r_en.eq(1)
+
+        m.d.comb += out.ready.eq(Mux(to_mem, w_data & axi.wready,
+                                     self.sp.req.ready & sp_write))
+
+        # ---- B channel. ----------------------------------------------------------------
+        b_ok = ~axi.bresp.as_value()[1]
+        m.d.comb += axi.bready.eq(abort | ~inflight_r.last | done_fifo.w_rdy)
+        b_fire = axi.bvalid & axi.bready
+        with m.If(b_fire):
+            m.d.comb += inflight.r_en.eq(1)
+            with m.If(~b_ok):
+                fail(Mux(axi.bresp == Resp.DECERR, DMAError.WRITE_DECERR, DMAError.WRITE_SLVERR),
+                     inflight_r)
+
+        # ---- Completions from the data path. -------------------------------------------
+        with m.If(b_fire & b_ok & inflight_r.last & ~abort):
+            m.d.comb += [finish.eq(1), finish_id.eq(inflight_r.id)]
+        with m.If(out.valid & out.ready & ~to_mem & desc_end):
+            m.d.comb += [finish.eq(1), finish_id.eq(out.p.tag.id)]
+        with m.If(finish):
+            m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(finish_id)]
+
+        return m
