@@ -36,6 +36,16 @@ can fill one half while the matrix unit computes from the other (ping-pong) with
 conflict. With the default 4 banks each half has two banks: placing a tile's activations
 and its weights in different banks of a half lets both read ports run every cycle.
 
+Parameters
+----------
+config : :class:`hw.config.NPUConfig`
+    ``rows``, ``cols``, ``bus_width``, ``scratchpad_bytes`` and ``scratchpad_banks``.
+    ``scratchpad_bytes`` must be a power of two and ``scratchpad_banks`` a power of two
+    of at least 2 (one bank group per half).
+tag_shape : shape
+    Of the ``tag`` carried from a compute read request to its response (for example the
+    matrix unit's per-vector control).
+
 Members
 -------
 dma : ``In(DMAPortSignature(addr_width, bus_width))``
@@ -76,9 +86,10 @@ Each bank port has a round-robin arbiter with no fixed priority: among the reque
 that port in a cycle, the first one after the last winner (in the order activations,
 weights, DMA for reads and results, DMA for writes) wins. A request that is held valid
 therefore waits at most 2 cycles for a read port and 1 cycle for a write port (a compute
-read counts as waiting while its response register is free): neither
-the DMA nor the compute side can starve, and under a persistent conflict each requester
-gets an equal share of the bank.
+read counts as waiting while its response register is free): neither the DMA nor the
+compute side can starve, and under a persistent conflict each requester gets an equal
+share of the bank. Arbitration keeps no state but the last winners, so a request that has
+not been granted may also be changed or withdrawn (the DMA engine relies on this).
 """
 
 from amaranth import *
