@@ -5,7 +5,7 @@ SEED ?=
 PYTEST_SEED := $(if $(SEED),--seed $(SEED),)
 PYTEST_WAVES := $(if $(filter 1,$(WAVES)),--waves,)
 
-.PHONY: help setup sim test lint clean
+.PHONY: help setup sim test lint clean bench-dma
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,3 +24,6 @@ lint:  ## Verilator lint of the generated Verilog (waivers: verif/verilator_waiv
 
 clean:  ## remove every generated file
 	rm -rf build
+
+bench-dma:  ## DMA bytes per cycle, 64 KiB each way at 32/64/128 bits, zero-wait AxiRam
+	$(PYTHON) -m verif.bench_dma

@@ -273,12 +273,13 @@ class _Realigner(wiring.Component):
         last = out_left == 1
         out_fire = self.out.valid & self.out.ready
         in_fire = self.inp.valid & self.inp.ready
-        low = Mux(first, lo, 0)
-        high = Mux(last, hi, W - 1)
+        ones = Const(2**W - 1, W)
+        below_row = Mux(first, lo, 0)       # lanes before the row's first byte
+        after_row = Mux(last, ~hi, 0)       # lanes after its last byte (W - 1 - hi)
         m.d.comb += [
             self.out.valid.eq(active & ~priming & (~need_in | self.inp.valid)),
             self.out.p.data.eq(Cat(prev, self.inp.payload).bit_select(shift * 8, 8 * W)),
-            self.out.p.strb.eq(Cat(((lane >= low) & (lane <= high)) for lane in range(W))),
+            self.out.p.strb.eq((ones << below_row)[:W] & (ones >> after_row)),
             self.out.p.addr.eq(addr),
             self.out.p.last.eq(last),
             self.out.p.tag.eq(tag),
