@@ -35,6 +35,8 @@ class NPUConfig:
         AXI4 data width of the memory port, in bits.
     addr_width : int
         AXI4 address width, in bits.
+    queue_depth : int
+        Instructions each engine's queue holds.
     """
 
     rows: int = 8
@@ -45,6 +47,7 @@ class NPUConfig:
     channel_depth: int = 64
     bus_width: int = 64
     addr_width: int = 32
+    queue_depth: int = 8
 
     def __post_init__(self):
         for name in ("rows", "cols", "acc_depth", "channel_depth", "scratchpad_banks"):

@@ -27,7 +27,7 @@ from amaranth import unsigned
 from amaranth.lib import data, enum
 
 
-__all__ = ["INSTRUCTION_BITS", "INSTRUCTION_BYTES", "Opcode", "Engine", "Header", "Transfer",
+__all__ = ["slot_bytes", "INSTRUCTION_BITS", "INSTRUCTION_BYTES", "Opcode", "Engine", "Header", "Transfer",
            "Matmul", "Config", "Sync", "End", "LAYOUTS", "ENGINE_OF", "CHANNEL_PARAM_BYTES",
            "encode", "decode", "isa_markdown"]
 
@@ -35,8 +35,13 @@ __all__ = ["INSTRUCTION_BITS", "INSTRUCTION_BYTES", "Opcode", "Engine", "Header"
 INSTRUCTION_BITS = 128
 INSTRUCTION_BYTES = INSTRUCTION_BITS // 8
 
-#: Bytes of one output channel's parameters in memory (see :data:`CHANNEL_PARAM_FIELDS`).
+#: Bytes of one output channel's parameters (see :class:`Config`).
 CHANNEL_PARAM_BYTES = 16
+
+
+def slot_bytes(lanes):
+    """Bytes of one vector slot in the scratchpad: ``lanes`` rounded up to a power of two."""
+    return 1 << (lanes - 1).bit_length()
 
 
 class Opcode(enum.Enum, shape=4):
@@ -81,19 +86,20 @@ class Matmul(data.Struct):
     Vectors sit in *slots*: ``rows`` or ``cols`` bytes rounded up to a power of two (the
     activation and weight slot). The ``rows × cols`` int8 weight tile is at
     ``weight_addr`` (row ``k`` at ``weight_addr + k * weight_slot``). ``count`` activation
-    vectors of ``rows`` int8 follow each other from ``act_addr`` (vector ``m`` at
-    ``act_addr + m * act_slot``); ``act_flip``
-    flips their top bit (uint8 ``a`` enters as ``a − 128``). Vector ``m`` adds into
+    vectors of ``rows`` int8 start at ``act_addr``, ``act_stride`` slots apart (vector
+    ``m`` at ``act_addr + m * act_stride * act_slot``); ``act_flip`` flips their top bit (uint8 ``a`` enters as ``a − 128``). Vector ``m`` adds into
     accumulator row ``acc_addr + m`` (``accumulate`` = 0 overwrites it). With ``emit``,
     the sums pass through the output stage with channel-parameter row ``channel`` and
     row ``m`` of the result is written at ``out_addr + m * out_stride``: ``cols`` bytes,
-    or ``4 * cols`` bytes of little-endian int32 accumulators (in four weight slots) when
-    ``out_int32`` is set. ``weight_addr`` and ``out_addr`` must be multiples of the weight
+    or, when ``out_int32`` is set, the ``cols`` accumulators as little-endian int32 in four
+    weight slots: slot ``s`` holds bytes ``s * cols .. s * cols + cols − 1`` of that
+    ``4 * cols``-byte row. ``weight_addr`` and ``out_addr`` must be multiples of the weight
     slot, ``act_addr`` of the activation slot and ``out_stride`` of the weight slot. The
     accumulator is not written on an ``emit``. ``count`` = 0 does nothing."""
     header: Header
     weight_addr: unsigned(20)
     act_addr: unsigned(20)
+    act_stride: unsigned(8)
     count: unsigned(12)
     acc_addr: unsigned(12)
     out_addr: unsigned(20)
@@ -107,10 +113,12 @@ class Matmul(data.Struct):
 
 class Config(data.Struct):
     """Load ``count`` rows of the output stage's channel-parameter table, starting at row
-    ``channel``, from the scratchpad at ``sp_addr``. A row holds ``cols`` channels of
-    :data:`CHANNEL_PARAM_BYTES` bytes each: bias (int32), multiplier (float32 bits), zero
-    point (int16), clamp low (int16), clamp high (int16), flags (uint16: bit 0, unsigned
-    output)."""
+    ``channel``, from the scratchpad at ``sp_addr``. A row holds ``cols`` channels; each
+    channel's record is 16 little-endian bytes: bias (int32), multiplier (float32 bits),
+    zero point (int16), clamp low (int16), clamp high (int16), flags (uint16: bit 0,
+    unsigned output). The records are stored transposed, one byte of every channel per
+    weight slot: byte ``s`` of channel ``c`` of table row ``r`` is at
+    ``sp_addr + (16 * r + s) * weight_slot + c``."""
     header: Header
     sp_addr: unsigned(20)
     channel: unsigned(8)

@@ -13,22 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hw.config import NPUConfig
-from hw.isa import (CHANNEL_PARAM_BYTES, ENGINE_OF, INSTRUCTION_BYTES, Engine, Opcode, decode)
+from hw.isa import (CHANNEL_PARAM_BYTES, ENGINE_OF, INSTRUCTION_BYTES, Engine, Opcode, decode,
+                    slot_bytes)
 from hw.registers import ErrorCode
 from verif.golden import requantize
 
 
-__all__ = ["NPUSimulator", "RunResult", "NPUError", "slot_bytes", "QUEUE_DEPTH",
-           "check_instruction"]
-
-#: Instructions each engine's queue holds (the hardware's fetcher uses the same depth).
-QUEUE_DEPTH = 8
-
-
-def slot_bytes(lanes):
-    """Bytes of one vector slot in the scratchpad: ``lanes`` rounded up to a power of two."""
-    return 1 << (lanes - 1).bit_length()
-
+__all__ = ["NPUSimulator", "RunResult", "NPUError", "check_instruction",
+           "CHANNEL_PARAM_DTYPE", "pack_channel_params"]
 
 class NPUError(Exception):
     def __init__(self, code, address):
@@ -85,7 +77,7 @@ def check_instruction(config, opcode, f):
         if count:
             out_bytes = weight_slot * (4 if f["out_int32"] else 1)
             if f["weight_addr"] + config.rows * weight_slot > size or \
-                    f["act_addr"] + count * act_slot > size or \
+                    f["act_addr"] + ((count - 1) * f["act_stride"] + 1) * act_slot > size or \
                     f["acc_addr"] + count > config.acc_depth or \
                     f["channel"] >= config.channel_depth or \
                     (f["emit"] and f["out_addr"] + (count - 1) * f["out_stride"] + out_bytes > size):
@@ -147,7 +139,7 @@ class NPUSimulator:
                         progressed = True
                         break
                     engine = Engine(fields["engine"]) if opcode is Opcode.SYNC else ENGINE_OF[opcode]
-                    if len(queues[engine]) >= QUEUE_DEPTH:
+                    if len(queues[engine]) >= self.config.queue_depth:
                         break
                     queues[engine].append((pc, opcode, fields))
                     pc += INSTRUCTION_BYTES
@@ -212,7 +204,8 @@ class NPUSimulator:
         act_slot, weight_slot = slot_bytes(R), slot_bytes(C)
         sp = self.scratchpad
         weights = np.stack([sp[f["weight_addr"] + k * weight_slot:][:C] for k in range(R)])
-        acts = np.stack([sp[f["act_addr"] + m * act_slot:][:R] for m in range(count)])
+        acts = np.stack([sp[f["act_addr"] + m * f["act_stride"] * act_slot:][:R]
+                         for m in range(count)])
         if f["act_flip"]:
             acts = acts ^ 0x80
         partial = acts.view(np.int8).astype(np.int64) @ weights.view(np.int8).astype(np.int64)
@@ -227,16 +220,20 @@ class NPUSimulator:
         for m in range(count):
             out = f["out_addr"] + m * f["out_stride"]
             if f["out_int32"]:
-                sp[out:out + 4 * C] = np.frombuffer(total[m].astype("<i4").tobytes(), np.uint8)
+                row = np.frombuffer(total[m].astype("<i4").tobytes(), np.uint8)
+                for s in range(4):
+                    sp[out + s * weight_slot:][:C] = row[s * C:(s + 1) * C]
             else:
                 q = requantize(total[m], t["bias"], t["multiplier"], t["zero_point"],
                                t["clamp_lo"], t["clamp_hi"], t["unsigned"])
                 sp[out:out + C] = (q & 0xFF).astype(np.uint8)
 
     def _config(self, f):
-        C = self.config.cols
-        raw = self.scratchpad[f["sp_addr"]:f["sp_addr"] + f["count"] * C * CHANNEL_PARAM_BYTES]
-        entries = np.frombuffer(raw.tobytes(), dtype=CHANNEL_PARAM_DTYPE).reshape(f["count"], C)
+        C, slot = self.config.cols, slot_bytes(self.config.cols)
+        size = f["count"] * CHANNEL_PARAM_BYTES * slot
+        raw = self.scratchpad[f["sp_addr"]:f["sp_addr"] + size].reshape(f["count"], CHANNEL_PARAM_BYTES, slot)
+        records = np.ascontiguousarray(raw[:, :, :C].transpose(0, 2, 1))
+        entries = np.frombuffer(records.tobytes(), dtype=CHANNEL_PARAM_DTYPE).reshape(f["count"], C)
         rows = slice(f["channel"], f["channel"] + f["count"])
         table = self.channel_table
         table["bias"][rows] = entries["bias"]
@@ -251,3 +248,21 @@ class NPUSimulator:
 CHANNEL_PARAM_DTYPE = np.dtype([("bias", "<i4"), ("multiplier", "<f4"), ("zero_point", "<i2"),
                                 ("clamp_lo", "<i2"), ("clamp_hi", "<i2"), ("flags", "<u2")])
 assert CHANNEL_PARAM_DTYPE.itemsize == CHANNEL_PARAM_BYTES
+
+
+def pack_channel_params(config, params):
+    """Scratchpad bytes of channel-parameter rows for CONFIG (transposed, see hw.isa.Config).
+
+    ``params``: dict of per-channel arrays (bias, multiplier, zero_point, clamp_lo,
+    clamp_hi, unsigned), their length a multiple of ``config.cols``.
+    """
+    C, slot = config.cols, slot_bytes(config.cols)
+    n = len(params["bias"])
+    records = np.zeros(n, CHANNEL_PARAM_DTYPE)
+    for key in ("bias", "multiplier", "zero_point", "clamp_lo", "clamp_hi"):
+        records[key] = params[key]
+    records["flags"] = np.asarray(params["unsigned"], np.uint16) & 1
+    raw = np.frombuffer(records.tobytes(), np.uint8).reshape(n // C, C, CHANNEL_PARAM_BYTES)
+    out = np.zeros((n // C, CHANNEL_PARAM_BYTES, slot), np.uint8)
+    out[:, :, :C] = raw.transpose(0, 2, 1)
+    return out.reshape(-1)

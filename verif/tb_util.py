@@ -17,12 +17,17 @@ def tb_params():
 
 
 def tb_rng(log=None):
-    """A NumPy generator seeded from cocotb's seed (printed, so any run can be replayed)."""
+    """A NumPy generator for the running test, seeded from cocotb's per-test seed.
+
+    cocotb derives each test's seed from the regression's ``COCOTB_RANDOM_SEED`` (which
+    pytest's ``--seed`` sets), so that seed, printed here, replays the whole run.
+    """
     import cocotb
 
-    seed = int(cocotb.RANDOM_SEED)
-    (log or cocotb.log).info("random seed %d (rerun with --seed %d)", seed, seed)
-    return np.random.default_rng(seed)
+    regression_seed = os.environ.get("COCOTB_RANDOM_SEED", "?")
+    (log or cocotb.log).info("random seed %s (rerun with --seed %s)", regression_seed,
+                             regression_seed)
+    return np.random.default_rng(int(cocotb.RANDOM_SEED) & (2**64 - 1))
 
 
 async def start_clock_and_reset(dut, cycles=2):

@@ -1,0 +1,314 @@
+"""The NPU: controller, engines, DMA, scratchpad and matrix unit behind two AXI ports.
+
+A host writes a program and its tensors to memory, writes the program's address to
+``PROGRAM_ADDR`` and 1 to ``CONTROL.start`` over the AXI4-Lite port (``s_axil``), and
+waits for ``irq`` (or polls ``STATUS``). The register map is ``hw/registers.py``.
+
+Structure::
+
+    m_axi ─┬─ read mux ─┬─ InstructionFetcher ─ decode ─┬─ load queue ── TransferEngine ─┐
+           │            │                               ├─ compute queue ─ ComputeEngine │
+           │            └──────────── DMA ◄──────────────┴─ store queue ── TransferEngine ─┘
+           └──────────── (writes) ─── DMA ─── Scratchpad ─── ComputeEngine (MatrixUnit)
+
+The fetcher reads instructions in order; the decoder checks each one
+(``hw.fetcher.decode_error``) and appends it to its engine's queue (``config.queue_depth``
+deep). The engines run concurrently and synchronise through four token counters
+(decoupled access-execute, as in VTA). Load and store engines share the DMA, whose
+descriptors complete in order.
+
+Errors stop the NPU with ``STATUS.error``, an ``ErrorCode`` and the faulting
+instruction's address, and raise ``irq`` when enabled:
+
+* an illegal instruction (opcode, token flags, range, alignment) when it is decoded;
+* an SLVERR/DECERR on an instruction fetch or on a LOAD/STORE;
+* a deadlock: no instruction can be fetched or executed, no engine is working, and at
+  least one waits for a token (reported at the lowest such instruction address).
+
+``CONTROL.soft_reset`` waits for the AXI transfers in flight to finish, then resets
+every engine, queue and counter; registers stay readable throughout.
+
+Members
+-------
+s_axil : ``In(AXI4LiteSignature(data_width=32, addr_width=8))``
+m_axi : ``Out(AXI4Signature(data_width=bus_width, addr_width=addr_width, id_width=1))``
+    ID 1: instruction fetch; ID 0: DMA.
+irq : ``Out(1)``
+"""
+
+from amaranth import *
+from amaranth.hdl import ResetInserter
+from amaranth.lib import fifo, wiring
+from amaranth.lib.wiring import In, Out
+
+from .axi import AXI4LiteSignature, AXI4Signature
+from .config import NPUConfig
+from .dma import DMA, Direction, DMAError
+from .engines import ComputeEngine, TransferEngine, act_tag_layout
+from .fetcher import InstructionFetcher, decode_error, engine_of, fetched_layout
+from .host_registers import HostRegisters
+from .isa import Engine, Opcode
+from .registers import ErrorCode
+from .scratchpad import Scratchpad
+
+
+__all__ = ["NPU"]
+#: Cycles the deadlock condition must hold before it is reported.
+DEADLOCK_CYCLES = 4
+
+
+class NPU(wiring.Component):
+    def __init__(self, config=NPUConfig()):
+        self.config = config
+        super().__init__({
+            "s_axil": In(AXI4LiteSignature(data_width=32, addr_width=8)),
+            "m_axi": Out(AXI4Signature(data_width=config.bus_width,
+                                       addr_width=config.addr_width, id_width=1)),
+            "irq": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        config = self.config
+        core_reset = Signal()
+        clear = Signal()            # a program starts, or the soft reset completes
+
+        def core(name, component):
+            m.submodules[name] = ResetInserter(core_reset)(component)
+            return component
+
+        m.submodules.registers = registers = HostRegisters(config)
+        wiring.connect(m, wiring.flipped(self.s_axil), registers.bus)
+        m.d.comb += self.irq.eq(registers.irq)
+
+        fetcher = core("fetcher", InstructionFetcher(config))
+        dma = core("dma", DMA(config, id_width=1))
+        scratchpad = core("scratchpad", Scratchpad(config, tag_shape=act_tag_layout(config)))
+        load = core("load", TransferEngine(config, direction=Direction.MEM_TO_SP,
+                                           engine_id=Engine.LOAD.value))
+        store = core("store", TransferEngine(config, direction=Direction.SP_TO_MEM,
+                                             engine_id=Engine.STORE.value))
+        compute = core("compute", ComputeEngine(config))
+        queues = {engine: core(f"{engine.name.lower()}_queue", fifo.SyncFIFOBuffered(
+            width=Shape.cast(fetched_layout).width, depth=config.queue_depth)) for engine in Engine}
+        engines = {Engine.LOAD: load, Engine.COMPUTE: compute, Engine.STORE: store}
+
+        # --- Memory port: instruction fetch (ID 1) and DMA (ID 0) share m_axi ------------------
+        self._read_mux(m, fetcher.bus, dma.m_axi)
+
+        # --- Scratchpad: DMA side and compute side ----------------------------------------------
+        m.d.comb += [
+            scratchpad.dma.req.valid.eq(dma.sp.req.valid),
+            scratchpad.dma.req.p.eq(dma.sp.req.p),
+            dma.sp.req.ready.eq(scratchpad.dma.req.ready),
+            dma.sp.rvalid.eq(scratchpad.dma.rvalid),
+            dma.sp.rdata.eq(scratchpad.dma.rdata),
+        ]
+        for port in ("act_req", "act_resp", "wgt_req", "wgt_resp", "res"):
+            a, b = getattr(compute, port), getattr(scratchpad, port)
+            if port.endswith("resp"):
+                a, b = b, a
+            m.d.comb += [b.valid.eq(a.valid), b.p.eq(a.p), a.ready.eq(b.ready)]
+
+        # --- Engines and the DMA ----------------------------------------------------------------
+        for engine, component in engines.items():
+            queue = queues[engine]
+            m.d.comb += [component.insn.valid.eq(queue.r_rdy),
+                         component.insn.p.eq(queue.r_data),
+                         queue.r_en.eq(component.insn.ready)]
+        # Load and store share the DMA's descriptor queue; the load engine goes first.
+        with m.If(load.desc.valid):
+            m.d.comb += [dma.desc.valid.eq(1), dma.desc.p.eq(load.desc.p),
+                         load.desc.ready.eq(dma.desc.ready)]
+        with m.Else():
+            m.d.comb += [dma.desc.valid.eq(store.desc.valid), dma.desc.p.eq(store.desc.p),
+                         store.desc.ready.eq(dma.desc.ready)]
+        m.d.comb += [
+            dma.done.ready.eq(1),
+            load.done.eq(dma.done.valid & (dma.done.p.id == Engine.LOAD.value)),
+            store.done.eq(dma.done.valid & (dma.done.p.id == Engine.STORE.value)),
+        ]
+
+        # --- Token counters: (producer, consumer) ----------------------------------------------
+        pairs = [(Engine.LOAD, Engine.COMPUTE), (Engine.COMPUTE, Engine.LOAD),
+                 (Engine.COMPUTE, Engine.STORE), (Engine.STORE, Engine.COMPUTE)]
+        order = [Engine.LOAD, Engine.COMPUTE, Engine.STORE]
+        for producer, consumer in pairs:
+            count = Signal(16, name=f"tokens_{producer.name.lower()}_{consumer.name.lower()}")
+            p, c = engines[producer].tokens, engines[consumer].tokens
+            upstream = order.index(producer) < order.index(consumer)
+            push = p.push_next if upstream else p.push_prev
+            pop = c.pop_prev if upstream else c.pop_next
+            available = c.prev_available if upstream else c.next_available
+            m.d.comb += available.eq(count != 0)
+            with m.If(clear):
+                m.d.sync += count.eq(0)
+            with m.Else():
+                m.d.sync += count.eq(count + push - pop)
+
+        # --- Decode and dispatch ----------------------------------------------------------------
+        decoding = Signal()
+        insn = Signal(fetched_layout)
+        code = decode_error(m, config, insn.word)
+        target = Signal(Engine)
+        m.d.comb += target.eq(engine_of(insn.word))
+        is_end = insn.word[:4] == Opcode.END.value
+        end_reached = Signal()
+        halt = Signal()
+        target_ready = Signal()
+        with m.Switch(target):
+            for engine in Engine:
+                with m.Case(engine):
+                    m.d.comb += [target_ready.eq(queues[engine].w_rdy),
+                                 queues[engine].w_data.eq(insn)]
+        legal = code == ErrorCode.NONE
+        dispatch = decoding & legal & ~is_end & target_ready & ~halt
+        with m.Switch(target):
+            for engine in Engine:
+                with m.Case(engine):
+                    m.d.comb += queues[engine].w_en.eq(dispatch)
+        m.d.comb += fetcher.insn.ready.eq(~decoding & ~halt)
+        with m.If(clear):
+            m.d.sync += [decoding.eq(0), end_reached.eq(0)]
+        with m.Elif(fetcher.insn.valid & fetcher.insn.ready):
+            m.d.sync += [decoding.eq(1), insn.eq(fetcher.insn.p)]
+        with m.Elif(dispatch):
+            m.d.sync += decoding.eq(0)
+        with m.Elif(decoding & legal & is_end & ~halt):
+            m.d.sync += [decoding.eq(0), end_reached.eq(1)]
+
+        for component in (load, store, compute):
+            m.d.comb += component.halt.eq(halt)
+        m.d.comb += fetcher.halt.eq(halt)
+
+        # --- Completion, errors and deadlock ----------------------------------------------------
+        engines_idle = Cat(~queues[e].r_rdy & ~engines[e].busy for e in Engine).all()
+        done = end_reached & ~decoding & engines_idle & ~dma.busy & ~fetcher.busy
+        stuck = Cat((~queues[e].r_rdy & ~engines[e].busy) | engines[e].blocked
+                    for e in Engine).all()
+        any_blocked = Cat(engines[e].blocked for e in Engine).any()
+        fetch_stuck = (end_reached | (decoding & legal & ~target_ready)) & ~fetcher.busy
+        deadlock_now = fetch_stuck & stuck & any_blocked & ~dma.busy
+        deadlock_count = Signal(range(DEADLOCK_CYCLES + 1))
+        with m.If(deadlock_now & (deadlock_count != DEADLOCK_CYCLES)):
+            m.d.sync += deadlock_count.eq(deadlock_count + 1)
+        with m.Elif(~deadlock_now):
+            m.d.sync += deadlock_count.eq(0)
+        blocked_addr = Const(0xFFFF_FFFF, 32)
+        for e in order:
+            addr = engines[e].insn.p.addr
+            blocked_addr = Mux(engines[e].blocked & (addr < blocked_addr), addr, blocked_addr)
+        # The instruction whose DMA descriptor failed.
+        dma_addr = Mux(dma.error.id == Engine.STORE.value, store.insn.p.addr, load.insn.p.addr)
+
+        error_code = Signal(ErrorCode)
+        error_addr = Signal(32)
+        found_code = Signal(ErrorCode)
+        found_addr = Signal(32)
+        with m.If(fetcher.bus_error):
+            m.d.comb += [found_code.eq(ErrorCode.BUS_ERROR_FETCH),
+                         found_addr.eq(fetcher.bus_error_addr)]
+        with m.Elif(dma.error.code != DMAError.NONE):
+            m.d.comb += [found_code.eq(ErrorCode.BUS_ERROR_DMA), found_addr.eq(dma_addr)]
+        with m.Elif(decoding & ~legal):
+            m.d.comb += [found_code.eq(code), found_addr.eq(insn.addr)]
+        with m.Elif(deadlock_count == DEADLOCK_CYCLES):
+            m.d.comb += [found_code.eq(ErrorCode.DEADLOCK), found_addr.eq(blocked_addr)]
+
+        # --- Control ------------------------------------------------------------------------------
+        counters = {name: Signal(32, name=name) for name in (
+            "cycles", "mac_cycles", "dma_read_bytes", "dma_write_bytes", "load_stall_cycles",
+            "compute_stall_cycles", "store_stall_cycles", "fetch_stall_cycles")}
+        running = Signal()
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(registers.control_soft_reset):
+                    m.next = "DRAIN"
+                with m.Elif(registers.control_start):
+                    m.d.comb += [fetcher.start.eq(1), clear.eq(1)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+                with m.If(registers.control_soft_reset):
+                    m.next = "DRAIN"
+                with m.Elif(found_code != ErrorCode.NONE):
+                    m.d.sync += [error_code.eq(found_code), error_addr.eq(found_addr)]
+                    m.d.comb += registers.status_error_set.eq(1)
+                    m.next = "HALTED"
+                with m.Elif(done):
+                    m.d.comb += registers.status_done_set.eq(1)
+                    m.next = "IDLE"
+            with m.State("HALTED"):
+                m.d.comb += halt.eq(1)
+                with m.If(registers.control_soft_reset):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += halt.eq(1)
+                with m.If(~fetcher.busy & ~dma.busy):
+                    m.next = "RESET"
+            with m.State("RESET"):
+                m.d.comb += [halt.eq(1), core_reset.eq(1), dma.clear.eq(1), clear.eq(1)]
+                m.next = "IDLE"
+
+        increments = {
+            "cycles": running,
+            "mac_cycles": compute.mac,
+            "dma_read_bytes": load.completed_bytes,
+            "dma_write_bytes": store.completed_bytes,
+            "load_stall_cycles": running & load.stalled,
+            "compute_stall_cycles": running & compute.stalled,
+            "store_stall_cycles": running & store.stalled,
+            "fetch_stall_cycles": running & decoding & legal & ~is_end & ~target_ready,
+        }
+        with m.If(clear):
+            m.d.sync += [counter.eq(0) for counter in counters.values()]
+            m.d.sync += [error_code.eq(ErrorCode.NONE), error_addr.eq(0)]
+        with m.Else():
+            m.d.sync += [counters[name].eq(counters[name] + value)
+                         for name, value in increments.items()]
+        m.d.comb += [getattr(registers, name).eq(counter) for name, counter in counters.items()]
+        m.d.comb += [
+            registers.status_idle.eq(~running),
+            registers.status_busy.eq(running),
+            registers.status_error_code.eq(error_code),
+            registers.error_addr.eq(error_addr),
+            fetcher.program_addr.eq(registers.program_addr),
+        ]
+        return m
+
+    def _read_mux(self, m, fetch, dma):
+        """Merge the fetcher's (ID 1) and the DMA's (ID 0) AXI4 ports onto ``m_axi``.
+
+        Reads: the fetcher wins the AR channel when both ask, and a request once offered
+        keeps the channel until accepted; R beats are routed by RID. Writes: the DMA's.
+        """
+        bus = self.m_axi
+        owner = Signal()            # 1: fetcher
+        locked = Signal()
+        chosen = Mux(locked, owner, fetch.arvalid)
+        fields = ("addr", "len", "size", "burst", "lock", "cache", "prot", "qos")
+        for name in fields:
+            m.d.comb += getattr(bus, f"ar{name}").eq(
+                Mux(chosen, getattr(fetch, f"ar{name}"), getattr(dma, f"ar{name}")))
+        m.d.comb += [
+            bus.arid.eq(chosen),
+            bus.arvalid.eq(Mux(chosen, fetch.arvalid, dma.arvalid)),
+            fetch.arready.eq(chosen & bus.arready),
+            dma.arready.eq(~chosen & bus.arready),
+        ]
+        m.d.sync += [owner.eq(chosen), locked.eq(bus.arvalid & ~bus.arready)]
+        to_fetch = bus.rid[0]
+        for target, selected in ((fetch, to_fetch), (dma, ~to_fetch)):
+            m.d.comb += [target.rdata.eq(bus.rdata), target.rresp.eq(bus.rresp),
+                         target.rlast.eq(bus.rlast), target.rvalid.eq(bus.rvalid & selected),
+                         target.rid.eq(0)]
+        m.d.comb += bus.rready.eq(Mux(to_fetch, fetch.rready, dma.rready))
+        for name in fields:
+            m.d.comb += getattr(bus, f"aw{name}").eq(getattr(dma, f"aw{name}"))
+        m.d.comb += [
+            bus.awid.eq(0), bus.awvalid.eq(dma.awvalid), dma.awready.eq(bus.awready),
+            bus.wdata.eq(dma.wdata), bus.wstrb.eq(dma.wstrb), bus.wlast.eq(dma.wlast),
+            bus.wvalid.eq(dma.wvalid), dma.wready.eq(bus.wready),
+            dma.bid.eq(0), dma.bresp.eq(bus.bresp), dma.bvalid.eq(bus.bvalid),
+            bus.bready.eq(dma.bready),
+        ]

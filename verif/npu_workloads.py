@@ -1,0 +1,164 @@
+"""Whole-NPU workloads: memory images with programs, tensors and their NumPy answers.
+
+Shared by the top-level testbench, ``make sim`` and the simulator tests. The expected
+outputs are computed here with NumPy directly from the tensors (``verif.golden``), not by
+the NPU simulator, so the simulator is checked too.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hw.config import NPUConfig
+from hw.isa import INSTRUCTION_BYTES, Opcode
+from sw.asm import Program
+from sw.kernels import GemmLayer, emit_gemm, im2col, pack_weights
+from sw.simulator import pack_channel_params
+from verif.golden import requantize
+from verif.stimulus import int8_full_range, random_channel_params
+
+
+__all__ = ["MemoryImage", "Workload", "gemm_workload", "conv_workload", "random_program"]
+
+
+class MemoryImage:
+    """A flat memory: a uint8 array and a bump allocator."""
+
+    def __init__(self, size=1 << 20, base=0x1000):
+        self.data = np.zeros(size, np.uint8)
+        self.next = base
+
+    def place(self, blob, align=64):
+        blob = np.frombuffer(np.ascontiguousarray(blob).tobytes(), np.uint8)
+        addr = -(-self.next // align) * align
+        if addr + len(blob) > len(self.data):
+            raise MemoryError("workload does not fit the memory image")
+        self.data[addr:addr + len(blob)] = blob
+        self.next = addr + len(blob)
+        return addr
+
+    def reserve(self, size, align=64):
+        return self.place(np.zeros(size, np.uint8), align)
+
+
+@dataclass
+class Workload:
+    """A program in a memory image, and the output regions it must produce."""
+    image: MemoryImage
+    program_addr: int
+    program: Program
+    outputs: list = field(default_factory=list)    # (name, addr, expected uint8 bytes)
+    macs: int = 0
+
+    def check(self, memory):
+        """(name, mismatching bytes, total bytes) for each output region of ``memory``."""
+        return [(name, int(np.count_nonzero(memory[addr:addr + len(want)] != want)), len(want))
+                for name, addr, want in self.outputs]
+
+
+def _gemm_layer(config, image, rng, a, w, params, act_flip, out_int32, name):
+    M, K = a.shape
+    N = w.shape[1]
+    a_addr = image.place(a.astype(np.uint8 if act_flip else np.int8))
+    weight_addr = image.place(pack_weights(config, w))
+    C = config.cols
+    padded = {key: np.resize(value, -(-N // C) * C) for key, value in params.items()}
+    param_addr = image.place(pack_channel_params(config, padded))
+    y_addr = image.reserve(M * N * (4 if out_int32 else 1))
+    layer = GemmLayer(M, K, N, a_addr, weight_addr, param_addr, y_addr, act_flip, out_int32, name)
+    acc = (a.astype(np.int64) - (128 if act_flip else 0)) @ w.astype(np.int64)
+    acc = acc.astype(np.int32)
+    if out_int32:
+        expected = acc.astype("<i4").view(np.uint8).reshape(-1)
+    else:
+        expected = (requantize(acc, params["bias"], params["multiplier"], params["zero_point"],
+                               params["clamp_lo"], params["clamp_hi"], params["unsigned"])
+                    & 0xFF).astype(np.uint8).reshape(-1)
+    return layer, (name, y_addr, expected)
+
+
+def _finish(config, image, program, outputs, macs):
+    program.end()
+    program_addr = image.place(np.frombuffer(program.to_bytes(), np.uint8), INSTRUCTION_BYTES)
+    return Workload(image, program_addr, program, outputs, macs)
+
+
+def gemm_workload(config, rng, M, K, N, act_flip=False, out_int32=False, image=None):
+    """One requantized GEMM with full-range random data and per-channel parameters."""
+    image = image or MemoryImage()
+    a = rng.integers(0, 256, size=(M, K)) if act_flip else int8_full_range(rng, (M, K))
+    w = int8_full_range(rng, (K, N))
+    params = random_channel_params(rng, N)
+    params["multiplier"] = (params["multiplier"] * np.float32(1 / np.sqrt(K))).astype(np.float32)
+    layer, output = _gemm_layer(config, image, rng, a, w, params, act_flip, out_int32,
+                                f"gemm {M}x{K}x{N}")
+    program = emit_gemm(config, layer)
+    return _finish(config, image, program, [output], M * K * N)
+
+
+def conv_workload(config, rng, channels=32, out_channels=32, size=16, kernel=3, stride=1,
+                  padding=1, image=None):
+    """A convolution with ReLU on uint8 activations with a zero point, lowered by im2col in
+    software. The expected output comes from the convolution's definition, not from im2col."""
+    image = image or MemoryImage()
+    x = rng.integers(0, 256, size=(channels, size, size))
+    x.reshape(-1)[:2] = [0, 255]
+    zero_point = int(rng.integers(0, 256))
+    w = int8_full_range(rng, (out_channels, channels, kernel, kernel))
+    params = random_channel_params(rng, out_channels)
+    params["bias"] = rng.integers(-2**14, 2**14, size=out_channels).astype(np.int64)
+    params["multiplier"] = np.exp2(rng.uniform(-14, -9, size=out_channels)).astype(np.float32)
+    params["unsigned"][:] = True
+    params["zero_point"] = rng.integers(0, 64, size=out_channels)
+    params["clamp_lo"] = params["zero_point"].copy()
+    params["clamp_hi"][:] = 255
+
+    padded = np.pad(x, ((0, 0), (padding, padding), (padding, padding)),
+                    constant_values=zero_point).astype(np.int64) - zero_point
+    out_size = (size + 2 * padding - kernel) // stride + 1
+    acc = np.zeros((out_size, out_size, out_channels), np.int64)
+    for ky in range(kernel):
+        for kx in range(kernel):
+            window = padded[:, ky:ky + stride * out_size:stride, kx:kx + stride * out_size:stride]
+            acc += np.einsum("chw,oc->hwo", window, w[:, :, ky, kx].astype(np.int64))
+    expected = requantize(acc.reshape(-1, out_channels), params["bias"], params["multiplier"],
+                          params["zero_point"], params["clamp_lo"], params["clamp_hi"], True)
+
+    # The NPU computes sum((x - 128) w); the zero point folds into the bias.
+    patches = im2col(x, (kernel, kernel), stride, padding, pad_value=zero_point)
+    hw_params = dict(params, bias=params["bias"] + (128 - zero_point) *
+                     w.reshape(out_channels, -1).sum(axis=1))
+    name = f"conv{kernel}x{kernel} {channels}->{out_channels} {size}x{size}"
+    layer, _ = _gemm_layer(config, image, rng, patches, w.reshape(out_channels, -1).T,
+                           hw_params, True, False, name)
+    program = emit_gemm(config, layer)
+    output = (name, layer.y_addr, (expected & 0xFF).astype(np.uint8).reshape(-1))
+    return _finish(config, image, program, [output], patches.shape[0] * w.size)
+
+
+def random_program(config, rng, layers=3):
+    """Several random GEMM and convolution layers back to back in one program."""
+    image = MemoryImage(size=4 << 20)
+    program = Program()
+    outputs = []
+    macs = 0
+    for index in range(layers):
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            M, K, N = (int(v) for v in rng.integers(1, 70, size=3))
+            a = int8_full_range(rng, (M, K))
+            flip = False
+        else:
+            M, K, N = int(rng.integers(1, 120)), int(rng.integers(1, 200)), int(rng.integers(1, 40))
+            a = rng.integers(0, 256, size=(M, K))
+            flip = True
+        w = int8_full_range(rng, (K, N))
+        params = random_channel_params(rng, N)
+        params["multiplier"] = (params["multiplier"] * np.float32(1 / np.sqrt(K))).astype(np.float32)
+        out_int32 = bool(rng.random() < 0.2) and config.cols & (config.cols - 1) == 0
+        layer, output = _gemm_layer(config, image, rng, a, w, params, flip, out_int32,
+                                    f"layer {index}")
+        emit_gemm(config, layer, program)
+        outputs.append(output)
+        macs += M * K * N
+    return _finish(config, image, program, outputs, macs)
