@@ -45,15 +45,19 @@ may change or withdraw a request that has not been granted.
 
 Timing
 ------
-A descriptor leaves the queue one cycle after it was pushed (when the engine is idle),
-takes one cycle for its range checks and one cycle per row to set the row up; bursts of a
-row are issued one per handshake. Up to ``max_outstanding`` bursts are in flight (AR
-issued and last R beat not yet received, or AW issued and B not yet received); the AR or
-AW of the next bursts, and of the next descriptor in the same direction, go out while
-earlier data still moves. With a zero-wait memory and an always-granting scratchpad the
-data path moves one bus word per cycle in both directions. A descriptor whose direction
-differs from the one in progress waits until that one has completed, so a read of data
-just written never overtakes the write.
+A descriptor taken from the queue spends one cycle in its range checks and one cycle per
+row setting the row up; the bursts of a row are then issued one per AR/AW handshake. Up
+to ``max_outstanding`` bursts are in flight (AR issued and last R beat not yet received,
+or AW issued and B not yet received): the AR or AW of the next bursts, and of the next
+descriptor in the same direction, go out while earlier data still moves. With a zero-wait
+memory and an always-granting scratchpad the data path moves one bus word per cycle in
+both directions: a 64 KiB single-row transfer takes ``65536 / W`` cycles plus 8 (memory
+to scratchpad) or 13 (scratchpad to memory) from the descriptor's handshake to its
+completion's, at any width and alignment (``make bench-dma``). A row whose memory offset
+in the word is larger than its scratchpad offset (or the reverse, from scratchpad to
+memory) costs one more cycle (see *Alignment*). A descriptor whose direction differs from
+the one in progress waits until that one has completed, so a read of data just written
+never overtakes the write.
 
 Bursts
 ------
@@ -207,6 +211,9 @@ class ScratchpadPortSignature(wiring.Signature):
         High in the cycle after a read was accepted.
     rdata : ``In(data_width)``
         The word read; valid while ``rvalid`` is high.
+
+    Member for member the same as ``hw.scratchpad.DMAPortSignature``, so
+    ``wiring.connect`` joins the two.
     """
 
     def __init__(self, addr_width, data_width):

@@ -409,18 +409,20 @@ async def bus_errors(dut):
              (SP_TO_MEM, AxiResp.SLVERR, DMAError.WRITE_SLVERR),
              (SP_TO_MEM, AxiResp.DECERR, DMAError.WRITE_DECERR)] * 3
     for direction, resp, code in cases:
-        page = int(rng.integers(4, tb.mem_bytes // PAGE - 8))
-        rows = int(rng.integers(1, 5))
-        row_bytes = int(rng.integers(1, 3 * PAGE // rows))
-        mem_stride = row_bytes + int(rng.integers(0, PAGE))
-        span = (rows - 1) * mem_stride + row_bytes
-        mem_addr = page * PAGE - int(rng.integers(1, span + 1)) + int(rng.integers(0, 2))
-        sp_stride = row_bytes + int(rng.integers(0, 2 * W))
-        sp_addr = int(rng.integers(0, tb.sp_bytes - (rows - 1) * sp_stride - row_bytes))
-        bad = tb.descriptor(direction, mem_addr, sp_addr, rows, row_bytes, mem_stride, sp_stride)
-        fault = first_fault_address(bad, page)
-        if fault is None:
-            continue
+        fault = None
+        while fault is None:
+            # A 2-D descriptor (spans up to 6 pages) with some row in the failing page.
+            page = int(rng.integers(8, tb.mem_bytes // PAGE - 8))
+            rows = int(rng.integers(1, 5))
+            row_bytes = int(rng.integers(1, 3 * PAGE // rows))
+            mem_stride = row_bytes + int(rng.integers(0, PAGE))
+            span = (rows - 1) * mem_stride + row_bytes
+            mem_addr = page * PAGE - int(rng.integers(1, span + 1)) + int(rng.integers(0, 2))
+            sp_stride = row_bytes + int(rng.integers(0, 2 * W))
+            sp_addr = int(rng.integers(0, tb.sp_bytes - (rows - 1) * sp_stride - row_bytes))
+            bad = tb.descriptor(direction, mem_addr, sp_addr, rows, row_bytes, mem_stride,
+                                sp_stride)
+            fault = first_fault_address(bad, page)
         # Queued behind it, in the other direction so it cannot start: discarded by clear.
         behind = tb.random_descriptor()
         behind["direction"] = 1 - direction
