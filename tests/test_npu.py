@@ -1,0 +1,16 @@
+"""The whole NPU in Verilator: random programs against the NumPy NPU simulator, repeated
+runs, bad programs and recovery, through AXI4-Lite and an AXI RAM with random pauses."""
+
+from dataclasses import asdict
+
+from hw.config import NPUConfig
+from hw.npu import NPU
+from verif.runner import simulate
+
+
+def test_npu_programs(seed, waves):
+    config = NPUConfig()
+    simulate(NPU(config), name="npu", test_module="verif.tb_npu",
+             testcase=["random_programs", "conv_layer", "repeated_runs_are_identical",
+                       "bad_programs_stop_with_an_error"],
+             params={"config": asdict(config), "programs": 3}, seed=seed, waves=waves)

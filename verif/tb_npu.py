@@ -1,0 +1,241 @@
+"""Top-level cocotb testbench of hw.npu.NPU.
+
+The host side is cocotbext-axi's ``AxiLiteMaster`` driven through the project's own
+driver (``sw.driver.NPUDriver``); memory is cocotbext-axi's ``AxiRam`` with random pauses
+on all five channels. Every program also runs on the NumPy NPU simulator
+(``sw.simulator``), and the whole final memory of both must be identical; the outputs are
+also checked against NumPy results computed from the tensors.
+"""
+
+import json
+import logging
+
+import cocotb
+import numpy as np
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
+from hw.config import NPUConfig
+from hw.isa import INSTRUCTION_BYTES, Engine, Opcode
+from hw.registers import NPU_MAGIC, ErrorCode
+from sw.asm import Program
+from sw.driver import NPUDriver
+from sw.simulator import NPUSimulator
+from verif.npu_workloads import (MemoryImage, Workload, conv_workload, gemm_workload,
+                                 random_program)
+from verif.runner import BUILD
+from verif.tb_util import start_clock_and_reset, tb_params, tb_rng
+
+
+class SimTransport:
+    """The driver's transport in simulation: AXI4-Lite registers, the irq pin."""
+
+    def __init__(self, dut, axil):
+        self.dut, self.axil = dut, axil
+
+    async def read_register(self, address):
+        return await self.axil.read_dword(address)
+
+    async def write_register(self, address, value):
+        await self.axil.write_dword(address, value)
+
+    async def wait_for_interrupt(self, timeout):
+        for _ in range(timeout):
+            if self.dut.irq.value:
+                return True
+            await RisingEdge(self.dut.clk)
+        return bool(self.dut.irq.value)
+
+
+def _pauses(rng, probability):
+    while True:
+        yield int(rng.random() < probability)
+
+
+class NPUBench:
+    def __init__(self, dut, memory_bytes=4 << 20):
+        self.dut = dut
+        self.params = tb_params()
+        self.config = NPUConfig(**self.params["config"])
+        self.rng = tb_rng(dut._log)
+        self.memory_bytes = memory_bytes
+        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
+                          size=memory_bytes)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"),
+                                  dut.clk, dut.rst)
+        for log in (self.ram.read_if.log, self.ram.write_if.log, self.axil.read_if.log,
+                    self.axil.write_if.log):
+            log.setLevel(logging.WARNING)
+        self.driver = NPUDriver(SimTransport(dut, self.axil))
+
+    async def start(self, pause=0.0):
+        self.set_pauses(pause)
+        await start_clock_and_reset(self.dut)
+        await ClockCycles(self.dut.clk, 2)
+        await self.driver.check_config(self.config)
+
+    def set_pauses(self, probability):
+        ram = self.ram
+        channels = [ram.read_if.ar_channel, ram.read_if.r_channel, ram.write_if.aw_channel,
+                    ram.write_if.w_channel, ram.write_if.b_channel]
+        for channel in channels:
+            if probability:
+                seed = int(self.rng.integers(2**32))
+                channel.set_pause_generator(_pauses(np.random.default_rng(seed), probability))
+            else:
+                channel.clear_pause_generator()
+
+    def load(self, image):
+        self.ram.write(0, image.data.tobytes())
+
+    def memory(self, size):
+        return np.frombuffer(self.ram.read(0, size), np.uint8)
+
+    async def run(self, workload, timeout=2_000_000):
+        """Run ``workload`` on the RTL and on the simulator; compare; return the status."""
+        self.load(workload.image)
+        status = await self.driver.run(workload.program_addr, timeout)
+        size = len(workload.image.data)
+        rtl = self.memory(size)
+        golden = workload.image.data.copy()
+        sim = NPUSimulator(self.config)
+        result = sim.run(golden, workload.program_addr)
+        assert status.error is result.error, \
+            f"RTL stopped with {status}, the simulator with {result.error.name}"
+        if status.error is not ErrorCode.NONE:
+            assert status.error_addr == result.error_addr, \
+                f"RTL faulted at 0x{status.error_addr:x}, the simulator at 0x{result.error_addr:x}"
+            return status
+        assert status.done, f"RTL not done: {status}"
+        differ = np.flatnonzero(rtl != golden)
+        assert not differ.size, (f"{differ.size} bytes of memory differ between the RTL and the "
+                                 f"simulator, first at 0x{differ[0]:x}")
+        for name, wrong, total in workload.check(rtl):
+            assert wrong == 0, f"{name}: {wrong} of {total} output bytes differ from NumPy"
+        counters = status.counters
+        assert counters["mac_cycles"] == result.mac_cycles, \
+            f"MAC_CYCLES {counters['mac_cycles']}, the program has {result.mac_cycles}"
+        assert counters["dma_read_bytes"] == result.dma_read_bytes
+        assert counters["dma_write_bytes"] == result.dma_write_bytes
+        return status
+
+    def report(self, name, workload, status):
+        c = status.counters
+        peak = self.config.rows * self.config.cols
+        utilization = workload.macs / (peak * c["cycles"]) if c["cycles"] else 0.0
+        self.dut._log.info(
+            "%s: %d instructions, %d MACs in %d cycles: MAC utilization %.1f%% (hardware "
+            "counters: %d array cycles), DMA %d bytes read, %d written; stalls: load %d, "
+            "compute %d, store %d, fetch %d", name, len(workload.program), workload.macs,
+            c["cycles"], 100 * utilization, c["mac_cycles"], c["dma_read_bytes"],
+            c["dma_write_bytes"], c["load_stall_cycles"], c["compute_stall_cycles"],
+            c["store_stall_cycles"], c["fetch_stall_cycles"])
+        return {"name": name, "instructions": len(workload.program), "macs": workload.macs,
+                **c, "utilization": utilization,
+                "array_utilization": c["mac_cycles"] / c["cycles"] if c["cycles"] else 0.0}
+
+
+@cocotb.test()
+async def random_programs(dut):
+    """Random sequences of GEMM and convolution layers, with random AXI pauses: RTL memory
+    equals the simulator's, outputs equal NumPy's."""
+    bench = NPUBench(dut)
+    await bench.start(pause=0.2)
+    for index in range(bench.params.get("programs", 3)):
+        workload = random_program(bench.config, bench.rng, layers=int(bench.rng.integers(1, 4)))
+        status = await bench.run(workload)
+        bench.report(f"random program {index}", workload, status)
+
+
+@cocotb.test()
+async def conv_layer(dut):
+    """A 3x3 convolution (im2col in software) with zero points, ReLU and random pauses."""
+    bench = NPUBench(dut)
+    await bench.start(pause=0.1)
+    size = bench.params.get("conv_size", 8)
+    workload = conv_workload(bench.config, bench.rng, channels=16, out_channels=16, size=size)
+    status = await bench.run(workload)
+    bench.report("conv", workload, status)
+
+
+@cocotb.test()
+async def repeated_runs_are_identical(dut):
+    """The same program three times in a row: identical memory and counters each time."""
+    bench = NPUBench(dut)
+    await bench.start(pause=0.0)
+    workload = random_program(bench.config, bench.rng, layers=2)
+    first = None
+    for run in range(3):
+        status = await bench.run(workload)
+        memory = bench.memory(len(workload.image.data)).copy()
+        counters = dict(status.counters)
+        if first is None:
+            first = (memory, counters)
+        else:
+            assert np.array_equal(memory, first[0]), f"run {run}: memory differs from run 0"
+            assert counters == first[1], f"run {run}: counters {counters} != {first[1]}"
+
+
+def _bad_program(config, kind):
+    """A program that must stop with an error, and the address of its faulting instruction."""
+    image = MemoryImage()
+    program = Program()
+    program.emit(Opcode.LOAD, mem_addr=0x2000, sp_addr=0, rows=2, row_bytes=16, mem_stride=16,
+                 sp_stride=16, push_next=1)
+    program.emit(Opcode.MATMUL, weight_addr=0, act_addr=0, act_stride=1, count=1, pop_prev=1)
+    if kind == "opcode":
+        program.words.append(0xF)
+    elif kind == "range":
+        program.emit(Opcode.LOAD, mem_addr=0x2000, sp_addr=config.scratchpad_bytes - 8, rows=1,
+                     row_bytes=16)
+    elif kind == "token":
+        program.emit(Opcode.MATMUL, weight_addr=0, act_addr=0, count=1, pop_prev=1)
+    elif kind == "misaligned":
+        program.emit(Opcode.MATMUL, weight_addr=1, act_addr=0, count=1)
+    program.end()
+    addr = image.place(np.frombuffer(program.to_bytes(), np.uint8), INSTRUCTION_BYTES)
+    return Workload(image, addr, program)
+
+
+@cocotb.test()
+async def bad_programs_stop_with_an_error(dut):
+    """Unknown opcode, scratchpad range, a token that never arrives, misalignment: each stops
+    the NPU with its error code and address, raises the interrupt, leaves the registers
+    readable; a soft reset recovers and the next program runs correctly."""
+    bench = NPUBench(dut)
+    await bench.start(pause=0.1)
+    expected = {"opcode": ErrorCode.ILLEGAL_OPCODE, "range": ErrorCode.SCRATCHPAD_RANGE,
+                "token": ErrorCode.DEADLOCK, "misaligned": ErrorCode.MISALIGNED}
+    for kind, code in expected.items():
+        workload = _bad_program(bench.config, kind)
+        status = await bench.run(workload, timeout=20_000)
+        assert status.error is code, f"{kind}: {status}, expected {code.name}"
+        assert status.error_addr == workload.program_addr + 2 * INSTRUCTION_BYTES, \
+            f"{kind}: fault at 0x{status.error_addr:x}"
+        assert await bench.driver.read("ID") == NPU_MAGIC, "registers unreadable after an error"
+        await bench.driver.soft_reset()
+        await ClockCycles(dut.clk, 20)
+        status = await bench.driver.status()
+        assert status.error is ErrorCode.NONE and not status.done, f"after soft reset: {status}"
+        good = gemm_workload(bench.config, bench.rng, 20, 30, 12)
+        await bench.run(good)
+        dut._log.info("%s: %s at 0x%x, recovered", kind, code.name, workload.program_addr + 32)
+
+
+@cocotb.test()
+async def throughput(dut):
+    """`make sim`: a large GEMM and a convolution layer at zero wait states, with the
+    hardware counters' cycles, MAC utilization and DMA bytes."""
+    bench = NPUBench(dut, memory_bytes=8 << 20)
+    await bench.start(pause=0.0)
+    M, K, N = bench.params.get("gemm", (128, 512, 128))
+    rows = []
+    for name, workload in [
+            (f"GEMM {M}x{K}x{N} + bias + requantization + ReLU-clamp",
+             gemm_workload(bench.config, bench.rng, M, K, N, image=MemoryImage(8 << 20))),
+            ("conv 3x3, 32->32 channels, 16x16, padding 1 (im2col)",
+             conv_workload(bench.config, bench.rng, image=MemoryImage(8 << 20)))]:
+        status = await bench.run(workload, timeout=20_000_000)
+        rows.append(bench.report(name, workload, status))
+    (BUILD / "sim").mkdir(parents=True, exist_ok=True)
+    (BUILD / "sim" / "npu_report.json").write_text(json.dumps(rows, indent=2))
