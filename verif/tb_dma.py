@@ -31,47 +31,42 @@ class PageFault(Exception):
 class FaultyRam(AxiRam):
     """An AxiRam whose pages in ``faults`` (page number -> AxiResp) answer with an error.
 
-    cocotbext-axi answers SLVERR when its ``_read``/``_write`` raise; the response
-    channels are wrapped to turn that into the page's code (SLVERR or DECERR).
+    cocotbext-axi answers SLVERR for a beat whose ``_read``/``_write`` raises; the
+    response channels are wrapped to turn that into the failing page's code.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.faults = {}
-        self._code = {"r": AxiResp.SLVERR, "b": AxiResp.SLVERR}
-        for side, channel, field in ((self.read_if, "r_channel", "rresp"),
-                                     (self.write_if, "b_channel", "bresp")):
-            self._hook(side, "r" if field == "rresp" else "b", field)
-            self._wrap(getattr(side, channel), "r" if field == "rresp" else "b", field)
+        for side, access, channel, field in ((self.read_if, "_read", "r_channel", "rresp"),
+                                             (self.write_if, "_write", "b_channel", "bresp")):
+            code = {"last": AxiResp.SLVERR}
+            setattr(side, access, self._faulting(getattr(side, access), code))
+            self._recode(getattr(side, channel), field, code)
 
-    def _hook(self, side, key, field):
-        method = side._read if key == "r" else side._write
-
-        async def access(address, arg):
-            code = self.faults.get(address // PAGE)
-            if code is not None:
-                self._code[key] = code
+    def _faulting(self, access, code):
+        async def faulting(address, arg):
+            if address // PAGE in self.faults:
+                code["last"] = self.faults[address // PAGE]
                 raise PageFault(hex(address))
-            return await method(address, arg)
+            return await access(address, arg)
+        return faulting
 
-        if key == "r":
-            side._read = access
-        else:
-            side._write = access
-
-    def _wrap(self, channel, key, field):
+    @staticmethod
+    def _recode(channel, field, code):
         send = channel.send
 
         async def send_with_code(txn):
             if int(getattr(txn, field)) == AxiResp.SLVERR:
-                setattr(txn, field, self._code[key])
+                setattr(txn, field, code["last"])
             await send(txn)
 
         channel.send = send_with_code
 
 
 class Monitor:
-    """Samples every handshake once per cycle; checks each burst as it is issued.
+    """Samples every handshake once per cycle; checks each burst as it is issued, and
+    that AWVALID and WVALID stay up until their handshake.
 
     Cycle ``c`` is the ``c``-th falling edge; its handshakes happen at the next rising edge.
     """
@@ -124,6 +119,8 @@ class Monitor:
                     self._burst("AW", addr, length, int(dut.m_axi__awsize.value),
                                 int(dut.m_axi__awburst.value))
                     self.aw_onset = None
+            elif self.aw_onset is not None:
+                self.errors.append(f"cycle {c}: AWVALID dropped before its handshake")
             if dut.m_axi__wvalid.value:
                 if self.w_onset is None:
                     self.w_onset = c
@@ -131,6 +128,8 @@ class Monitor:
                     self.w.append((c, self.w_onset, int(dut.m_axi__wstrb.value),
                                    int(dut.m_axi__wlast.value)))
                     self.w_onset = None
+            elif self.w_onset is not None:
+                self.errors.append(f"cycle {c}: WVALID dropped before its handshake")
             if dut.m_axi__bvalid.value and dut.m_axi__bready.value:
                 self.b.append((c, int(dut.m_axi__bresp.value)))
             if dut.m_axi__rvalid.value and dut.m_axi__rready.value:
