@@ -1,0 +1,584 @@
+"""ONNX → NPU compiler.
+
+Input: int8/uint8 models as ``onnxruntime.quantization.quantize_static`` writes them, in
+either format:
+
+* QOperator: QLinearConv, QLinearMatMul, QGemm, MatMulInteger, ConvInteger, QLinearAdd,
+  MaxPool, QLinearAveragePool, QLinearGlobalAveragePool, Reshape/Flatten,
+  QuantizeLinear/DequantizeLinear at the graph's edges;
+* QDQ: each ``DequantizeLinear → op → [Relu|Clip] → QuantizeLinear`` group is folded into
+  the same quantized operation.
+
+Output: a :class:`sw.npu_file.CompiledModel`: a list of steps. Convolutions and matrix
+products become NPU programs (``sw.kernels``, planned for the configuration's array and
+SRAM sizes, with im2col done by the host); pooling, residual additions and the
+quantize/dequantize at the edges run on the host with onnxruntime's arithmetic
+(``sw.host_ops``). Scales and zero points may be constants or graph inputs: they are
+resolved at run time, so the requantization multipliers are computed exactly as
+onnxruntime computes them.
+
+Every problem is a :class:`CompileError` with a one-line message that names the file and
+the node.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from hw.config import DEFAULT_CONFIG
+from hw.isa import INSTRUCTION_BYTES
+from sw.asm import Program
+from sw.kernels import GemmLayer, LayerError, emit_gemm, plan_gemm, pack_weights
+from sw.npu_file import CompiledModel
+
+
+__all__ = ["CompileError", "compile_model", "ONNX_DTYPES"]
+
+
+class CompileError(Exception):
+    """A model the compiler cannot compile; the message names the file and the node."""
+
+
+ONNX_DTYPES = {onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT8: "int8",
+               onnx.TensorProto.INT32: "int32", onnx.TensorProto.FLOAT: "float32",
+               onnx.TensorProto.INT64: "int64", onnx.TensorProto.FLOAT16: "float16"}
+
+_FLOAT_COMPUTE = {"Conv", "MatMul", "Gemm", "Add", "AveragePool", "GlobalAveragePool",
+                  "MaxPool", "Relu", "Clip", "Mul", "Sub", "Sigmoid", "Softmax", "Concat"}
+
+
+class _Memory:
+    """Bump allocator of the model's memory image."""
+
+    def __init__(self):
+        self.top = 0x1000
+
+    def alloc(self, size, align=64):
+        addr = -(-self.top // align) * align
+        self.top = addr + max(int(size), 1)
+        return addr
+
+
+@dataclass
+class _Q:
+    """A quantized operand: tensor, scale and zero-point names."""
+    tensor: str
+    scale: str
+    zero_point: str
+
+
+class _Compiler:
+    def __init__(self, model, config, source):
+        self.config = config
+        self.source = source
+        self.graph = model.graph
+        self.constants = {}
+        for init in self.graph.initializer:
+            self.constants[init.name] = numpy_helper.to_array(init)
+        self.shapes, self.dtypes = {}, {}
+        for value in list(self.graph.input) + list(self.graph.output) + list(self.graph.value_info):
+            tensor_type = value.type.tensor_type
+            if tensor_type.elem_type:
+                self.dtypes[value.name] = ONNX_DTYPES.get(tensor_type.elem_type, "unsupported")
+        for value in self.graph.input:
+            if value.name in self.constants:
+                continue
+            dims = value.type.tensor_type.shape.dim
+            if any(not d.HasField("dim_value") for d in dims):
+                raise CompileError(f"{source}: input '{value.name}' has a dynamic shape; "
+                                   f"give it a fixed shape")
+            self.shapes[value.name] = tuple(d.dim_value for d in dims)
+        for name, value in self.constants.items():
+            self.shapes[name] = value.shape
+            self.dtypes[name] = str(value.dtype)
+        self.consumers = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.steps = []
+        self.memory = _Memory()
+        self.done = set()
+        self.dequantized = {}       # float tensor name -> _Q
+        self.node_names = {}
+
+    # --- helpers ------------------------------------------------------------------------
+    def name(self, node):
+        return node.name or f"{node.op_type}#{list(self.graph.node).index(node)}"
+
+    def fail(self, node, message):
+        raise CompileError(f"{self.source}: node '{self.name(node)}' ({node.op_type}): {message}")
+
+    def attrs(self, node):
+        return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+    def shape(self, node, name):
+        if name not in self.shapes:
+            self.fail(node, f"the shape of '{name}' is unknown")
+        return self.shapes[name]
+
+    def scalar_param(self, node, name):
+        if name and name not in self.constants and name not in self.shapes:
+            self.fail(node, f"'{name}' is neither a constant nor a graph input")
+        return name
+
+    def dtype(self, name):
+        return self.dtypes.get(name, "unknown")
+
+    def only_consumer(self, name):
+        users = self.consumers.get(name, [])
+        outputs = {o.name for o in self.graph.output}
+        return users[0] if len(users) == 1 and name not in outputs else None
+
+    # --- graph walk ------------------------------------------------------------------------
+    def run(self):
+        for node in self.graph.node:
+            if id(node) in self.done:
+                continue
+            if node.op_type == "Constant":
+                value = numpy_helper.to_array(node.attribute[0].t)
+                self.constants[node.output[0]] = value
+                self.shapes[node.output[0]] = value.shape
+                self.dtypes[node.output[0]] = str(value.dtype)
+                continue
+            handler = getattr(self, f"op_{node.op_type}", None)
+            if handler is None:
+                if node.op_type in _FLOAT_COMPUTE and not self.is_quantized_graph():
+                    raise CompileError(
+                        f"{self.source}: node '{self.name(node)}' ({node.op_type}) computes in "
+                        f"float: the model was never quantized (quantize it with "
+                        f"onnxruntime.quantization.quantize_static)")
+                self.fail(node, "operator not supported by the NPU compiler")
+            handler(node)
+        for output in self.graph.output:
+            if output.name not in self.shapes:
+                raise CompileError(f"{self.source}: output '{output.name}' is not produced by "
+                                   f"any supported operation")
+
+    def is_quantized_graph(self):
+        ops = {node.op_type for node in self.graph.node}
+        return bool(ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul",
+                           "QGemm", "MatMulInteger", "ConvInteger"})
+
+    def produce(self, name, shape, dtype):
+        self.shapes[name] = tuple(int(d) for d in shape)
+        self.dtypes[name] = dtype
+
+    # --- edges: QuantizeLinear / DequantizeLinear ----------------------------------------------
+    def op_QuantizeLinear(self, node):
+        x, scale, zp = node.input[0], node.input[1], node.input[2] if len(node.input) > 2 else ""
+        dtype = self.dtype(zp) if zp else "uint8"
+        self.produce(node.output[0], self.shape(node, x), dtype)
+        self.steps.append({"op": "quantize", "node": self.name(node), "x": x, "scale": scale,
+                           "zero_point": zp, "y": node.output[0], "dtype": dtype,
+                           "axis": self.attrs(node).get("axis", 1)})
+
+    def op_DequantizeLinear(self, node):
+        q, scale = node.input[0], node.input[1]
+        zp = node.input[2] if len(node.input) > 2 else ""
+        out = node.output[0]
+        users = self.consumers.get(out, [])
+        # Inside a QDQ group the consumer folds this DequantizeLinear into its own step.
+        self.dequantized[out] = _Q(q, scale, zp)
+        if q in self.constants and all(u.op_type in _FOLDABLE for u in users):
+            return
+        if users and all(u.op_type in _FOLDABLE for u in users) and \
+                all(self.qdq_group(u) is not None for u in users):
+            return
+        self.produce(out, self.shape(node, q), "float32")
+        self.steps.append({"op": "dequantize", "node": self.name(node), "x": q, "scale": scale,
+                           "zero_point": zp, "y": out, "axis": self.attrs(node).get("axis", 1)})
+
+    # --- QDQ groups ----------------------------------------------------------------------------
+    def qdq_group(self, node):
+        """(inputs as _Q or constant names, output _Q, activation, nodes) of a QDQ group
+        around ``node``, or None."""
+        inputs = []
+        for name in node.input:
+            if not name:
+                inputs.append(None)
+            elif name in self.dequantized:
+                inputs.append(self.dequantized[name])
+            elif name in self.constants:
+                inputs.append(name)
+            else:
+                producer = next((n for n in self.graph.node if name in n.output), None)
+                if producer is not None and producer.op_type == "DequantizeLinear":
+                    zp = producer.input[2] if len(producer.input) > 2 else ""
+                    inputs.append(_Q(producer.input[0], producer.input[1], zp))
+                else:
+                    return None
+        tail, activation, chain = node.output[0], None, []
+        user = self.only_consumer(tail)
+        if user is not None and user.op_type in ("Relu", "Clip"):
+            activation = "relu" if user.op_type == "Relu" else \
+                {"clip": [user.input[1] if len(user.input) > 1 else "",
+                          user.input[2] if len(user.input) > 2 else ""]}
+            chain.append(user)
+            tail = user.output[0]
+            user = self.only_consumer(tail)
+        if user is None or user.op_type != "QuantizeLinear":
+            return None
+        chain.append(user)
+        zp = user.input[2] if len(user.input) > 2 else ""
+        return inputs, _Q(user.output[0], user.input[1], zp), activation, chain
+
+    def take_group(self, node):
+        group = self.qdq_group(node)
+        if group is None:
+            self.fail(node, "computes in float: it is not inside a DequantizeLinear → op → "
+                            "QuantizeLinear group, and the NPU computes only quantized")
+        for member in group[3]:
+            self.done.add(id(member))
+        return group
+
+    def output_dtype(self, q):
+        return self.dtype(q.zero_point) if q.zero_point else "uint8"
+
+    # --- matrix products and convolutions -------------------------------------------------------
+    def gemm_step(self, node, kind, a, b, bias, y, y_dtype, activation=None, attrs=None,
+                  y_name=None):
+        attrs = attrs or {}
+        a_shape = self.shape(node, a.tensor)
+        b_shape = self.shape(node, b.tensor)
+        a_dtype = self.dtype(a.tensor)
+        if a_dtype not in ("uint8", "int8") or self.dtype(b.tensor) not in ("uint8", "int8"):
+            self.fail(node, f"operands are {a_dtype} and {self.dtype(b.tensor)}, not 8-bit integers")
+        layers, out_shape = self.gemm_geometry(node, kind, a_shape, b_shape, attrs)
+        out_int32 = y_dtype in ("int32", "float32")
+        program = Program()
+        geometry = []
+        for layer in layers:
+            M, K, N = layer["M"], layer["K"], layer["N"]
+            out_bytes = 4 if out_int32 else 1
+            gemm = GemmLayer(M, K, N, a_addr=self.memory.alloc(M * K),
+                             weight_addr=0, param_addr=0, y_addr=0,
+                             act_flip=a_dtype == "uint8", out_int32=out_int32,
+                             name=f"{self.source}: node '{self.name(node)}' ({node.op_type})")
+            try:
+                plan = plan_gemm(self.config, gemm)
+            except LayerError as error:
+                raise CompileError(str(error)) from None
+            gemm.weight_addr = self.memory.alloc(len(pack_weights(self.config, np.zeros((K, N), np.int8))))
+            gemm.param_addr = self.memory.alloc(plan.param_bytes)
+            gemm.y_addr = self.memory.alloc(M * N * out_bytes)
+            emit_gemm(self.config, gemm, program)
+            geometry.append(dict(layer, a_addr=gemm.a_addr, weight_addr=gemm.weight_addr,
+                                 param_addr=gemm.param_addr, y_addr=gemm.y_addr))
+        program.end()
+        program_name = f"program{len(self.steps)}"
+        self.constants[program_name] = np.frombuffer(program.to_bytes(), np.uint8)
+        program_addr = self.memory.alloc(len(program.to_bytes()), INSTRUCTION_BYTES)
+        self.produce(y, out_shape, y_dtype)
+        self.steps.append({
+            "op": "gemm", "node": self.name(node), "op_type": node.op_type, "kind": kind,
+            "a": a.__dict__, "b": b.__dict__, "bias": bias, "y": y, "y_dtype": y_dtype,
+            "y_scale": y_name.scale if y_name else "", "y_zero_point": y_name.zero_point if y_name else "",
+            "activation": activation, "attrs": attrs, "layers": geometry, "out_shape": list(out_shape),
+            "program": program_name, "program_addr": program_addr,
+            "instructions": len(program),
+        })
+
+    def gemm_geometry(self, node, kind, a_shape, b_shape, attrs):
+        """The GEMM layers (M, K, N, batch and group indices) and the output shape."""
+        if kind == "conv":
+            if len(a_shape) != 4 or len(b_shape) != 4:
+                self.fail(node, "only 2-D convolutions (NCHW) are supported")
+            n, c, h, w = a_shape
+            oc, cg, kh, kw = b_shape
+            group = attrs.get("group", 1)
+            if attrs.get("dilations", [1, 1]) != [1, 1]:
+                self.fail(node, "dilated convolutions are not supported")
+            if c != cg * group or oc % group:
+                self.fail(node, f"{c} input channels do not match the weights' {cg} x {group} groups")
+            sh, sw = attrs.get("strides", [1, 1])
+            pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
+            oh = (h + pt + pb - kh) // sh + 1
+            ow = (w + pl + pr - kw) // sw + 1
+            layers = [{"M": oh * ow, "K": cg * kh * kw, "N": oc // group, "batch": i, "group": g}
+                      for i in range(n) for g in range(group)]
+            return layers, (n, oc, oh, ow)
+        if kind == "gemm":
+            (m, k) = a_shape[::-1] if attrs.get("transA") else a_shape
+            (k2, nn) = b_shape[::-1] if attrs.get("transB") else b_shape
+            if k != k2:
+                self.fail(node, f"inner dimensions {k} and {k2} differ")
+            return [{"M": m, "K": k, "N": nn, "batch": 0, "group": 0}], (m, nn)
+        # matmul, with NumPy broadcasting of batch dimensions
+        if len(a_shape) < 2 or len(b_shape) < 2:
+            self.fail(node, "1-D matrix products are not supported")
+        m, k = a_shape[-2:]
+        k2, nn = b_shape[-2:]
+        if k != k2:
+            self.fail(node, f"inner dimensions {k} and {k2} differ")
+        try:
+            batch = np.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2]))
+        except ValueError:
+            self.fail(node, f"batch dimensions {a_shape[:-2]} and {b_shape[:-2]} do not broadcast")
+        count = int(np.prod(batch)) if batch else 1
+        return ([{"M": m, "K": k, "N": nn, "batch": i, "group": 0} for i in range(count)],
+                (*batch, m, nn))
+
+    def op_QLinearConv(self, node):
+        i = list(node.input) + [""] * (9 - len(node.input))
+        y = _Q(node.output[0], i[6], i[7])
+        self.gemm_step(node, "conv", _Q(i[0], i[1], i[2]), _Q(i[3], i[4], i[5]), i[8] or None,
+                       node.output[0], self.output_dtype(y), None, self.conv_attrs(node), y)
+
+    def conv_attrs(self, node):
+        attrs = self.attrs(node)
+        kernel = list(self.shapes[node.input[3]][2:]) if node.input[3] in self.shapes else None
+        return {"group": attrs.get("group", 1), "strides": list(attrs.get("strides", [1, 1])),
+                "pads": list(attrs.get("pads", [0, 0, 0, 0])),
+                "dilations": list(attrs.get("dilations", [1, 1])),
+                "kernel": list(attrs.get("kernel_shape", kernel or [])),
+                "auto_pad": attrs.get("auto_pad", b"NOTSET").decode()
+                if isinstance(attrs.get("auto_pad", b""), bytes) else attrs.get("auto_pad", "NOTSET")}
+
+    def op_QLinearMatMul(self, node):
+        i = node.input
+        y = _Q(node.output[0], i[6], i[7])
+        self.gemm_step(node, "matmul", _Q(i[0], i[1], i[2]), _Q(i[3], i[4], i[5]), None,
+                       node.output[0], self.output_dtype(y), None, {}, y)
+
+    def op_QGemm(self, node):
+        i = list(node.input) + [""] * (9 - len(node.input))
+        attrs = self.attrs(node)
+        gemm_attrs = {"transA": attrs.get("transA", 0), "transB": attrs.get("transB", 0),
+                      "alpha": float(attrs.get("alpha", 1.0))}
+        if i[7]:
+            y = _Q(node.output[0], i[7], i[8])
+            self.gemm_step(node, "gemm", _Q(i[0], i[1], i[2]), _Q(i[3], i[4], i[5]), i[6] or None,
+                           node.output[0], self.output_dtype(y), None, gemm_attrs, y)
+        else:
+            self.gemm_step(node, "gemm", _Q(i[0], i[1], i[2]), _Q(i[3], i[4], i[5]), i[6] or None,
+                           node.output[0], "float32", None, gemm_attrs, None)
+
+    def op_MatMulInteger(self, node):
+        i = list(node.input) + [""] * (4 - len(node.input))
+        self.gemm_step(node, "matmul", _Q(i[0], "", i[2]), _Q(i[1], "", i[3]), None,
+                       node.output[0], "int32")
+
+    def op_ConvInteger(self, node):
+        i = list(node.input) + [""] * (4 - len(node.input))
+        attrs = self.conv_attrs(_Shifted(node, {3: 1}))
+        self.gemm_step(node, "conv", _Q(i[0], "", i[2]), _Q(i[1], "", i[3]), None,
+                       node.output[0], "int32", None, attrs)
+
+    def op_Conv(self, node):
+        inputs, y, activation, _ = self.take_group(node)
+        a, w = inputs[0], inputs[1]
+        bias = self.quantized_bias(node, inputs[2] if len(inputs) > 2 else None)
+        if not isinstance(w, _Q):
+            self.fail(node, "the weights are not quantized")
+        self.gemm_step(node, "conv", a, w, bias, y.tensor, self.output_dtype(y), activation,
+                       self.conv_attrs(_Shifted(node, {3: 1})), y)
+
+    def op_MatMul(self, node):
+        inputs, y, activation, _ = self.take_group(node)
+        self.gemm_step(node, "matmul", inputs[0], inputs[1], None, y.tensor,
+                       self.output_dtype(y), activation, {}, y)
+
+    def op_Gemm(self, node):
+        inputs, y, activation, _ = self.take_group(node)
+        attrs = self.attrs(node)
+        if float(attrs.get("beta", 1.0)) != 1.0:
+            self.fail(node, "beta != 1 is not supported")
+        bias = self.quantized_bias(node, inputs[2] if len(inputs) > 2 else None)
+        self.gemm_step(node, "gemm", inputs[0], inputs[1], bias, y.tensor, self.output_dtype(y),
+                       activation, {"transA": attrs.get("transA", 0), "transB": attrs.get("transB", 0),
+                                    "alpha": float(attrs.get("alpha", 1.0))}, y)
+
+    def quantized_bias(self, node, bias):
+        if bias is None:
+            return None
+        if isinstance(bias, _Q):
+            if self.dtype(bias.tensor) != "int32":
+                self.fail(node, "the bias is not quantized to int32")
+            return bias.tensor
+        self.fail(node, "a float bias is not supported (quantize the model with its bias)")
+
+    # --- host operations -------------------------------------------------------------------------
+    def op_QLinearAdd(self, node):
+        i = node.input
+        self.add_step(node, _Q(i[0], i[1], i[2]), _Q(i[3], i[4], i[5]),
+                      _Q(node.output[0], i[6], i[7] if len(i) > 7 else ""), None)
+
+    def op_Add(self, node):
+        inputs, y, activation, _ = self.take_group(node)
+        if not all(isinstance(v, _Q) for v in inputs):
+            self.fail(node, "adds a float constant")
+        self.add_step(node, inputs[0], inputs[1], y, activation)
+
+    def add_step(self, node, a, b, y, activation):
+        shape = np.broadcast_shapes(self.shape(node, a.tensor), self.shape(node, b.tensor))
+        self.produce(y.tensor, shape, self.output_dtype(y))
+        self.steps.append({"op": "add", "node": self.name(node), "a": a.__dict__,
+                           "b": b.__dict__, "y": y.__dict__, "activation": activation})
+
+    def pool_attrs(self, node):
+        attrs = self.attrs(node)
+        kernel = list(attrs["kernel_shape"])
+        auto_pad = attrs.get("auto_pad", b"NOTSET")
+        if isinstance(auto_pad, bytes):
+            auto_pad = auto_pad.decode()
+        if auto_pad not in ("NOTSET", "VALID"):
+            self.fail(node, f"auto_pad {auto_pad} is not supported")
+        return {"kernel_shape": kernel, "strides": list(attrs.get("strides", [1] * len(kernel))),
+                "pads": list(attrs.get("pads", [0] * 2 * len(kernel))),
+                "dilations": list(attrs.get("dilations", [1] * len(kernel))),
+                "ceil_mode": int(attrs.get("ceil_mode", 0)),
+                "count_include_pad": int(attrs.get("count_include_pad", 0))}
+
+    def pool_shape(self, node, shape, attrs):
+        out = list(shape[:2])
+        for axis, k in enumerate(attrs["kernel_shape"]):
+            size = shape[2 + axis] + attrs["pads"][axis] + attrs["pads"][axis + len(attrs["kernel_shape"])]
+            span = (k - 1) * attrs["dilations"][axis] + 1
+            stride = attrs["strides"][axis]
+            count = (-(-(size - span) // stride) if attrs["ceil_mode"] else (size - span) // stride) + 1
+            out.append(count)
+        return out
+
+    def op_MaxPool(self, node):
+        x = node.input[0]
+        group = None
+        if x in self.dequantized or self.dtype(x) == "float32":
+            inputs, y, activation, _ = self.take_group(node)
+            x_q = inputs[0]
+            out_name, out_q = y.tensor, y
+        else:
+            x_q, out_name, out_q = _Q(x, "", ""), node.output[0], None
+        attrs = self.pool_attrs(node)
+        shape = self.pool_shape(node, self.shape(node, x_q.tensor), attrs)
+        self.produce(out_name, shape, self.dtype(x_q.tensor))
+        self.steps.append({"op": "maxpool", "node": self.name(node), "x": x_q.__dict__,
+                           "y": out_name, "y_q": out_q.__dict__ if out_q else None, "attrs": attrs})
+
+    def op_QLinearAveragePool(self, node):
+        i = node.input
+        self.avgpool_step(node, _Q(i[0], i[1], i[2]), _Q(node.output[0], i[3], i[4] if len(i) > 4 else ""))
+
+    def op_AveragePool(self, node):
+        inputs, y, _, _ = self.take_group(node)
+        self.avgpool_step(node, inputs[0], y)
+
+    def avgpool_step(self, node, x, y):
+        attrs = self.pool_attrs(node)
+        self.produce(y.tensor, self.pool_shape(node, self.shape(node, x.tensor), attrs),
+                     self.output_dtype(y))
+        self.steps.append({"op": "avgpool", "node": self.name(node), "x": x.__dict__,
+                           "y": y.__dict__, "attrs": attrs})
+
+    def op_QLinearGlobalAveragePool(self, node):
+        i = node.input
+        if self.attrs(node).get("channels_last", 0):
+            self.fail(node, "channels_last is not supported")
+        self.gap_step(node, _Q(i[0], i[1], i[2]), _Q(node.output[0], i[3], i[4] if len(i) > 4 else ""))
+
+    def op_GlobalAveragePool(self, node):
+        inputs, y, _, _ = self.take_group(node)
+        self.gap_step(node, inputs[0], y)
+
+    def gap_step(self, node, x, y):
+        shape = self.shape(node, x.tensor)
+        self.produce(y.tensor, (*shape[:2],) + (1,) * (len(shape) - 2), self.output_dtype(y))
+        self.steps.append({"op": "global_avgpool", "node": self.name(node), "x": x.__dict__,
+                           "y": y.__dict__})
+
+    def reshape_like(self, node, shape_of):
+        x = node.input[0]
+        if x in self.dequantized:
+            inputs, y, _, _ = self.take_group(_Only(node, 1))
+            source, target, y_q = inputs[0], y.tensor, y
+        else:
+            source, target, y_q = _Q(x, "", ""), node.output[0], None
+        shape = shape_of(self.shape(node, source.tensor))
+        self.produce(target, shape, self.dtype(source.tensor))
+        self.steps.append({"op": "reshape", "node": self.name(node), "x": source.__dict__,
+                           "y": target, "y_q": y_q.__dict__ if y_q else None, "shape": list(shape)})
+
+    def op_Reshape(self, node):
+        if node.input[1] not in self.constants:
+            self.fail(node, "the target shape is not a constant")
+        target = [int(v) for v in self.constants[node.input[1]]]
+
+        def shape_of(shape):
+            out = [shape[i] if v == 0 else v for i, v in enumerate(target)]
+            if -1 in out:
+                known = int(np.prod([v for v in out if v != -1]))
+                out[out.index(-1)] = int(np.prod(shape)) // known
+            if int(np.prod(out)) != int(np.prod(shape)):
+                self.fail(node, f"cannot reshape {shape} to {target}")
+            return out
+        self.reshape_like(node, shape_of)
+
+    def op_Flatten(self, node):
+        axis = self.attrs(node).get("axis", 1)
+        self.reshape_like(node, lambda s: [int(np.prod(s[:axis])), int(np.prod(s[axis:]))])
+
+
+_FOLDABLE = {"Conv", "MatMul", "Gemm", "Add", "AveragePool", "GlobalAveragePool", "MaxPool",
+             "Reshape", "Flatten"}
+
+
+class _Shifted:
+    """A node whose input ``i`` is read as input ``j`` (to share attribute helpers)."""
+
+    def __init__(self, node, mapping):
+        self.node = node
+        inputs = list(node.input)
+        for target, source in mapping.items():
+            while len(inputs) <= target:
+                inputs.append("")
+            inputs[target] = node.input[source]
+        self.input = inputs
+        self.attribute = node.attribute
+        self.output = node.output
+        self.op_type = node.op_type
+        self.name = node.name
+
+
+class _Only:
+    """A node seen with only its first ``count`` inputs (the data, not the shape)."""
+
+    def __init__(self, node, count):
+        self.input = list(node.input)[:count]
+        self.output = node.output
+        self.op_type = node.op_type
+        self.name = node.name
+        self.attribute = node.attribute
+
+
+def compile_model(model, config=DEFAULT_CONFIG, source=None):
+    """Compile an ONNX model (a path or a ``ModelProto``) for ``config``."""
+    if not isinstance(model, onnx.ModelProto):
+        source = source or str(model)
+        try:
+            model = onnx.load(model)
+        except FileNotFoundError:
+            raise CompileError(f"{source}: no such file") from None
+        except Exception as error:
+            raise CompileError(f"{source}: not an ONNX model ({type(error).__name__})") from None
+        if not model.graph.node:
+            raise CompileError(f"{source}: not an ONNX model (no graph)")
+    source = source or model.graph.name or "model"
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        pass
+    compiler = _Compiler(model, config, source)
+    compiler.run()
+
+    def describe(value):
+        entry = {"name": value.name, "shape": list(compiler.shapes[value.name]),
+                 "dtype": compiler.dtypes.get(value.name, "unknown")}
+        return entry
+
+    inputs = [describe(v) for v in model.graph.input if v.name not in compiler.constants]
+    outputs = [describe(v) for v in model.graph.output]
+    constants = {name: np.asarray(value) for name, value in compiler.constants.items()}
+    return CompiledModel(config, inputs, outputs, compiler.steps, constants,
+                         memory_bytes=-(-compiler.memory.top // 4096) * 4096 + 4096,
+                         source=source)
