@@ -245,6 +245,10 @@ class _Compiler:
         a_dtype = self.dtype(a.tensor)
         if a_dtype not in ("uint8", "int8") or self.dtype(b.tensor) not in ("uint8", "int8"):
             self.fail(node, f"operands are {a_dtype} and {self.dtype(b.tensor)}, not 8-bit integers")
+        for scale in (a.scale, b.scale, y_name.scale if y_name else ""):
+            if scale and self.dtype(scale) != "float32":
+                self.fail(node, f"scale '{scale}' is {self.dtype(scale)}: the NPU's "
+                                f"requantization is defined for float32 scales")
         layers, out_shape = self.gemm_geometry(node, kind, a_shape, b_shape, attrs)
         out_int32 = y_dtype in ("int32", "float32")
         program = Program()

@@ -13,10 +13,13 @@ through this module, so the toolchain set-up lives here once:
 * the warnings the project waives are in ``verif/verilator_waivers.vlt``, nowhere else.
 """
 
+import fcntl
+import hashlib
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -50,18 +53,33 @@ def verilator_env():
     return root
 
 
+def _fingerprint(component, name):
+    """Identifies a design: its name, interface, configuration and the hardware sources."""
+    digest = hashlib.sha256(f"{name}|{component.signature!r}|{getattr(component, 'config', '')!r}"
+                            .encode())
+    for path in sorted((ROOT / "hw").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def generate_verilog(component, name, directory):
     """Write ``component`` as Verilog module ``name`` to ``directory/name.v``; return the path.
 
-    The file is only rewritten when its text changes, so Verilator's incremental build
-    is not invalidated by a regeneration that produced the same design.
+    Conversion is skipped when the design's fingerprint (name, interface, configuration,
+    hardware sources) is unchanged, and the file is only rewritten when its text
+    changes, so Verilator's incremental build is not invalidated needlessly.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(component, name=name, emit_src=False)
     path = directory / f"{name}.v"
+    stamp = directory / f"{name}.fingerprint"
+    fingerprint = _fingerprint(component, name)
+    if path.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        return path
+    text = verilog.convert(component, name=name, emit_src=False)
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
+    stamp.write_text(fingerprint)
     return path
 
 
@@ -71,16 +89,42 @@ def simulate(component, *, name, test_module, params=None, seed=None, waves=Fals
 
     ``params`` (a JSON-serialisable dict) reaches the testbench as the ``NPU_TB``
     environment variable (read it with :func:`verif.tb_util.tb_params`). ``waves``
-    writes an FST waveform to ``<build_dir>/dump.fst``. Raises ``AssertionError`` when
+    writes an FST waveform to ``dump.fst`` in the run's directory (printed). Raises ``AssertionError`` when
     any cocotb test fails, so callers need not parse results.
     """
-    from cocotb_tools.runner import get_runner
     from cocotb_tools.check_results import get_results
 
     verilator_env()
     build_dir = Path(build_dir or BUILD / "sim" / (name + ("-waves" if waves else "")))
-    source = generate_verilog(component, name, build_dir)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    # Several pytest-xdist workers may simulate the same design: one builds it while the
+    # others wait; each run then has a directory of its own.
+    with open(build_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        runner = _build(component, name, build_dir, waves)
+    test_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
+    env = {"NPU_TB": json.dumps(params or {})}
+    try:
+        results = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=build_dir,
+                              test_dir=test_dir, seed=seed, extra_env=env, waves=waves,
+                              testcase=testcase)
+    except SystemExit as exit:
+        # Under pytest, cocotb's runner exits on a failed test; report it as a failure.
+        raise AssertionError(f"{name}: cocotb tests failed (exit {exit.code}, log in "
+                             f"{test_dir}), seed {seed}") from None
+    total, failed = get_results(Path(results))
+    if failed or not total:
+        raise AssertionError(f"{name}: {failed} of {total} cocotb tests failed "
+                             f"(log in {test_dir}), seed {seed}")
+    if not waves:
+        shutil.rmtree(test_dir, ignore_errors=True)
+    return total
 
+
+def _build(component, name, build_dir, waves):
+    from cocotb_tools.runner import get_runner
+
+    source = generate_verilog(component, name, build_dir)
     runner = get_runner("verilator")
     build_args = [*_COMMON_FLAGS, "-Wno-fatal", "-O3", "--x-assign", "fast",
                   "--x-initial", "fast", "--assert"]
@@ -96,20 +140,7 @@ def simulate(component, *, name, test_module, params=None, seed=None, waves=Fals
             del os.environ["MAKEFLAGS"]
         else:
             os.environ["MAKEFLAGS"] = makeflags
-    env = {"NPU_TB": json.dumps(params or {})}
-    try:
-        results = runner.test(test_module=test_module, hdl_toplevel=name, build_dir=build_dir,
-                              test_dir=build_dir, seed=seed, extra_env=env, waves=waves,
-                              testcase=testcase)
-    except SystemExit as exit:
-        # Under pytest, cocotb's runner exits on a failed test; report it as a failure.
-        raise AssertionError(f"{name}: cocotb tests failed (exit {exit.code}, log in "
-                             f"{build_dir}), seed {seed}") from None
-    total, failed = get_results(Path(results))
-    if failed or not total:
-        raise AssertionError(f"{name}: {failed} of {total} cocotb tests failed "
-                             f"(log in {build_dir}), seed {seed}")
-    return total
+    return runner
 
 
 def lint(component, *, name):

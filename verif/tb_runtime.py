@@ -36,23 +36,28 @@ class RTLBackend:
 
 
 @cocotb.test()
-async def run_model(dut):
+async def run_models(dut):
+    """Run each job (a compiled model and its inputs) through the runtime on the RTL NPU."""
     params = tb_params()
     config = NPUConfig(**params["config"])
-    model = CompiledModel.load(params["model"])
     ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
-                 size=model.memory_bytes)
+                 size=params["memory_bytes"])
     axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"), dut.clk, dut.rst)
     for log in (ram.read_if.log, ram.write_if.log, axil.read_if.log, axil.write_if.log):
         log.setLevel(logging.WARNING)
     driver = NPUDriver(SimTransport(dut, axil))
     await start_clock_and_reset(dut)
     await driver.check_config(config)
-    runtime = Runtime(model, RTLBackend(ram, driver), config, params["model"])
+    for job in params["jobs"]:
+        await run_job(job, config, RTLBackend(ram, driver))
 
-    stored = np.load(params["inputs"])
+
+async def run_job(job, config, backend):
+    model = CompiledModel.load(job["model"])
+    runtime = Runtime(model, backend, config, job["model"])
+    stored = np.load(job["inputs"])
     inputs = {name: stored[name] for name in stored.files}
-    count = len(next(iter(inputs.values()))) if params["batched"] else 1
+    count = len(next(iter(inputs.values()))) if job["batched"] else 1
     results, cycles = {}, []
     progress = None
     if count > 1:
@@ -60,7 +65,7 @@ async def run_model(dut):
         progress = tqdm(total=count, desc="rtl inference", unit="run", file=sys.stderr)
     for index in range(count):
         before = runtime.stats.counters.get("cycles", 0)
-        one = {name: value[index] for name, value in inputs.items()} if params["batched"] else inputs
+        one = {name: value[index] for name, value in inputs.items()} if job["batched"] else inputs
         outputs = await runtime.infer(one)
         cycles.append(runtime.stats.counters.get("cycles", 0) - before)
         for name, value in outputs.items():
@@ -69,10 +74,10 @@ async def run_model(dut):
             progress.update()
     if progress:
         progress.close()
-    np.savez(params["outputs"], **{name: np.stack(values) if params["batched"] else values[0]
-                                   for name, values in results.items()})
+    np.savez(job["outputs"], **{name: np.stack(values) if job["batched"] else values[0]
+                                for name, values in results.items()})
     stats = runtime.stats
-    with open(params["report"], "w") as report:
+    with open(job["report"], "w") as report:
         json.dump({"npu_runs": stats.npu_runs, "macs": stats.macs,
                    "instructions": stats.instructions, "counters": stats.counters,
                    "cycles_per_inference": cycles}, report)
