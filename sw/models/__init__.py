@@ -1,0 +1,1 @@
+"""Real models for the NPU: training and export scripts (need the ``train`` extra)."""
