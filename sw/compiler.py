@@ -133,6 +133,13 @@ class _Compiler:
 
     # --- graph walk ------------------------------------------------------------------------
     def run(self):
+        if not self.is_quantized_graph():
+            for node in self.graph.node:
+                if node.op_type in _FLOAT_COMPUTE:
+                    raise CompileError(
+                        f"{self.source}: node '{self.name(node)}' ({node.op_type}) computes in "
+                        f"float: the model was never quantized (quantize it with "
+                        f"onnxruntime.quantization.quantize_static)")
         for node in self.graph.node:
             if id(node) in self.done:
                 continue
@@ -144,11 +151,6 @@ class _Compiler:
                 continue
             handler = getattr(self, f"op_{node.op_type}", None)
             if handler is None:
-                if node.op_type in _FLOAT_COMPUTE and not self.is_quantized_graph():
-                    raise CompileError(
-                        f"{self.source}: node '{self.name(node)}' ({node.op_type}) computes in "
-                        f"float: the model was never quantized (quantize it with "
-                        f"onnxruntime.quantization.quantize_static)")
                 self.fail(node, "operator not supported by the NPU compiler")
             handler(node)
         for output in self.graph.output:
@@ -250,11 +252,12 @@ class _Compiler:
                 self.fail(node, f"scale '{scale}' is {self.dtype(scale)}: the NPU's "
                                 f"requantization is defined for float32 scales")
         layers, out_shape = self.gemm_geometry(node, kind, a_shape, b_shape, attrs)
+        split = self.weight_split(b)
         out_int32 = y_dtype in ("int32", "float32")
         program = Program()
         geometry = []
         for layer in layers:
-            M, K, N = layer["M"], layer["K"], layer["N"]
+            M, K, N = layer["M"], layer["K"] * split, layer["N"]
             out_bytes = 4 if out_int32 else 1
             gemm = GemmLayer(M, K, N, a_addr=self.memory.alloc(M * K),
                              weight_addr=0, param_addr=0, y_addr=0,
@@ -280,9 +283,29 @@ class _Compiler:
             "a": a.__dict__, "b": b.__dict__, "bias": bias, "y": y, "y_dtype": y_dtype,
             "y_scale": y_name.scale if y_name else "", "y_zero_point": y_name.zero_point if y_name else "",
             "activation": activation, "attrs": attrs, "layers": geometry, "out_shape": list(out_shape),
-            "program": program_name, "program_addr": program_addr,
+            "program": program_name, "program_addr": program_addr, "weight_split": split,
             "instructions": len(program),
         })
+
+    def weight_split(self, b):
+        """How many int8 weight matrices ``w - zero_point`` needs (1 to 3).
+
+        The array multiplies int8 × int8. Weights minus their zero point span up to
+        [-255, 255]; such a layer runs with its K dimension repeated, the weights split
+        into parts that each fit int8 and sum to the original (the activations are
+        repeated to match), so any zero point stays exact.
+        """
+        dtype = self.dtype(b.tensor)
+        zp = self.constants.get(b.zero_point) if b.zero_point else np.zeros(1, np.int64)
+        if b.tensor in self.constants and zp is not None:
+            w = self.constants[b.tensor].astype(np.int64)
+            zp = np.asarray(zp, np.int64)
+            low, high = int(w.min()) - int(zp.max()), int(w.max()) - int(zp.min())
+        elif dtype == "int8" and zp is not None and not np.any(zp):
+            return 1
+        else:
+            low, high = -255, 255
+        return max(1, -(-high // 127), -(-(-low) // 128))
 
     def gemm_geometry(self, node, kind, a_shape, b_shape, attrs):
         """The GEMM layers (M, K, N, batch and group indices) and the output shape."""

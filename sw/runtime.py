@@ -265,10 +265,15 @@ class Runtime:
             zb = np.broadcast_to(zb_all.reshape(-1)[columns] if zb_all.size > 1 else zb_all.reshape(-1),
                                  (N,))
             W = W - zb
-            if W.size and (W.min() < -128 or W.max() > 127):
+            split = step["weight_split"]
+            if W.size and (W.min() < -128 * split or W.max() > 127 * split):
                 raise InferenceError(f"{self.source}: node '{step['node']}': weights minus their zero "
-                                    f"point leave the int8 range; the NPU multiplies int8 x int8")
+                                    f"point exceed the range compiled for ({split} int8 parts)")
             correction = (offset - za) * W.sum(axis=0)
+            if split > 1:
+                quotient, remainder = np.divmod(W, split)
+                W = np.concatenate([quotient + (remainder > part) for part in range(split)])
+                A = np.tile(A, (1, split))
             bias = np.zeros(N, np.int64)
             if step["bias"]:
                 bias = np.broadcast_to(env[step["bias"]].astype(np.int64).reshape(-1), (

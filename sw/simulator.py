@@ -254,14 +254,15 @@ def pack_channel_params(config, params):
     """Scratchpad bytes of channel-parameter rows for CONFIG (transposed, see hw.isa.Config).
 
     ``params``: dict of per-channel arrays (bias, multiplier, zero_point, clamp_lo,
-    clamp_hi, unsigned), their length a multiple of ``config.cols``.
+    clamp_hi, unsigned); the last table row is padded with zero records.
     """
     C, slot = config.cols, slot_bytes(config.cols)
-    n = len(params["bias"])
+    count = len(params["bias"])
+    n = -(-count // C) * C
     records = np.zeros(n, CHANNEL_PARAM_DTYPE)
     for key in ("bias", "multiplier", "zero_point", "clamp_lo", "clamp_hi"):
-        records[key] = params[key]
-    records["flags"] = np.asarray(params["unsigned"], np.uint16) & 1
+        records[key][:count] = params[key]
+    records["flags"][:count] = np.asarray(params["unsigned"], np.uint16) & 1
     raw = np.frombuffer(records.tobytes(), np.uint8).reshape(n // C, C, CHANNEL_PARAM_BYTES)
     out = np.zeros((n // C, CHANNEL_PARAM_BYTES, slot), np.uint8)
     out[:, :, :C] = raw.transpose(0, 2, 1)

@@ -5,7 +5,10 @@
 2. the whole NPU: a 128 x 512 x 128 GEMM with bias, requantization and ReLU, and a 3 x 3
    convolution (32 -> 32 channels, 16 x 16, padding 1, im2col in software), each a program
    in memory run through the host registers, checked bit for bit against NumPy, with
-   cycles, MAC utilization and DMA bytes from the hardware counters.
+   cycles, MAC utilization and DMA bytes from the hardware counters;
+3. a real model: the quantized digits CNN (models/digits_int8.onnx), compiled from ONNX
+   and run on the RTL NPU for a batch of test images, every output checked against
+   onnxruntime bit for bit, with accuracy and cycles per inference.
 """
 
 import argparse
@@ -18,7 +21,7 @@ from dataclasses import asdict
 from hw.config import DEFAULT_CONFIG
 from hw.matrix_unit import MatrixUnit
 from hw.npu import NPU
-from verif.runner import BUILD, simulate
+from verif.runner import BUILD, ROOT, simulate
 
 
 def main(argv=None):
@@ -27,6 +30,7 @@ def main(argv=None):
                         help="the matrix-unit GEMM")
     parser.add_argument("--npu-gemm", type=int, nargs=3, default=(128, 512, 128),
                         metavar=("M", "K", "N"), help="the whole-NPU GEMM")
+    parser.add_argument("--images", type=int, default=64, help="digits test images to run")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--waves", action="store_true", help="write build/sim/.../dump.fst")
     args = parser.parse_args(argv)
@@ -74,9 +78,53 @@ def main(argv=None):
               f"{row['dma_write_bytes']:>10,}")
     print("  MAC utilization = MACs / (rows x cols x CYCLES), from the NPU's own counters; "
           "array busy: " + ", ".join(f"{100 * row['array_utilization']:.1f}%" for row in rows))
+    if not digits(config, args.images, seed, args.waves):
+        return 1
     if args.waves:
-        print(f"  waveforms: {BUILD / 'sim'}/*-waves/dump.fst")
+        print(f"  waveforms: {BUILD / 'sim'}/*-waves/run-*/dump.fst")
     return 0
+
+
+def digits(config, count, seed, waves):
+    """The digits CNN on the RTL NPU against onnxruntime; False on a mismatch."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from sw.compiler import compile_model
+    from sw.rtl_backend import run_rtl
+
+    onnx_path = ROOT / "models" / "digits_int8.onnx"
+    test_set = np.load(ROOT / "models" / "digits_test.npz")
+    images, labels = test_set["images"][:count], test_set["labels"][:count]
+    compiled = compile_model(onnx_path, config, source=str(onnx_path.relative_to(ROOT)))
+    npu_path = BUILD / "sim" / "digits_int8.npu"
+    compiled.save(npu_path)
+    name = compiled.inputs[0]["name"]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    expected = np.stack([session.run(None, {name: image[None]})[0] for image in images])
+    outputs, report = run_rtl(npu_path, compiled, config, {name: images[:, None]}, batched=True,
+                              waves=waves, seed=seed)
+    got = outputs[compiled.outputs[0]["name"]]
+    mismatches = int(np.count_nonzero(got != expected))
+    accuracy = float(np.mean(got.reshape(len(images), -1).argmax(axis=1) == labels))
+    cycles = report["cycles_per_inference"]
+    counters = report["counters"]
+    macs = report["macs"] / len(images)
+    utilization = report["macs"] / (config.rows * config.cols * counters["cycles"])
+    print(f"\n3. Digits CNN ({onnx_path.relative_to(ROOT)}, compiled from ONNX) on the RTL NPU, "
+          f"{len(images)} test images")
+    print(f"  outputs equal to onnxruntime  {len(images) - len(set(np.nonzero(got != expected)[0]))}"
+          f" of {len(images)} images ({mismatches} mismatching values)")
+    print(f"  accuracy                      {100 * accuracy:.1f}%")
+    print(f"  cycles per inference          {int(np.mean(cycles)):,} (NPU busy; host steps between)")
+    print(f"  MACs per inference            {int(macs):,}")
+    print(f"  MAC utilization               {100 * utilization:.1f}%")
+    print(f"  DMA per inference             {counters['dma_read_bytes'] // len(images):,} bytes read, "
+          f"{counters['dma_write_bytes'] // len(images):,} written")
+    if mismatches:
+        print(f"make sim: FAILED: {mismatches} digits outputs differ from onnxruntime", file=sys.stderr)
+        return False
+    return True
 
 
 if __name__ == "__main__":
