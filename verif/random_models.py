@@ -24,8 +24,9 @@ class Calibration:
 
 
 def random_float_cnn(rng, size=8, channels=3, classes=5):
-    """A float CNN: conv stacks (stride 1 and 2, padding), ReLU, a residual add, max and
-    average pooling, global average pooling and a final fully-connected layer."""
+    """A float CNN: conv stacks (stride 1 and 2, padding, sometimes a depthwise conv), ReLU,
+    a residual add, max or average pooling, global average pooling and a final
+    fully-connected layer."""
     nodes, inits = [], []
     counter = iter(range(1000))
 
@@ -34,12 +35,13 @@ def random_float_cnn(rng, size=8, channels=3, classes=5):
         inits.append(numpy_helper.from_array(value.astype(np.float32), name))
         return name
 
-    def conv(x, cin, cout, k, stride, pad, relu=True):
-        w = tensor(rng.standard_normal((cout, cin, k, k)) * np.sqrt(2 / (cin * k * k)), "w")
+    def conv(x, cin, cout, k, stride, pad, relu=True, group=1):
+        w = tensor(rng.standard_normal((cout, cin // group, k, k)) *
+                   np.sqrt(2 / (cin // group * k * k)), "w")
         b = tensor(rng.standard_normal(cout) * 0.1, "b")
         y = f"conv{next(counter)}"
         nodes.append(helper.make_node("Conv", [x, w, b], [y], kernel_shape=[k, k],
-                                      strides=[stride, stride], pads=[pad] * 4))
+                                      strides=[stride, stride], pads=[pad] * 4, group=group))
         if relu:
             nodes.append(helper.make_node("Relu", [y], [y + "_relu"]))
             y = y + "_relu"
@@ -47,6 +49,8 @@ def random_float_cnn(rng, size=8, channels=3, classes=5):
 
     width = int(rng.integers(4, 12))
     x = conv("input", channels, width, 3, 1, 1)
+    if rng.random() < 0.5:
+        x = conv(x, width, width, 3, 1, 1, group=width)
     skip = x
     x = conv(x, width, width, 3, 1, 1, relu=False)
     nodes.append(helper.make_node("Add", [x, skip], ["residual"]))
