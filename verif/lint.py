@@ -7,6 +7,7 @@ import sys
 
 from hw.config import DEFAULT_CONFIG
 from hw.matrix_unit import MatrixUnit
+from hw.npu import NPU
 from hw.output_stage import OutputStage
 from verif.runner import lint
 
@@ -16,6 +17,7 @@ def blocks(config=DEFAULT_CONFIG):
     return [
         ("output_stage", OutputStage(config.cols, tag_shape=16)),
         ("matrix_unit", MatrixUnit(config)),
+        ("npu", NPU(config)),
     ]
 
 

@@ -75,6 +75,9 @@ def generate_verilog(component, name, directory):
     stamp = directory / f"{name}.fingerprint"
     fingerprint = _fingerprint(component, name)
     if path.exists() and stamp.exists() and stamp.read_text() == fingerprint:
+        # The Verilog on disk is this component's: it is used, only not elaborated again
+        # (silences Amaranth's UnusedElaboratable warning for it).
+        component._MustUse__used = True
         return path
     text = verilog.convert(component, name=name, emit_src=False)
     if not path.exists() or path.read_text() != text:
