@@ -11,7 +11,7 @@ Members
 m_axi : ``Out(AXI4Signature(data_width=bus_width, addr_width=addr_width, id_width=id_width))``
     The memory port. Every burst is INCR, ``AxSIZE`` = the full bus width, ID 0,
     ``AxCACHE`` = 0b0011 (normal, non-cacheable, bufferable), ``AxPROT`` = 0.
-sp : ``Out(ScratchpadPortSignature(sp_addr_width, bus_width))``
+sp : ``Out(hw.scratchpad.DMAPortSignature(sp_addr_width, bus_width))``
     The scratchpad port (see *Scratchpad protocol*).
 desc : ``In(stream.Signature(Descriptor))``
     The descriptor queue (``queue_depth`` entries). ``ready`` is low while the queue is
@@ -123,10 +123,11 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from hw.axi import AXI4Signature, BOUNDARY, MAX_BURST_BEATS, Burst, Resp
 from hw.config import DEFAULT_CONFIG
+from hw.scratchpad import DMAPortSignature
 
 
 __all__ = ["Direction", "DMAError", "Descriptor", "ErrorInfo", "Completion",
-           "ScratchpadPortSignature", "scratchpad_request_layout", "DMA"]
+           "DMA"]
 
 
 class Direction(enum.Enum, shape=1):
@@ -187,45 +188,6 @@ class Completion(data.StructLayout):
 
     def __init__(self, *, tag_width=8):
         super().__init__({"id": unsigned(tag_width)})
-
-
-def scratchpad_request_layout(addr_width, data_width):
-    """One scratchpad request: word ``addr``, ``write``, and for writes ``data``/``strb``."""
-    return data.StructLayout({
-        "addr":  unsigned(addr_width),
-        "write": unsigned(1),
-        "data":  unsigned(data_width),
-        "strb":  unsigned(data_width // 8),
-    })
-
-
-class ScratchpadPortSignature(wiring.Signature):
-    """The DMA's scratchpad port, seen from the DMA (the initiator).
-
-    Members
-    -------
-    req : ``Out(stream.Signature(scratchpad_request_layout(addr_width, data_width)))``
-        Word-addressed reads (``write`` = 0) and byte-masked writes (``write`` = 1);
-        ``ready`` is the scratchpad's grant.
-    rvalid : ``In(1)``
-        High in the cycle after a read was accepted.
-    rdata : ``In(data_width)``
-        The word read; valid while ``rvalid`` is high.
-
-    Member for member the same as ``hw.scratchpad.DMAPortSignature``, so
-    ``wiring.connect`` joins the two.
-    """
-
-    def __init__(self, addr_width, data_width):
-        if data_width % 8:
-            raise ValueError(f"data_width must be a multiple of 8, not {data_width}")
-        self.addr_width = addr_width
-        self.data_width = data_width
-        super().__init__({
-            "req":    Out(stream.Signature(scratchpad_request_layout(addr_width, data_width))),
-            "rvalid": In(1),
-            "rdata":  In(data_width),
-        })
 
 
 class _Realigner(wiring.Component):
@@ -353,7 +315,7 @@ class DMA(wiring.Component):
         super().__init__({
             "m_axi": Out(AXI4Signature(data_width=config.bus_width,
                                        addr_width=config.addr_width, id_width=id_width)),
-            "sp":    Out(ScratchpadPortSignature(self.sp_addr_width, config.bus_width)),
+            "sp":    Out(DMAPortSignature(self.sp_addr_width, config.bus_width)),
             "desc":  In(stream.Signature(self.descriptor_layout)),
             "done":  Out(stream.Signature(Completion(tag_width=tag_width))),
             "error": Out(ErrorInfo(addr_width=config.addr_width, tag_width=tag_width)),

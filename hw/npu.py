@@ -97,13 +97,7 @@ class NPU(wiring.Component):
         self._read_mux(m, fetcher.bus, dma.m_axi)
 
         # --- Scratchpad: DMA side and compute side ----------------------------------------------
-        m.d.comb += [
-            scratchpad.dma.req.valid.eq(dma.sp.req.valid),
-            scratchpad.dma.req.p.eq(dma.sp.req.p),
-            dma.sp.req.ready.eq(scratchpad.dma.req.ready),
-            dma.sp.rvalid.eq(scratchpad.dma.rvalid),
-            dma.sp.rdata.eq(scratchpad.dma.rdata),
-        ]
+        wiring.connect(m, dma.sp, scratchpad.dma)
         for port in ("act_req", "act_resp", "wgt_req", "wgt_resp", "res"):
             a, b = getattr(compute, port), getattr(scratchpad, port)
             if port.endswith("resp"):
