@@ -5,7 +5,7 @@ SEED ?=
 PYTEST_SEED := $(if $(SEED),--seed $(SEED),)
 PYTEST_WAVES := $(if $(filter 1,$(WAVES)),--waves,)
 
-.PHONY: help setup sim test lint clean bench-dma
+.PHONY: help setup sim test lint clean bench-dma bitstream flash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,3 +27,12 @@ clean:  ## remove every generated file
 
 bench-dma:  ## DMA bytes per cycle, 64 KiB each way at 32/64/128 bits, zero-wait AxiRam
 	$(PYTHON) -m verif.bench_dma
+
+# --- FPGA boards (fpga/) ---------------------------------------------------------------------
+BOARD ?= ulx3s
+
+bitstream:  ## FPGA bitstream and build/<board>/report.json (BOARD=ulx3s|icebreaker; fails if timing is missed)
+	$(PYTHON) -m fpga.build --board $(BOARD)
+
+flash:  ## program the board on USB with its bitstream from build/<board>/ (BOARD=ulx3s|icebreaker)
+	$(PYTHON) -m fpga.flash --board $(BOARD)

