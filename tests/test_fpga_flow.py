@@ -134,7 +134,6 @@ def test_top_elaborates(name):
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
 def test_board_design_elaborates(name):
-    pytest.importorskip("fpga.board", reason="fpga/board.py (BoardDesign) has not landed")
     platform, top = board_top(BOARDS[name])
     plan = platform.prepare(top, name="top")
     assert "design" in plan.files["top.il"]
