@@ -54,10 +54,12 @@ def verilator_env():
 
 
 def _fingerprint(component, name):
-    """Identifies a design: its name, interface, configuration and the hardware sources."""
-    digest = hashlib.sha256(f"{name}|{component.signature!r}|{getattr(component, 'config', '')!r}"
-                            .encode())
-    for path in sorted((ROOT / "hw").rglob("*.py")):
+    """Identifies a design: its name, interface, parameters (the component's plain
+    attributes, its configuration) and the hardware sources (``hw/``, ``fpga/``)."""
+    parameters = sorted((key, repr(value)) for key, value in vars(component).items()
+                        if isinstance(value, (int, float, str, bool)) or key == "config")
+    digest = hashlib.sha256(f"{name}|{component.signature!r}|{parameters!r}".encode())
+    for path in sorted([*(ROOT / "hw").rglob("*.py"), *(ROOT / "fpga").rglob("*.py")]):
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
