@@ -1,7 +1,8 @@
 """The ``npu`` command line.
 
     npu compile MODEL.onnx -o MODEL.npu [--config KEY=VALUE,...]
-    npu run MODEL.npu --input x.npy --output y.npy [--backend golden|rtl] [--config ...]
+    npu run MODEL.npu --input x.npy --output y.npy [--backend golden|rtl|fpga] [--config ...]
+    npu run MODEL.npu --input x.npy --backend fpga --port /dev/ttyUSB0
     npu info MODEL.npu
     npu disasm MODEL.npu
 
@@ -92,6 +93,14 @@ def cmd_run(args):
         print(f"golden: {stats.npu_runs} NPU programs, {stats.macs:,} MACs, "
               f"DMA {stats.counters.get('dma_read_bytes', 0):,} bytes read, "
               f"{stats.counters.get('dma_write_bytes', 0):,} written")
+    elif args.backend == "fpga":
+        outputs, stats = _run_on_board(args, model, inputs)
+        counters = stats.counters
+        cycles = counters.get("cycles", 0)
+        utilization = stats.macs / (model.config.rows * model.config.cols * cycles) if cycles else 0.0
+        print(f"fpga: {stats.npu_runs} NPU programs, {cycles:,} cycles, {stats.macs:,} MACs, "
+              f"MAC utilization {100 * utilization:.1f}%, DMA {counters.get('dma_read_bytes', 0):,} "
+              f"bytes read, {counters.get('dma_write_bytes', 0):,} written")
     else:
         from sw.rtl_backend import run_rtl
         outputs, report = run_rtl(args.model, model, config, inputs, waves=args.waves)
@@ -111,6 +120,38 @@ def cmd_run(args):
     else:
         for name in names:
             print(f"{name} = {np.array2string(outputs[name], threshold=64)}")
+
+
+def _run_on_board(args, model, inputs):
+    """Run on a board over its UART link: the device's configuration must be the model's."""
+    import asyncio
+
+    from sw.runtime import Runtime
+    from sw.uart_link import LinkError, SerialPort, UartBackend, UartLink
+    if not args.port:
+        raise UsageError("--backend fpga needs --port (for example /dev/ttyUSB0)")
+    try:
+        port = SerialPort(args.port, args.baud)
+    except RuntimeError as error:
+        raise UsageError(str(error)) from None
+    except Exception as error:
+        raise UsageError(f"{args.port}: cannot open the board's serial port ({error})") from None
+
+    async def run():
+        backend = UartBackend(UartLink(port, baud=args.baud), run_timeout=args.timeout)
+        try:
+            await backend.driver.check_config(model.config)
+        except RuntimeError as error:
+            raise UsageError(f"{args.port}: {error}; recompile with its --config") from None
+        runtime = Runtime(model, backend, model.config, args.model)
+        return await runtime.infer(inputs), runtime.stats
+
+    try:
+        return asyncio.run(run())
+    except (LinkError, TimeoutError) as error:
+        raise UsageError(f"{args.port}: no answer from the board ({error})") from None
+    finally:
+        port.close()
 
 
 def cmd_info(args):
@@ -161,7 +202,11 @@ def build_parser():
     p.add_argument("model")
     p.add_argument("--input", action="append", default=[], metavar="[NAME=]FILE.npy")
     p.add_argument("--output", metavar="FILE.npy")
-    p.add_argument("--backend", choices=["golden", "rtl"], default="golden")
+    p.add_argument("--backend", choices=["golden", "rtl", "fpga"], default="golden")
+    p.add_argument("--port", help="fpga: the board's serial port, e.g. /dev/ttyUSB0")
+    p.add_argument("--baud", type=int, default=115200, help="fpga: UART baud rate")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="fpga: seconds to wait for one NPU program")
     p.add_argument("--config", help="the target's hardware configuration")
     p.add_argument("--waves", action="store_true", help="rtl: write an FST waveform")
     p.set_defaults(func=cmd_run)

@@ -119,3 +119,13 @@ def test_not_a_npu_file(tmp_path):
     path = tmp_path / "model.npu"
     path.write_bytes(b"garbage")
     assert_one_line_error(*npu("info", path)[::2], str(path), "not a compiled .npu model")
+
+
+def test_fpga_backend_without_a_board(quantized, tmp_path):
+    out = tmp_path / "cnn.npu"
+    assert npu("compile", quantized, "-o", out)[0] == 0
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 3, 8, 8), np.float32))
+    assert_one_line_error(*npu("run", out, "--input", x, "--backend", "fpga", "--port",
+                               tmp_path / "ttyUSB9")[::2], "ttyUSB9", "cannot open")
+    assert_one_line_error(*npu("run", out, "--input", x, "--backend", "fpga")[::2], "--port")
