@@ -12,11 +12,10 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from .config import NPUConfig
-from .dma import Descriptor, Direction
+from .dma import Descriptor
 from .fetcher import fetched_layout
 from .isa import CHANNEL_PARAM_BYTES, Config, Header, Matmul, Opcode, Transfer, slot_bytes
 from .matrix_unit import MatrixUnit
-from .output_stage import channel_params
 from .scratchpad import read_request_layout, read_response_layout, result_write_layout
 
 
@@ -146,7 +145,6 @@ class TransferEngine(wiring.Component):
 
 def act_tag_layout(config):
     """Sideband of an activation read: how the matrix unit uses it and where its result goes."""
-    out_slot_bits = ceil_log2(config.scratchpad_bytes) - exact_log2(slot_bytes(config.cols))
     return data.StructLayout({
         "last": unsigned(1), "first": unsigned(1), "emit": unsigned(1), "flip": unsigned(1),
         "acc_addr": unsigned(ceil_log2(config.acc_depth)),

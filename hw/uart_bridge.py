@@ -68,7 +68,6 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import ceil_log2
 
 from .axi import AXI4LiteSignature, Resp
 

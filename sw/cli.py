@@ -11,7 +11,6 @@ Every error is one line on standard error and a non-zero exit status.
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 

@@ -470,7 +470,6 @@ class _Compiler:
 
     def op_MaxPool(self, node):
         x = node.input[0]
-        group = None
         if x in self.dequantized or self.dtype(x) == "float32":
             inputs, y, activation, _ = self.take_group(node)
             x_q = inputs[0]

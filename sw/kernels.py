@@ -24,10 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hw.config import NPUConfig
 from hw.isa import CHANNEL_PARAM_BYTES, Engine, Opcode, slot_bytes
 from sw.asm import Program
-from sw.simulator import pack_channel_params
 
 
 __all__ = ["GemmLayer", "LayerError", "pack_weights", "im2col", "emit_gemm", "plan_gemm"]

@@ -8,7 +8,7 @@ random zero points, many shapes) and on crafted rounding ties and saturation cas
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from sw import host_ops
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw.config import NPUConfig
-from hw.isa import INSTRUCTION_BYTES, Opcode
+from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
 from sw.kernels import GemmLayer, emit_gemm, im2col, pack_weights
 from sw.simulator import pack_channel_params

@@ -17,7 +17,7 @@ from cocotbext.uart import UartSink, UartSource
 
 from hw.config import NPUConfig
 from hw.registers import BY_NAME, NPU_MAGIC
-from hw.uart_bridge import (CRC_BYTES, INTERBYTE_TIMEOUT_BYTES, MAX_PAYLOAD, REGISTER_BYTES,
+from hw.uart_bridge import (CRC_BYTES, INTERBYTE_TIMEOUT_BYTES, MAX_PAYLOAD,
                             RESPONSE_HEADER_BYTES, Command, Status)
 from sw.npu_file import CompiledModel
 from sw.runtime import Runtime

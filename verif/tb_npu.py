@@ -16,7 +16,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
 
 from hw.config import NPUConfig
-from hw.isa import INSTRUCTION_BYTES, Engine, Opcode
+from hw.isa import INSTRUCTION_BYTES, Opcode
 from hw.registers import NPU_MAGIC, ErrorCode
 from sw.asm import Program
 from sw.driver import NPUDriver
