@@ -1,0 +1,175 @@
+"""Cost model of NPU programs: predicted cycles and DRAM bytes, without RTL.
+
+:func:`predict` replays a program's instruction list (``sw.asm.Program``, as
+``sw.kernels.emit_gemm`` builds it) through a timing model of the hardware:
+
+* **fetch**: in order, one instruction every ``16 / bus bytes + 2`` cycles
+  (``hw.fetcher``), held back while the target engine's queue (``queue_depth``) is full;
+* **load / store**: one DMA descriptor at a time on a DMA shared by both engines
+  (``hw.dma``): ``setup`` cycles, one per row, then ``ceil(bytes / bus bytes)`` data
+  cycles and a completion latency;
+* **compute**: a MATMUL streams ``count`` activation vectors, one per cycle; a tile whose
+  predecessor had fewer than ``rows + cols - 1`` vectors waits for the difference (the
+  weight-bank interlock of ``hw.systolic_array``); an emitting MATMUL completes
+  ``rows + cols + drain`` cycles after its last vector, and the next MATMUL waits for
+  it (``hw.engines.ComputeEngine`` ordering);
+* **tokens**: each pop waits for the matching push (FIFO per counter), as the
+  ``sw.simulator`` does, so load, compute and store overlap through the double buffers
+  exactly as far as the program allows.
+
+DRAM bytes are exact: the sum of LOAD and STORE sizes (the hardware counters count the
+same). Cycle constants are calibrated against the RTL by ``make bench``.
+"""
+
+from collections import deque
+from dataclasses import dataclass
+
+from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
+
+
+__all__ = ["Prediction", "predict", "predict_gemm", "compulsory_bytes"]
+
+
+#: Cycles of a DMA descriptor besides its data beats and row set-ups.
+DMA_OVERHEAD = 10
+#: Cycles from an emitting tile's last result leaving the array to its tokens.
+DRAIN = 8
+#: Cycles a transfer instruction spends in its engine besides the DMA (start, complete).
+TRANSFER_OVERHEAD = 2
+
+_NEIGHBOURS = {Engine.LOAD: (None, Engine.COMPUTE), Engine.COMPUTE: (Engine.LOAD, Engine.STORE),
+               Engine.STORE: (Engine.COMPUTE, None)}
+_ENGINE_OF = {Opcode.LOAD: Engine.LOAD, Opcode.STORE: Engine.STORE, Opcode.MATMUL: Engine.COMPUTE,
+              Opcode.CONFIG: Engine.COMPUTE}
+
+
+@dataclass
+class Prediction:
+    cycles: int
+    dma_read_bytes: int
+    dma_write_bytes: int
+    mac_cycles: int
+    fetch_cycles: int
+    dma_cycles: int
+
+
+def _instructions(program):
+    out = []
+    for word in program.words:
+        opcode, fields = decode(word)
+        if opcode is Opcode.END:
+            break
+        engine = Engine(fields["engine"]) if opcode is Opcode.SYNC else _ENGINE_OF[opcode]
+        out.append((opcode, engine, fields))
+    return out
+
+
+def predict(config, program):
+    """A :class:`Prediction` for ``program`` (a ``sw.asm.Program``) on ``config``."""
+    R, C = config.rows, config.cols
+    bus = config.bus_width // 8
+    fetch_cost = max(1, INSTRUCTION_BYTES // bus) + 2
+    insns = _instructions(program)
+    per_engine = {e: [i for i, (_, engine, _) in enumerate(insns) if engine is e] for e in Engine}
+    position = {i: k for e in Engine for k, i in enumerate(per_engine[e])}
+    fetched = [None] * len(insns)        # cycle the instruction enters its queue
+    dequeued = [None] * len(insns)       # cycle it leaves its queue
+    tokens = {(a, b): deque() for a in Engine for b in Engine}
+    free = {e: 0 for e in Engine}
+    dma_free = 0
+    last_count = R + C                   # vectors of the previous tile (none: no bubble)
+    array_free = 0                       # cycle the next vector may enter the array
+    outstanding = 0                      # completion cycle of the last emitting MATMUL
+    pending_emit = False
+    read = written = mac_cycles = dma_cycles = 0
+    heads = {e: 0 for e in Engine}
+    next_fetch, fetch_time = 0, 0
+
+    while True:
+        progressed = False
+        while next_fetch < len(insns):
+            engine = insns[next_fetch][1]
+            k = position[next_fetch]
+            gate = 0
+            if k >= config.queue_depth:
+                earlier = per_engine[engine][k - config.queue_depth]
+                if dequeued[earlier] is None:
+                    break
+                gate = dequeued[earlier]
+            fetch_time = max(fetch_time + fetch_cost, gate + 1)
+            fetched[next_fetch] = fetch_time
+            next_fetch += 1
+            progressed = True
+        for engine in Engine:
+            queue = per_engine[engine]
+            while heads[engine] < len(queue):
+                index = queue[heads[engine]]
+                if fetched[index] is None:
+                    break
+                opcode, _, f = insns[index]
+                prev, nxt = _NEIGHBOURS[engine]
+                need = [(prev, engine)] if f["header.pop_prev"] else []
+                need += [(nxt, engine)] if f["header.pop_next"] else []
+                if any(not tokens[key] for key in need):
+                    break
+                start = max([fetched[index] + 1, free[engine]] + [tokens[key].popleft() for key in need])
+                if opcode in (Opcode.LOAD, Opcode.STORE):
+                    size = f["rows"] * f["row_bytes"]
+                    beats = f["rows"] * (-(-f["row_bytes"] // bus) + 1)
+                    begin = max(start + 1, dma_free)
+                    dma_free = begin + beats + DMA_OVERHEAD
+                    dma_cycles += beats + DMA_OVERHEAD
+                    done = dma_free + TRANSFER_OVERHEAD
+                    if opcode is Opcode.LOAD:
+                        read += size
+                    else:
+                        written += size
+                    dequeued[index] = done
+                elif opcode is Opcode.MATMUL:
+                    count = f["count"]
+                    begin = max(start, array_free, outstanding if pending_emit else 0)
+                    begin += max(0, R + C - 1 - last_count) if begin <= array_free else 0
+                    array_free = begin + count
+                    last_count = count
+                    mac_cycles += count
+                    done = array_free + (R + C + DRAIN if f["emit"] else 0)
+                    pending_emit = bool(f["emit"])
+                    outstanding = max(outstanding, done)
+                    dequeued[index] = start + 1
+                elif opcode is Opcode.CONFIG:
+                    begin = max(start, outstanding)
+                    done = begin + f["count"] * 16 * 2 + 2
+                    outstanding = done
+                    dequeued[index] = done
+                else:               # SYNC
+                    done = max(start, outstanding) + 1 if engine is Engine.COMPUTE else start + 1
+                    dequeued[index] = done
+                free[engine] = dequeued[index]
+                if f["header.push_prev"]:
+                    tokens[(engine, prev)].append(done + 1)
+                if f["header.push_next"]:
+                    tokens[(engine, nxt)].append(done + 1)
+                heads[engine] += 1
+                progressed = True
+        if next_fetch == len(insns) and all(heads[e] == len(per_engine[e]) for e in Engine):
+            break
+        if not progressed:
+            raise ValueError("the program deadlocks")
+    finish = max([fetch_time, outstanding, dma_free] + [d for d in dequeued if d is not None])
+    return Prediction(cycles=int(finish), dma_read_bytes=read, dma_write_bytes=written,
+                      mac_cycles=mac_cycles, fetch_cycles=fetch_cost * len(insns),
+                      dma_cycles=dma_cycles)
+
+
+def predict_gemm(config, layer):
+    """:func:`predict` for one ``sw.kernels.GemmLayer``, compiled with ``emit_gemm``."""
+    from sw.kernels import emit_gemm
+
+    program = emit_gemm(config, layer)
+    program.end()
+    return predict(config, program)
+
+
+def compulsory_bytes(inputs, weights, outputs):
+    """DRAM bytes with every input, weight and output byte moved exactly once."""
+    return inputs + weights + outputs
