@@ -5,7 +5,7 @@ SEED ?=
 PYTEST_SEED := $(if $(SEED),--seed $(SEED),)
 PYTEST_WAVES := $(if $(filter 1,$(WAVES)),--waves,)
 
-.PHONY: help setup sim test lint clean bench-dma bitstream flash
+.PHONY: help setup sim test lint clean bench-dma bench bitstream flash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -36,3 +36,6 @@ bitstream:  ## FPGA bitstream and build/<board>/report.json (BOARD=ulx3s|icebrea
 
 flash:  ## program the board on USB with its bitstream from build/<board>/ (BOARD=ulx3s|icebreaker)
 	$(PYTHON) -m fpga.flash --board $(BOARD)
+
+bench:  ## GEMMs and ResNet-8 convs on the RTL NPU: build/bench/results.{json,md}, plots, cost-model error
+	$(PYTHON) -m verif.bench
