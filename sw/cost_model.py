@@ -6,8 +6,8 @@
 * **fetch**: in order, one instruction every ``16 / bus bytes + 2`` cycles
   (``hw.fetcher``), held back while the target engine's queue (``queue_depth``) is full;
 * **load / store**: one DMA descriptor at a time on a DMA shared by both engines
-  (``hw.dma``): ``setup`` cycles, one per row, then ``ceil(bytes / bus bytes)`` data
-  cycles and a completion latency;
+  (``hw.dma``): a set-up cycle per row, ``ceil(bytes / bus bytes)`` data cycles,
+  ``BURST_OVERHEAD`` per AXI burst and a completion latency;
 * **compute**: a MATMUL streams ``count`` activation vectors, one per cycle; a tile whose
   predecessor had fewer than ``rows + cols - 1`` vectors waits for the difference (the
   weight-bank interlock of ``hw.systolic_array``); an emitting MATMUL completes
@@ -24,6 +24,7 @@ same). Cycle constants are calibrated against the RTL by ``make bench``.
 from collections import deque
 from dataclasses import dataclass
 
+from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
 
 
@@ -36,6 +37,9 @@ DMA_OVERHEAD = 10
 DRAIN = 8
 #: Cycles a transfer instruction spends in its engine besides the DMA (start, complete).
 TRANSFER_OVERHEAD = 2
+#: Cycles each AXI burst adds to its data beats (address handshake, first-beat latency or
+#: write response) with a memory serving one burst per direction at a time.
+BURST_OVERHEAD = 2
 
 _NEIGHBOURS = {Engine.LOAD: (None, Engine.COMPUTE), Engine.COMPUTE: (Engine.LOAD, Engine.STORE),
                Engine.STORE: (Engine.COMPUTE, None)}
@@ -115,7 +119,8 @@ def predict(config, program):
                 start = max([fetched[index] + 1, free[engine]] + [tokens[key].popleft() for key in need])
                 if opcode in (Opcode.LOAD, Opcode.STORE):
                     size = f["rows"] * f["row_bytes"]
-                    beats = f["rows"] * (-(-f["row_bytes"] // bus) + 1)
+                    bursts = -(-f["row_bytes"] // min(MAX_BURST_BEATS * bus, BOUNDARY))
+                    beats = f["rows"] * (-(-f["row_bytes"] // bus) + 1 + BURST_OVERHEAD * bursts)
                     begin = max(start + 1, dma_free)
                     dma_free = begin + beats + DMA_OVERHEAD
                     dma_cycles += beats + DMA_OVERHEAD
