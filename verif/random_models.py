@@ -23,10 +23,10 @@ class Calibration:
         pass
 
 
-def random_float_cnn(rng, size=8, channels=3, classes=5):
+def random_float_cnn(rng, size=8, channels=3, classes=5, pooling=None):
     """A float CNN: conv stacks (stride 1 and 2, padding, sometimes a depthwise conv), ReLU,
-    a residual add, max or average pooling, global average pooling and a final
-    fully-connected layer."""
+    a residual add, max or average pooling (``pooling``: "max", "average", "both", or
+    random), global average pooling and a final fully-connected layer."""
     nodes, inits = [], []
     counter = iter(range(1000))
 
@@ -56,13 +56,18 @@ def random_float_cnn(rng, size=8, channels=3, classes=5):
     nodes.append(helper.make_node("Add", [x, skip], ["residual"]))
     nodes.append(helper.make_node("Relu", ["residual"], ["residual_relu"]))
     x = "residual_relu"
-    if rng.random() < 0.5:
-        nodes.append(helper.make_node("MaxPool", [x], ["pooled"], kernel_shape=[2, 2], strides=[2, 2]))
-    else:
-        nodes.append(helper.make_node("AveragePool", [x], ["pooled"], kernel_shape=[3, 3],
-                                      strides=[2, 2], pads=[1, 1, 1, 1]))
+    pooling = pooling or ("max" if rng.random() < 0.5 else "average")
+    if pooling in ("max", "both"):
+        nodes.append(helper.make_node("MaxPool", [x], ["max_pooled"], kernel_shape=[2, 2],
+                                      strides=[2, 2]))
+        x = "max_pooled"
+    if pooling in ("average", "both"):
+        stride = 1 if pooling == "both" else 2
+        nodes.append(helper.make_node("AveragePool", [x], ["average_pooled"], kernel_shape=[3, 3],
+                                      strides=[stride, stride], pads=[1, 1, 1, 1]))
+        x = "average_pooled"
     wider = int(rng.integers(8, 20))
-    x = conv("pooled", width, wider, int(rng.choice([1, 3])), 2, 1 if rng.random() < 0.5 else 0)
+    x = conv(x, width, wider, int(rng.choice([1, 3])), 2, 1 if rng.random() < 0.5 else 0)
     nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"]))
     nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], axis=1))
     fc_w = tensor(rng.standard_normal((classes, wider)) * 0.3, "fc_w")
