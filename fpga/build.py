@@ -20,6 +20,7 @@ from dataclasses import asdict
 import json
 import os
 from pathlib import Path
+import re
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ from .icebreaker import ICEBreakerPlatform, ICEBreakerTop
 from .ulx3s import ULX3SPlatform, ULX3STop
 
 
-__all__ = ["TOOLS", "FAMILIES", "BuildError", "board_design", "board_top", "build",
+__all__ = ["TOOLS", "FAMILIES", "BuildError", "board_design", "board_top", "build", "explain_failure",
            "parse_report", "summary", "main"]
 
 
@@ -185,14 +186,24 @@ def parse_report(family, nextpnr, stat, target_hz):
     }
 
 
-def _tool_error(build_dir):
-    """The first ``ERROR`` line of the Yosys or nextpnr log, if any."""
+def explain_failure(build_dir):
+    """Why the tools stopped: the resources the design overflows (from nextpnr's
+    utilisation table), else the first ``ERROR`` line of the nextpnr or Yosys log."""
     for log in ("top.tim", "top.rpt"):
         path = build_dir / log
-        if path.exists():
-            for line in path.read_text(errors="replace").splitlines():
-                if "ERROR" in line:
-                    return f"{line.strip()} (see {path})"
+        if not path.exists():
+            continue
+        text = path.read_text(errors="replace")
+        overflows = {cell: (int(used), int(available)) for cell, used, available
+                     in re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text)
+                     if int(used) > int(available)}
+        if overflows:
+            listed = ", ".join(f"{cell} {used}/{available}"
+                               for cell, (used, available) in overflows.items())
+            return f"the design does not fit the device: {listed} (see {path})"
+        for line in text.splitlines():
+            if "ERROR" in line:
+                return f"{line.strip()} (see {path})"
     return f"see the logs in {build_dir}"
 
 
@@ -216,7 +227,7 @@ def build(board, build_dir, design=None):
                          + FAMILIES[family]["nextpnr_opts"],
         )
     except subprocess.CalledProcessError:
-        raise BuildError(f"{board.title} build failed: {_tool_error(build_dir)}") from None
+        raise BuildError(f"{board.title} build failed: {explain_failure(build_dir)}") from None
     seconds = time.monotonic() - start
 
     parsed = parse_report(family, json.loads((build_dir / "nextpnr.json").read_text()),

@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 import pytest
 
 from fpga import flash
-from fpga.build import board_top, parse_report
+from fpga.build import explain_failure, board_top, parse_report
 from fpga.configs import BOARDS
 from fpga.icebreaker import ice40_pll_params
 from fpga.ulx3s import ecp5_pll_params
@@ -193,3 +193,15 @@ def test_parse_report_ice40():
     assert report["fmax_mhz"]["achieved"] == 30.0
     assert report["timing_met"]
     assert report["critical_path"] is None
+
+
+def test_does_not_fit_message(tmp_path):
+    (tmp_path / "top.tim").write_text(
+        "Info: Device utilisation:\n"
+        "Info: \t         ICESTORM_LC:    6000/   5280   113%\n"
+        "Info: \t        ICESTORM_RAM:      12/     30    40%\n"
+        "ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'ICESTORM_LC'\n")
+    assert explain_failure(tmp_path) == (
+        f"the design does not fit the device: ICESTORM_LC 6000/5280 (see {tmp_path / 'top.tim'})")
+    (tmp_path / "top.tim").write_text("Info: fine\nERROR: something else\n")
+    assert explain_failure(tmp_path).startswith("ERROR: something else")
