@@ -70,20 +70,23 @@ def pack_weights(config, w):
     return tiled.view(np.uint8).reshape(-1)
 
 
-def im2col(x, kernel, stride=1, padding=0, pad_value=0):
+def im2col(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0), pad_value=0):
     """``x`` (C × H × W) → (OH·OW) × (C·kh·kw) patches, in the order of
-    ``weights.reshape(OC, C·kh·kw)``; padding takes ``pad_value`` (the zero point)."""
+    ``weights.reshape(OC, C·kh·kw)``. ``pads`` is (top, left, bottom, right), as ONNX gives
+    them; padding takes ``pad_value`` (the zero point)."""
     C, H, W = x.shape
     kh, kw = kernel
-    padded = np.full((C, H + 2 * padding, W + 2 * padding), pad_value, x.dtype)
-    padded[:, padding:padding + H, padding:padding + W] = x
-    OH = (H + 2 * padding - kh) // stride + 1
-    OW = (W + 2 * padding - kw) // stride + 1
+    sh, sw = strides
+    pt, pl, pb, pr = pads
+    padded = np.full((C, H + pt + pb, W + pl + pr), pad_value, x.dtype)
+    padded[:, pt:pt + H, pl:pl + W] = x
+    OH = (H + pt + pb - kh) // sh + 1
+    OW = (W + pl + pr - kw) // sw + 1
     cols = np.empty((OH, OW, C, kh, kw), x.dtype)
     for ky in range(kh):
         for kx in range(kw):
-            cols[:, :, :, ky, kx] = padded[:, ky:ky + stride * OH:stride,
-                                           kx:kx + stride * OW:stride].transpose(1, 2, 0)
+            cols[:, :, :, ky, kx] = padded[:, ky:ky + sh * OH:sh,
+                                           kx:kx + sw * OW:sw].transpose(1, 2, 0)
     return cols.reshape(OH * OW, C * kh * kw)
 
 

@@ -22,7 +22,7 @@ from hw.config import DEFAULT_CONFIG
 from hw.registers import ErrorCode
 from sw import host_ops
 from sw.driver import RunStatus
-from sw.kernels import pack_weights
+from sw.kernels import im2col, pack_weights
 from sw.simulator import NPUSimulator, pack_channel_params
 
 
@@ -75,23 +75,6 @@ class GoldenBackend:
                          counters={"mac_cycles": result.mac_cycles,
                                    "dma_read_bytes": result.dma_read_bytes,
                                    "dma_write_bytes": result.dma_write_bytes})
-
-
-def _im2col(x, kernel, strides, pads, pad_value):
-    """``x`` (C × H × W) → (OH·OW) × (C·kh·kw), asymmetric padding (top, left, bottom, right)."""
-    C, H, W = x.shape
-    kh, kw = kernel
-    sh, sw = strides
-    pt, pl, pb, pr = pads
-    padded = np.full((C, H + pt + pb, W + pl + pr), pad_value, x.dtype)
-    padded[:, pt:pt + H, pl:pl + W] = x
-    oh = (H + pt + pb - kh) // sh + 1
-    ow = (W + pl + pr - kw) // sw + 1
-    cols = np.empty((oh, ow, C, kh, kw), x.dtype)
-    for ky in range(kh):
-        for kx in range(kw):
-            cols[:, :, :, ky, kx] = padded[:, ky:ky + sh * oh:sh, kx:kx + sw * ow:sw].transpose(1, 2, 0)
-    return cols.reshape(oh * ow, C * kh * kw)
 
 
 class Runtime:
@@ -236,7 +219,7 @@ class Runtime:
             oc, cg = b.shape[:2]
             ocg = oc // attrs["group"]
             x = a[batch, group * cg:(group + 1) * cg]
-            A = _im2col(x, b.shape[2:], attrs["strides"], attrs["pads"], za.reshape(-1)[0])
+            A = im2col(x, b.shape[2:], attrs["strides"], attrs["pads"], za.reshape(-1)[0])
             W = b[group * ocg:(group + 1) * ocg].reshape(ocg, -1).T
             columns = slice(group * ocg, (group + 1) * ocg)
         elif kind == "gemm":

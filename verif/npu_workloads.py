@@ -124,7 +124,7 @@ def conv_workload(config, rng, channels=32, out_channels=32, size=16, kernel=3, 
                           params["zero_point"], params["clamp_lo"], params["clamp_hi"], True)
 
     # The NPU computes sum((x - 128) w); the zero point folds into the bias.
-    patches = im2col(x, (kernel, kernel), stride, padding, pad_value=zero_point)
+    patches = im2col(x, (kernel, kernel), (stride, stride), (padding,) * 4, pad_value=zero_point)
     hw_params = dict(params, bias=params["bias"] + (128 - zero_point) *
                      w.reshape(out_channels, -1).sum(axis=1))
     name = f"conv{kernel}x{kernel} {channels}->{out_channels} {size}x{size}"

@@ -27,6 +27,7 @@ from hw.registers import ErrorCode
 from sw.driver import NPUDriver
 from verif.bench_top import LINE_BYTES
 from verif.npu_workloads import MemoryImage, conv_workload, gemm_workload
+from verif.tb_npu import SimTransport
 from verif.tb_util import tb_params, tb_rng
 
 
@@ -34,17 +35,8 @@ from verif.tb_util import tb_params, tb_rng
 PERIOD_NS = 10
 
 
-class IrqTransport:
-    """The driver's transport: AXI4-Lite registers, and the ``irq`` pin's rising edge."""
-
-    def __init__(self, dut, axil):
-        self.dut, self.axil = dut, axil
-
-    async def read_register(self, address):
-        return await self.axil.read_dword(address)
-
-    async def write_register(self, address, value):
-        await self.axil.write_dword(address, value)
+class IrqTransport(SimTransport):
+    """The driver's transport, waiting for the ``irq`` pin's rising edge instead of polling."""
 
     async def wait_for_interrupt(self, timeout):
         if not self.dut.irq.value:
