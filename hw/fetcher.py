@@ -2,8 +2,8 @@
 
 :class:`InstructionFetcher` reads the program from memory through an AXI4 read channel,
 one 16-byte instruction per INCR burst, from ``program_addr`` until it has fetched an
-``END``. :func:`decode_error` is the decoder's legality check (opcode, token flags,
-scratchpad, accumulator and channel ranges, alignment), the hardware twin of
+``END``. :class:`InstructionChecker` is the decoder's legality check (opcode, token
+flags, scratchpad, accumulator and channel ranges, alignment), the hardware twin of
 ``sw.simulator.check_instruction``.
 """
 
@@ -19,7 +19,7 @@ from .isa import (CHANNEL_PARAM_BYTES, INSTRUCTION_BITS, INSTRUCTION_BYTES, Conf
 from .registers import ErrorCode
 
 
-__all__ = ["fetched_layout", "InstructionFetcher", "decode_error", "engine_of"]
+__all__ = ["fetched_layout", "InstructionFetcher", "InstructionChecker", "engine_of"]
 
 
 fetched_layout = data.StructLayout({
@@ -140,64 +140,120 @@ def engine_of(word):
            Mux(opcode == Opcode.SYNC.value, sync.engine.as_value(), Engine.COMPUTE.value)))
 
 
-def decode_error(m, config, word):
-    """The :class:`ErrorCode` of instruction ``word`` (a Value), as a combinational Value.
+class InstructionChecker(wiring.Component):
+    """The decoder's legality check (opcode, token flags, scratchpad, accumulator and
+    channel ranges, alignment), the hardware twin of ``sw.simulator.check_instruction``,
+    mirroring it rule for rule.
 
-    Mirrors ``sw.simulator.check_instruction`` rule for rule.
+    Members
+    -------
+    word : ``In(INSTRUCTION_BITS)``
+        The instruction.
+    code : ``Out(ErrorCode)``
+        Its :class:`ErrorCode` (``NONE`` when legal).
+
+    Timing
+    ------
+    A free-running pipeline: ``code`` in cycle ``t +`` :attr:`latency` is the check of
+    ``word`` in cycle ``t``. Stage 1 registers the address products (multipliers with
+    registered inputs and outputs) and the checks without arithmetic, stage 2 the range
+    ends, stage 3 the code.
     """
-    size = config.scratchpad_bytes
-    act_slot, weight_slot = slot_bytes(config.rows), slot_bytes(config.cols)
-    header = Header(word[:8])
-    transfer = Transfer(word[:Shape.cast(Transfer).width])
-    matmul = Matmul(word[:Shape.cast(Matmul).width])
-    cfg = Config(word[:Shape.cast(Config).width])
-    opcode = word[:4]
 
-    def signal(value, name):
-        result = Signal(range(1 << 40), name=name)
-        m.d.comb += result.eq(value)
-        return result
+    latency = 3
 
-    legal_opcode = Cat(opcode == op.value for op in Opcode).any()
-    engine = engine_of(word)
-    is_end = opcode == Opcode.END.value
-    flags = Cat(header.pop_prev, header.pop_next, header.push_prev, header.push_next)
-    bad_tokens = Mux(is_end, flags.any(),
-                     ((engine == Engine.LOAD.value) & (header.pop_prev | header.push_prev)) |
-                     ((engine == Engine.STORE.value) & (header.pop_next | header.push_next)))
-    bad_engine = (opcode == Opcode.SYNC.value) & (word[8:10] == 3)
+    def __init__(self, config=NPUConfig()):
+        self.config = config
+        super().__init__({
+            "word": In(INSTRUCTION_BITS),
+            "code": Out(ErrorCode),
+        })
 
-    transfer_end = signal(transfer.sp_addr + (transfer.rows - 1) * transfer.sp_stride +
-                          transfer.row_bytes, "transfer_end")
-    transfer_range = (transfer.rows != 0) & (transfer.row_bytes != 0) & (transfer_end > size)
+    def elaborate(self, platform):
+        m = Module()
+        config = self.config
+        word = self.word
+        size = config.scratchpad_bytes
+        act_slot, weight_slot = slot_bytes(config.rows), slot_bytes(config.cols)
+        header = Header(word[:8])
+        transfer = Transfer(word[:Shape.cast(Transfer).width])
+        matmul = Matmul(word[:Shape.cast(Matmul).width])
+        cfg = Config(word[:Shape.cast(Config).width])
+        opcode = word[:4]
 
-    count = matmul.count
-    out_bytes = Mux(matmul.out_int32, 4 * weight_slot, weight_slot)
-    out_end = signal(matmul.out_addr + (count - 1) * matmul.out_stride + out_bytes, "out_end")
-    matmul_range = (count != 0) & (
-        (matmul.weight_addr + config.rows * weight_slot > size) |
-        (signal(matmul.act_addr + ((count - 1) * matmul.act_stride + 1) * act_slot, "act_end") > size) |
-        (matmul.acc_addr + count > config.acc_depth) |
-        (matmul.channel >= config.channel_depth) |
-        (matmul.emit & (out_end > size)))
-    matmul_misaligned = ((matmul.weight_addr % weight_slot) != 0) | \
-        ((matmul.act_addr % act_slot) != 0) | ((matmul.out_addr % weight_slot) != 0) | \
-        ((matmul.out_stride % weight_slot) != 0)
-    config_range = (cfg.channel + cfg.count > config.channel_depth) | \
-        (signal(cfg.sp_addr + cfg.count * (config.cols * CHANNEL_PARAM_BYTES), "config_end") > size)
-    config_misaligned = (cfg.sp_addr % weight_slot) != 0
+        def reg(value, name):
+            result = Signal(Value.cast(value).shape(), name=name)
+            m.d.sync += result.eq(value)
+            return result
 
-    code = Signal(ErrorCode, name="decode_code")
-    with m.If(~legal_opcode | bad_engine):
-        m.d.comb += code.eq(ErrorCode.ILLEGAL_OPCODE)
-    with m.Elif(bad_tokens):
-        m.d.comb += code.eq(ErrorCode.ILLEGAL_TOKEN)
-    with m.Elif((opcode == Opcode.MATMUL.value) & matmul_misaligned):
-        m.d.comb += code.eq(ErrorCode.MISALIGNED)
-    with m.Elif((opcode == Opcode.CONFIG.value) & config_misaligned):
-        m.d.comb += code.eq(ErrorCode.MISALIGNED)
-    with m.Elif((((opcode == Opcode.LOAD.value) | (opcode == Opcode.STORE.value)) & transfer_range) |
-                ((opcode == Opcode.MATMUL.value) & matmul_range) |
-                ((opcode == Opcode.CONFIG.value) & config_range)):
-        m.d.comb += code.eq(ErrorCode.SCRATCHPAD_RANGE)
-    return code
+        # Stage 1: products, partial sums and every check without a product.
+        legal_opcode = Cat(opcode == op.value for op in Opcode).any()
+        engine = engine_of(word)
+        is_end = opcode == Opcode.END.value
+        flags = Cat(header.pop_prev, header.pop_next, header.push_prev, header.push_next)
+        bad_tokens = Mux(is_end, flags.any(),
+                         ((engine == Engine.LOAD.value) & (header.pop_prev | header.push_prev)) |
+                         ((engine == Engine.STORE.value) & (header.pop_next | header.push_next)))
+        bad_engine = (opcode == Opcode.SYNC.value) & (word[8:10] == 3)
+        matmul_misaligned = ((matmul.weight_addr % weight_slot) != 0) | \
+            ((matmul.act_addr % act_slot) != 0) | ((matmul.out_addr % weight_slot) != 0) | \
+            ((matmul.out_stride % weight_slot) != 0)
+        config_misaligned = (cfg.sp_addr % weight_slot) != 0
+        count = matmul.count
+
+        illegal = reg(~legal_opcode | bad_engine, "illegal_s1")
+        bad_tokens = reg(bad_tokens, "bad_tokens_s1")
+        is_transfer = reg((opcode == Opcode.LOAD.value) | (opcode == Opcode.STORE.value),
+                          "is_transfer_s1")
+        is_matmul = reg(opcode == Opcode.MATMUL.value, "is_matmul_s1")
+        is_config = reg(opcode == Opcode.CONFIG.value, "is_config_s1")
+        misaligned = reg(Mux(opcode == Opcode.MATMUL.value, matmul_misaligned,
+                             (opcode == Opcode.CONFIG.value) & config_misaligned), "misaligned_s1")
+        transfer_nonzero = reg((transfer.rows != 0) & (transfer.row_bytes != 0), "transfer_nonzero_s1")
+        # (rows - 1) * stride as rows * stride - stride: no subtraction before a multiplier.
+        transfer_product = reg(transfer.rows * transfer.sp_stride, "transfer_product_s1")
+        transfer_base = reg(transfer.sp_addr + transfer.row_bytes - transfer.sp_stride,
+                            "transfer_base_s1")
+        matmul_nonzero = reg(count != 0, "matmul_nonzero_s1")
+        matmul_fixed = reg(
+            (matmul.weight_addr + config.rows * weight_slot > size) |
+            (matmul.acc_addr + count > config.acc_depth) |
+            (matmul.channel >= config.channel_depth), "matmul_fixed_s1")
+        emit = reg(matmul.emit, "emit_s1")
+        out_product = reg(count * matmul.out_stride, "out_product_s1")
+        out_base = reg(matmul.out_addr + Mux(matmul.out_int32, 4 * weight_slot, weight_slot) -
+                       matmul.out_stride, "out_base_s1")
+        act_product = reg(count * matmul.act_stride, "act_product_s1")
+        act_base = reg(matmul.act_addr + act_slot - matmul.act_stride * act_slot, "act_base_s1")
+        config_range = reg((cfg.channel + cfg.count > config.channel_depth) |
+                           (cfg.sp_addr + cfg.count * (config.cols * CHANNEL_PARAM_BYTES) > size),
+                           "config_range_s1")
+
+        # Stage 2: the ends of the scratchpad ranges (negative only when the count is
+        # zero, a case the compares ignore).
+        def end(product, base, name):
+            return reg(product + base, name)
+        transfer_end = end(transfer_product, transfer_base, "transfer_end_s2")
+        out_end = end(out_product, out_base, "out_end_s2")
+        act_end = end(act_product * act_slot, act_base, "act_end_s2")
+        stage1 = [illegal, bad_tokens, is_transfer, is_matmul, is_config, misaligned,
+                  transfer_nonzero, matmul_nonzero, matmul_fixed, emit, config_range]
+        (illegal, bad_tokens, is_transfer, is_matmul, is_config, misaligned, transfer_nonzero,
+         matmul_nonzero, matmul_fixed, emit, config_range) = \
+            [reg(value, value.name.replace("_s1", "_s2")) for value in stage1]
+
+        # Stage 3: compares and the code, in priority order.
+        transfer_range = transfer_nonzero & (transfer_end > size)
+        matmul_range = matmul_nonzero & (matmul_fixed | (act_end > size) | (emit & (out_end > size)))
+        with m.If(illegal):
+            m.d.sync += self.code.eq(ErrorCode.ILLEGAL_OPCODE)
+        with m.Elif(bad_tokens):
+            m.d.sync += self.code.eq(ErrorCode.ILLEGAL_TOKEN)
+        with m.Elif(misaligned):
+            m.d.sync += self.code.eq(ErrorCode.MISALIGNED)
+        with m.Elif((is_transfer & transfer_range) | (is_matmul & matmul_range) |
+                    (is_config & config_range)):
+            m.d.sync += self.code.eq(ErrorCode.SCRATCHPAD_RANGE)
+        with m.Else():
+            m.d.sync += self.code.eq(ErrorCode.NONE)
+        return m

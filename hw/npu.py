@@ -12,8 +12,9 @@ Structure::
            └──────────── (writes) ─── DMA ─── Scratchpad ─── ComputeEngine (MatrixUnit)
 
 The fetcher reads instructions in order; the decoder checks each one
-(``hw.fetcher.decode_error``) and appends it to its engine's queue (``config.queue_depth``
-deep). The engines run concurrently and synchronise through four token counters
+(``hw.fetcher.InstructionChecker``, a pipeline of ``InstructionChecker.latency`` cycles)
+and appends it to its engine's queue (``config.queue_depth`` deep); the next instruction
+enters the decoder in the cycle the current one is dispatched. The engines run concurrently and synchronise through four token counters
 (decoupled access-execute, as in VTA). Load and store engines share the DMA, whose
 descriptors complete in order.
 
@@ -45,7 +46,7 @@ from .axi import AXI4LiteSignature, AXI4Signature
 from .config import NPUConfig
 from .dma import DMA, Direction, DMAError
 from .engines import ComputeEngine, TransferEngine, act_tag_layout
-from .fetcher import InstructionFetcher, decode_error, engine_of, fetched_layout
+from .fetcher import InstructionChecker, InstructionFetcher, engine_of, fetched_layout
 from .host_registers import HostRegisters
 from .isa import Engine, Opcode
 from .registers import ErrorCode
@@ -143,7 +144,12 @@ class NPU(wiring.Component):
         # --- Decode and dispatch ----------------------------------------------------------------
         decoding = Signal()
         insn = Signal(fetched_layout)
-        code = decode_error(m, config, insn.word)
+        m.submodules.checker = checker = InstructionChecker(config)
+        m.d.comb += checker.word.eq(insn.word)
+        code = checker.code
+        # The check's result arrives ``checker.latency`` cycles after the instruction.
+        wait = Signal(range(checker.latency + 1))
+        decoded = decoding & (wait == 0)
         target = Signal(Engine)
         m.d.comb += target.eq(engine_of(insn.word))
         is_end = insn.word[:4] == Opcode.END.value
@@ -156,19 +162,22 @@ class NPU(wiring.Component):
                     m.d.comb += [target_ready.eq(queues[engine].w_rdy),
                                  queues[engine].w_data.eq(insn)]
         legal = code == ErrorCode.NONE
-        dispatch = decoding & legal & ~is_end & target_ready & ~halt
+        dispatch = decoded & legal & ~is_end & target_ready & ~halt
         with m.Switch(target):
             for engine in Engine:
                 with m.Case(engine):
                     m.d.comb += queues[engine].w_en.eq(dispatch)
-        m.d.comb += fetcher.insn.ready.eq(~decoding & ~halt)
+        # The next instruction enters as the current one is dispatched.
+        m.d.comb += fetcher.insn.ready.eq((~decoding | dispatch) & ~halt)
+        with m.If(wait != 0):
+            m.d.sync += wait.eq(wait - 1)
         with m.If(clear):
             m.d.sync += [decoding.eq(0), end_reached.eq(0)]
         with m.Elif(fetcher.insn.valid & fetcher.insn.ready):
-            m.d.sync += [decoding.eq(1), insn.eq(fetcher.insn.p)]
+            m.d.sync += [decoding.eq(1), insn.eq(fetcher.insn.p), wait.eq(checker.latency)]
         with m.Elif(dispatch):
             m.d.sync += decoding.eq(0)
-        with m.Elif(decoding & legal & is_end & ~halt):
+        with m.Elif(decoded & legal & is_end & ~halt):
             m.d.sync += [decoding.eq(0), end_reached.eq(1)]
 
         for component in (load, store, compute):
@@ -181,17 +190,21 @@ class NPU(wiring.Component):
         stuck = Cat(~engines[e].busy & (~queues[e].r_rdy | engines[e].blocked)
                     for e in Engine).all()
         any_blocked = Cat(engines[e].blocked for e in Engine).any()
-        fetch_stuck = (end_reached | (decoding & legal & ~target_ready)) & ~fetcher.busy
+        fetch_stuck = (end_reached | (decoded & legal & ~target_ready)) & ~fetcher.busy
         deadlock_now = fetch_stuck & stuck & any_blocked & ~dma.busy
         deadlock_count = Signal(range(DEADLOCK_CYCLES + 1))
         with m.If(deadlock_now & (deadlock_count != DEADLOCK_CYCLES)):
             m.d.sync += deadlock_count.eq(deadlock_count + 1)
         with m.Elif(~deadlock_now):
             m.d.sync += deadlock_count.eq(0)
-        blocked_addr = Const(0xFFFF_FFFF, 32)
+        # The lowest blocked instruction address, registered: it holds still during the
+        # DEADLOCK_CYCLES a deadlock takes to be reported.
+        lowest = Const(0xFFFF_FFFF, 32)
         for e in order:
             addr = engines[e].insn.p.addr
-            blocked_addr = Mux(engines[e].blocked & (addr < blocked_addr), addr, blocked_addr)
+            lowest = Mux(engines[e].blocked & (addr < lowest), addr, lowest)
+        blocked_addr = Signal(32)
+        m.d.sync += blocked_addr.eq(lowest)
         # The instruction whose DMA descriptor failed.
         dma_addr = Mux(dma.error.id == Engine.STORE.value, store.insn.p.addr, load.insn.p.addr)
 
@@ -204,7 +217,7 @@ class NPU(wiring.Component):
                          found_addr.eq(fetcher.bus_error_addr)]
         with m.Elif(dma.error.code != DMAError.NONE):
             m.d.comb += [found_code.eq(ErrorCode.BUS_ERROR_DMA), found_addr.eq(dma_addr)]
-        with m.Elif(decoding & ~legal):
+        with m.Elif(decoded & ~legal):
             m.d.comb += [found_code.eq(code), found_addr.eq(insn.addr)]
         with m.Elif(deadlock_count == DEADLOCK_CYCLES):
             m.d.comb += [found_code.eq(ErrorCode.DEADLOCK), found_addr.eq(blocked_addr)]
@@ -252,7 +265,7 @@ class NPU(wiring.Component):
             "load_stall_cycles": running & load.stalled,
             "compute_stall_cycles": running & compute.stalled,
             "store_stall_cycles": running & store.stalled,
-            "fetch_stall_cycles": running & decoding & legal & ~is_end & ~target_ready,
+            "fetch_stall_cycles": running & decoded & legal & ~is_end & ~target_ready,
         }
         with m.If(clear):
             m.d.sync += [counter.eq(0) for counter in counters.values()]
