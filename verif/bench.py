@@ -1,15 +1,31 @@
-"""``make bench``: GEMMs and ResNet-8 convolution layers through the RTL NPU, against the
-cost model.
+"""``make bench``: GEMMs, the layers of MLPerf Tiny's reference models and of ResNet-50 and
+SqueezeNet, and whole networks end to end, through the RTL NPU, against the cost model.
 
-Every row runs on :class:`verif.bench_top.BenchTop` (the NPU with RTL memory, so no Python
-runs per cycle) with its outputs checked bit for bit against NumPy, and is reported with
-the NPU's own counters: cycles, MAC utilization (MACs / (rows · cols · cycles)), DRAM bytes
-read and written against the compulsory bytes (each input, weight and output byte once;
-for convolutions those of the convolution itself, so the im2col inflation shows), time
-per inference, and ``sw.cost_model``'s predictions with their error.
+The suite (issue 7):
 
-Writes ``build/bench/results.json``, ``results.md``, ``utilization.png`` and ``dram.png``.
-A benchmark, not a test: it asserts nothing about speed.
+1. GEMMs: 64³, 128³, 256³, 512³, matrix-vector 1x256x256 and 16x256x256
+   (``verif.npu_workloads.gemm_workload``, checked against NumPy);
+2. every conv and fully-connected layer of MLPerf Tiny's ResNet-8, DS-CNN and MobileNetV1
+   0.25 (``verif.bench_models``), a row per distinct shape with its instance count;
+3. a few conv layers of the ResNet-50 and SqueezeNet topologies shipped in the ``onnx``
+   package (shapes from ``onnx.shape_inference``);
+4. end to end: the digits model (``models/digits_int8.onnx``) and ResNet-8 quantized by
+   onnxruntime's ``quantize_static``, through ``sw.compiler`` and ``sw.runtime`` as
+   ``npu run`` runs them (the host runs im2col, pooling and additions between NPU steps).
+
+Layers run as one-node quantized models (random int8 weights) through the same compiler
+and runtime, with their outputs checked bit for bit against onnxruntime; a layer the
+compiler refuses is listed with the compiler's reason. Every row runs on
+:class:`verif.bench_top.BenchTop` (the NPU with RTL memory, so no Python runs per cycle)
+and is reported with the NPU's own counters: cycles, MAC utilization (MACs / (rows · cols ·
+cycles)), DRAM bytes read and written against the compulsory bytes (each 8-bit input,
+weight and output byte once; for layers those of the layer itself, so the im2col inflation
+shows; end to end, the model's weights, biases and quantization parameters, its input and
+its output), time per inference, and ``sw.cost_model``'s predictions with their error.
+
+Writes ``build/bench/results.json``, ``results.md``, ``utilization.png`` and ``dram.png``;
+the generated models and inputs go to ``build/bench/rows/``. A benchmark, not a test: it
+asserts nothing about speed.
 """
 
 import argparse
@@ -17,50 +33,154 @@ import json
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
+import onnx
 
 from hw.config import DEFAULT_CONFIG
-from sw.cost_model import compulsory_bytes, predict
-from verif.bench_top import DEFAULT_BENCH_MEMORY, BenchTop
-from verif.runner import BUILD, simulate
-from verif.tb_bench import make_workload
+from sw.asm import Program
+from sw.compiler import CompileError, compile_model
+from sw.cost_model import predict
+from sw.kernels import LayerError
+from verif import bench_models
+from verif.bench_top import BenchTop
+from verif.npu_workloads import MemoryImage, gemm_workload
+from verif.runner import BUILD, ROOT, simulate
 
 
 OUT = BUILD / "bench"
+ROWS = OUT / "rows"
+ONNX_MODELS = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
-
-def _gemm(M, K, N):
-    return {"name": f"GEMM {M}x{K}x{N}", "kind": "gemm", "args": {"M": M, "K": K, "N": N},
-            "compulsory": compulsory_bytes(M * K, K * N, M * N)}
-
-
-def _conv(name, channels, out_channels, size, kernel, stride):
-    padding = kernel // 2
-    out = (size + 2 * padding - kernel) // stride + 1
-    return {"name": f"ResNet-8 {name}: {kernel}x{kernel}/{stride} {channels}->{out_channels} "
-                    f"{size}x{size}",
-            "kind": "conv",
-            "args": {"channels": channels, "out_channels": out_channels, "size": size,
-                     "kernel": kernel, "stride": stride, "padding": padding},
-            "compulsory": compulsory_bytes(channels * size * size,
-                                           out_channels * channels * kernel * kernel,
-                                           out_channels * out * out)}
-
-
-#: The suite, in order of priority.
-ROWS = [
-    _gemm(64, 64, 64), _gemm(128, 128, 128), _gemm(256, 256, 256),
-    _gemm(1, 256, 256), _gemm(16, 256, 256),
-    _conv("stem", 3, 16, 32, 3, 1),
-    _conv("stage 1", 16, 16, 32, 3, 1),
-    _conv("stage 2a", 16, 32, 32, 3, 2),
-    _conv("stage 2 shortcut", 16, 32, 32, 1, 2),
-    _conv("stage 2b", 32, 32, 16, 3, 1),
-    _conv("stage 3a", 32, 64, 16, 3, 2),
-    _conv("stage 3 shortcut", 32, 64, 16, 1, 2),
-    _conv("stage 3b", 64, 64, 8, 3, 1),
+GEMMS = [(64, 64, 64), (128, 128, 128), (256, 256, 256), (512, 512, 512), (1, 256, 256),
+         (16, 256, 256)]
+#: Layers of the topologies shipped with onnx: (model, file, {node: name}).
+ONNX_LAYERS = [
+    ("ResNet-50", "light_resnet50.onnx",
+     {"n4": "res2a 1x1 reduce", "n51": "res3b 3x3", "n90": "res4b 1x1 reduce",
+      "n93": "res4b 3x3"}),
+    ("SqueezeNet", "light_squeezenet.onnx",
+     {"n0": "conv1", "n3": "fire2 squeeze 1x1", "n51": "fire9 expand 3x3",
+      "n62": "conv10 1x1"}),
 ]
+
+
+def _program(blob):
+    program = Program()
+    program.words = [int.from_bytes(blob[i:i + 16].tobytes(), "little")
+                     for i in range(0, len(blob), 16)]
+    return program
+
+
+def _prediction(config, programs):
+    """The cost model's (cycles, DRAM bytes) summed over ``programs``."""
+    cycles = dram = 0
+    for program in programs:
+        p = predict(config, program)
+        cycles += p.cycles
+        dram += p.dma_read_bytes + p.dma_write_bytes
+    return cycles, dram
+
+
+def _gemm_row(config, rng, index, M, K, N):
+    row = {"group": "GEMM", "name": f"{M}x{K}x{N}", "count": 1, "macs": M * K * N,
+           "compulsory_bytes": M * K + K * N + M * N}
+    try:
+        workload = gemm_workload(config, rng, M, K, N, image=MemoryImage(size=1 << 30))
+    except LayerError as error:
+        return dict(row, refused=str(error).split(": ", 1)[1])
+    path = ROWS / f"{index:02d}.npz"
+    np.savez(path, data=workload.image.data[:workload.image.next],
+             program_addr=workload.program_addr,
+             names=[name for name, _, _ in workload.outputs],
+             addrs=[addr for _, addr, _ in workload.outputs],
+             **{f"expected{i}": want for i, (_, _, want) in enumerate(workload.outputs)})
+    cycles, dram = _prediction(config, [workload.program])
+    return dict(row, kind="image", image=str(path), memory_bytes=workload.image.next,
+                predicted_cycles=cycles, predicted_dram_bytes=dram)
+
+
+def _model_row(config, row, index, model, inputs):
+    """Compile ``model``, run it in onnxruntime for the expected outputs, store the files."""
+    import onnxruntime
+
+    try:
+        compiled = compile_model(model, config, source=row["name"])
+    except CompileError as error:
+        return dict(row, refused=str(error).rsplit("): ", 1)[-1])
+    prefix = ROWS / f"{index:02d}"
+    compiled.save(f"{prefix}.npu")
+    np.savez(f"{prefix}.inputs.npz", **inputs)
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    np.savez(f"{prefix}.expected.npz", **dict(zip(names, session.run(names, inputs))))
+    programs = [_program(compiled.constants[step["program"]])
+                for step in compiled.steps if step["op"] == "gemm"]
+    cycles, dram = _prediction(config, programs)
+    return dict(row, kind="model", model=f"{prefix}.npu", inputs=f"{prefix}.inputs.npz",
+                expected=f"{prefix}.expected.npz", memory_bytes=compiled.memory_bytes,
+                predicted_cycles=cycles, predicted_dram_bytes=dram)
+
+
+def _layer_rows(group, model_layers, rng, index, names=None):
+    rows = []
+    for layer in bench_models.distinct(model_layers):
+        label = names[layer["name"]] if names else \
+            layer["names"][0] if len(layer["names"]) == 1 else \
+            f"{layer['names'][0]} … {layer['names'][-1]}"
+        row = {"group": group, "name": f"{label}: {bench_models.describe(layer)}",
+               "count": layer["count"], "macs": bench_models.layer_macs(layer),
+               "compulsory_bytes": bench_models.compulsory_bytes(layer),
+               "conv": layer["kind"] == "conv"}
+        model, inputs = bench_models.layer_model(layer, rng)
+        rows.append(_model_row(DEFAULT_CONFIG, row, index + len(rows), model, inputs))
+    return rows
+
+
+def _end_to_end_row(name, index, model, inputs):
+    """A quantized model end to end; compulsory: its parameters, input and output once."""
+    parameters = sum(onnx.numpy_helper.to_array(init).nbytes for init in model.graph.initializer)
+    outputs = sum(int(np.prod([d.dim_value for d in value.type.tensor_type.shape.dim]))
+                  for value in model.graph.output)
+    row = {"group": "end to end", "name": name, "count": 1, "macs": None,
+           "compulsory_bytes": parameters + sum(x.size for x in inputs.values()) + outputs}
+    return _model_row(DEFAULT_CONFIG, row, index, model, inputs)
+
+
+def prepare(rng):
+    """Every row of the suite, with its files under ``build/bench/rows/``."""
+    ROWS.mkdir(parents=True, exist_ok=True)
+    rows = [_gemm_row(DEFAULT_CONFIG, rng, index, *shape) for index, shape in enumerate(GEMMS)]
+    networks = {}
+    for group, build in bench_models.MLPERF_TINY.items():
+        networks[group] = build(rng)
+        rows += _layer_rows(group, bench_models.layers(networks[group]), rng, len(rows))
+    for group, file, names in ONNX_LAYERS:
+        picked = [layer for layer in bench_models.layers(onnx.load(ONNX_MODELS / file))
+                  if layer["name"] in names]
+        rows += _layer_rows(group, picked, rng, len(rows), names)
+
+    digits = onnx.load(ROOT / "models" / "digits_int8.onnx")
+    image = np.load(ROOT / "models" / "digits_test.npz")["images"][:1]
+    rows.append(_end_to_end_row("digits (models/digits_int8.onnx)", len(rows), digits,
+                                {digits.graph.input[0].name: image}))
+    from verif.random_models import quantize
+
+    path = quantize(networks["ResNet-8"], ROWS / "resnet8_int8.onnx", rng,
+                    quant_format="QOperator", per_channel=True)
+    resnet8 = onnx.load(path)
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    rows.append(_end_to_end_row("ResNet-8 (quantize_static, per channel)", len(rows), resnet8,
+                                {resnet8.graph.input[0].name: x}))
+    return rows
+
+
+def memory_size(rows):
+    """The bench memory: a power of two, at least 1 MiB, holding every row's image."""
+    need = max([1 << 20] + [row["memory_bytes"] for row in rows if "kind" in row])
+    return 1 << (need - 1).bit_length()
 
 
 def clock():
@@ -79,62 +199,118 @@ def _error(predicted, measured):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=len(ROWS), help="run the first N rows")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)
     config = DEFAULT_CONFIG
-    rows = ROWS[:args.rows]
-    OUT.mkdir(parents=True, exist_ok=True)
-    raw = OUT / "rtl.json"
     began = time.perf_counter()
-    simulate(BenchTop(config), name="bench_top", test_module="verif.tb_bench", seed=args.seed,
-             params={"config": asdict(config), "memory_bytes": DEFAULT_BENCH_MEMORY,
-                     "out": str(raw), "rows": rows})
-    simulated = time.perf_counter() - began
+    rows = prepare(np.random.default_rng(args.seed))
+    prepared = time.perf_counter()
+    runnable = [row for row in rows if "kind" in row]
+    memory_bytes = memory_size(runnable)
+    raw = OUT / "rtl.json"
+    simulate(BenchTop(config, memory_bytes), name="bench_top", test_module="verif.tb_bench",
+             seed=args.seed, params={"config": asdict(config), "memory_bytes": memory_bytes,
+                                     "out": str(raw), "rows": runnable})
+    simulated = time.perf_counter() - prepared
+    measured = iter(json.loads(raw.read_text()))
     mhz, clock_note = clock()
     peak = config.rows * config.cols
     results = []
-    for row, rtl in zip(rows, json.loads(raw.read_text())):
-        workload = make_workload(config, np.random.default_rng(0), row["kind"], row["args"],
-                                 DEFAULT_BENCH_MEMORY)
-        p = predict(config, workload.program)
+    for row in rows:
+        if "kind" not in row:
+            results.append(row)
+            continue
+        rtl = next(measured)
+        macs = row["macs"] or rtl["macs"]
         dram = rtl["dma_read_bytes"] + rtl["dma_write_bytes"]
         results.append({
-            **rtl, "compulsory_bytes": row["compulsory"], "dram_bytes": dram,
-            "utilization": rtl["macs"] / (peak * rtl["cycles"]),
+            **row, **rtl, "macs": macs, "dram_bytes": dram,
+            "utilization": macs / (peak * rtl["cycles"]),
             "time_us": rtl["cycles"] / mhz, "clock_mhz": mhz,
             "cycles_per_second": rtl["cycles"] / rtl["run_seconds"],
-            "predicted_cycles": p.cycles, "cycle_error": _error(p.cycles, rtl["cycles"]),
-            "predicted_dram_bytes": p.dma_read_bytes + p.dma_write_bytes,
-            "dram_error": _error(p.dma_read_bytes + p.dma_write_bytes, dram),
+            "cycle_error": _error(row["predicted_cycles"], rtl["cycles"]),
+            "dram_error": _error(row["predicted_dram_bytes"], dram),
         })
-    (OUT / "results.json").write_text(json.dumps(
-        {"clock": clock_note, "config": asdict(config), "simulation_seconds": simulated,
-         "rows": results}, indent=1))
-    (OUT / "results.md").write_text(markdown(results, clock_note, config))
+    summary = {"clock": clock_note, "config": asdict(config), "memory_bytes": memory_bytes,
+               "prepare_seconds": prepared - began, "simulation_seconds": simulated,
+               **summarize(results, peak)}
+    (OUT / "results.json").write_text(json.dumps({**summary, "rows": results}, indent=1))
+    (OUT / "results.md").write_text(markdown(results, summary, config))
     plots(results)
     print((OUT / "results.md").read_text())
-    print(f"simulation {simulated:.0f} s; {OUT}/results.json, results.md, utilization.png, "
-          f"dram.png")
+    print(f"prepared in {prepared - began:.0f} s, simulated in {simulated:.0f} s; "
+          f"{OUT}/results.json, results.md, utilization.png, dram.png")
     return 0
 
 
-def markdown(results, clock_note, config):
-    lines = [f"NPU {config.rows}x{config.cols}, {config.bus_width}-bit AXI, RTL memory; "
-             f"outputs bit-exact against NumPy on every row; time {clock_note}.", "",
-             "| workload | MACs | cycles | MAC util. | DRAM read | DRAM write | compulsory | "
-             "DRAM / compulsory | time (µs) | predicted cycles | error | predicted DRAM | "
-             "error | stalls load/compute/store/fetch |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for r in results:
-        lines.append(
-            f"| {r['name']} | {r['macs']:,} | {r['cycles']:,} | {100 * r['utilization']:.1f}% | "
-            f"{r['dma_read_bytes']:,} | {r['dma_write_bytes']:,} | {r['compulsory_bytes']:,} | "
-            f"{r['dram_bytes'] / r['compulsory_bytes']:.2f}x | {r['time_us']:.1f} | "
-            f"{r['predicted_cycles']:,} | {100 * r['cycle_error']:+.1f}% | "
-            f"{r['predicted_dram_bytes']:,} | {100 * r['dram_error']:+.1f}% | "
+def _mean_utilization(rows, peak):
+    """Mean MAC utilization over layer instances, and over their MACs and cycles."""
+    count = sum(r["count"] for r in rows)
+    return (sum(r["count"] * r["utilization"] for r in rows) / count,
+            sum(r["count"] * r["macs"] for r in rows) /
+            (peak * sum(r["count"] * r["cycles"] for r in rows)))
+
+
+def summarize(results, peak):
+    ran = [r for r in results if "cycles" in r]
+    summary = {"cycles": sum(r["cycles"] for r in ran),
+               "run_seconds": sum(r["run_seconds"] for r in ran), "networks": {}}
+    summary["cycles_per_second"] = summary["cycles"] / summary["run_seconds"]
+    for group in bench_models.MLPERF_TINY:
+        convs = [r for r in ran if r["group"] == group and r["conv"]]
+        if convs:
+            per_instance, overall = _mean_utilization(convs, peak)
+            summary["networks"][group] = {
+                "conv_layers": sum(r["count"] for r in convs),
+                "refused": sum(r["count"] for r in results if r["group"] == group and "refused" in r),
+                "mean_utilization": per_instance, "conv_utilization": overall}
+    return summary
+
+
+def _cells(r):
+    if "refused" in r:
+        return [f"{r['macs']:,}" if r["macs"] else "", f"refused by the compiler: {r['refused']}"] + \
+            [""] * 11
+    return [f"{r['macs']:,}", f"{r['cycles']:,}", f"{100 * r['utilization']:.1f}%",
+            f"{r['dma_read_bytes']:,}", f"{r['dma_write_bytes']:,}", f"{r['compulsory_bytes']:,}",
+            f"{r['dram_bytes'] / r['compulsory_bytes']:.2f}x", f"{r['time_us']:.1f}",
+            f"{r['predicted_cycles']:,}", f"{100 * r['cycle_error']:+.1f}%",
+            f"{r['predicted_dram_bytes']:,}", f"{100 * r['dram_error']:+.1f}%",
             f"{r['load_stall_cycles']:,}/{r['compute_stall_cycles']:,}/"
-            f"{r['store_stall_cycles']:,}/{r['fetch_stall_cycles']:,} |")
+            f"{r['store_stall_cycles']:,}/{r['fetch_stall_cycles']:,}"]
+
+
+def markdown(results, summary, config):
+    lines = [f"NPU {config.rows}x{config.cols}, {config.bus_width}-bit AXI, RTL memory "
+             f"({summary['memory_bytes'] >> 20} MiB); outputs bit-exact on every row (GEMMs "
+             f"against NumPy, layers and networks against onnxruntime); time {summary['clock']}. "
+             f"Layers: one row per distinct shape, × its instances in the network; end to end: "
+             f"the NPU's counters summed over the model's NPU steps (host steps not timed).", "",
+             "| model | workload | × | MACs | cycles | MAC util. | DRAM read | DRAM write | "
+             "compulsory | DRAM / compulsory | time (µs) | predicted cycles | error | "
+             "predicted DRAM | error | stalls load/compute/store/fetch |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        lines.append("| " + " | ".join([r["group"], r["name"], str(r["count"]), *_cells(r)]) + " |")
+    lines.append("")
+    for group, network in summary["networks"].items():
+        lines.append(f"- {group}: mean MAC utilization over its {network['conv_layers']} conv "
+                     f"layers {100 * network['mean_utilization']:.1f}% (per layer instance), "
+                     f"{100 * network['conv_utilization']:.1f}% over their MACs and cycles"
+                     + (f"; {network['refused']} refused" if network["refused"] else ""))
+    for r in results:
+        if r["group"] == "end to end" and "cycles" in r:
+            lines.append(f"- {r['name']} end to end: DRAM {r['dram_bytes']:,} / compulsory "
+                         f"{r['compulsory_bytes']:,} bytes = {r['dram_bytes'] / r['compulsory_bytes']:.2f}x; "
+                         f"{r['cycles']:,} NPU cycles in {r['npu_runs']} programs, "
+                         f"{r['time_us']:.0f} µs, MAC utilization {100 * r['utilization']:.1f}%")
+    off = [r for r in results if "cycles" in r and abs(r["cycle_error"]) > 0.1]
+    lines.append(f"- cost model: {len(off)} of {sum('cycles' in r for r in results)} rows off "
+                 f"by more than 10% in cycles")
+    lines.append(f"- simulation: {summary['cycles']:,} cycles in {summary['run_seconds']:.0f} s "
+                 f"of NPU runs, {summary['cycles_per_second']:,.0f} simulated cycles per second; "
+                 f"{summary['simulation_seconds']:.0f} s with loads, host steps and checks; "
+                 f"{summary['prepare_seconds']:.0f} s to prepare the rows")
     return "\n".join(lines) + "\n"
 
 
@@ -143,28 +319,30 @@ def plots(results):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [r["name"] for r in results]
+    ran = [r for r in results if "cycles" in r]
+    names = [f"{r['group']}: {r['name']}" for r in ran]
     y = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(9, 0.4 * len(names) + 1.5))
-    ax.barh(y, [100 * r["utilization"] for r in results])
-    ax.set_yticks(y, names)
+    height = 0.28 * len(names) + 1.5
+    fig, ax = plt.subplots(figsize=(11, height))
+    ax.barh(y, [100 * r["utilization"] for r in ran])
+    ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("MAC utilization (%)")
     ax.set_xlim(0, 100)
     fig.tight_layout()
-    fig.savefig(OUT / "utilization.png", dpi=120)
+    fig.savefig(OUT / "utilization.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(9, 0.4 * len(names) + 1.5))
-    ax.barh(y - 0.2, [r["dram_bytes"] for r in results], 0.4, label="DRAM bytes (counters)")
-    ax.barh(y + 0.2, [r["compulsory_bytes"] for r in results], 0.4, label="compulsory bytes")
-    ax.set_yticks(y, names)
+    fig, ax = plt.subplots(figsize=(11, height))
+    ax.barh(y - 0.2, [r["dram_bytes"] for r in ran], 0.4, label="DRAM bytes (counters)")
+    ax.barh(y + 0.2, [r["compulsory_bytes"] for r in ran], 0.4, label="compulsory bytes")
+    ax.set_yticks(y, names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
     ax.set_xlabel("bytes")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(OUT / "dram.png", dpi=120)
+    fig.savefig(OUT / "dram.png", dpi=110)
     plt.close(fig)
 
 

@@ -1,15 +1,15 @@
 """A simulation-only top for long NPU runs: the NPU with its ``m_axi`` served by RTL memory.
 
-``make bench`` runs whole GEMMs and convolution layers through the NPU. With cocotbext-axi's
+``make bench`` runs whole GEMMs, layers and networks through the NPU. With cocotbext-axi's
 ``AxiRam`` every AXI beat is a Python call, so long runs are slow; here the memory is
 RTL (:class:`BenchMemory`) and the testbench only touches the host registers (a few
 AXI4-Lite accesses per run, through ``AxiLiteMaster``) and a wide backdoor port that
-loads and reads memory one 64-byte line per cycle between runs.
+loads and reads memory one 256-byte line per cycle between runs.
 
-The memory is built from one ``lib.memory.Memory`` of 512-bit lines rather than of
-bus-width words: Amaranth writes a memory's initial contents element by element, and
-a megabyte of 64-bit words takes minutes to convert (amaranth#1522); 512-bit lines keep
-the element count, and the conversion time, 8 times smaller and load 8 times faster.
+The memory is built from one ``lib.memory.Memory`` of 256-byte lines rather than of
+bus-width words: the testbench pays a Python call per backdoor line, so wide lines load
+megabytes in a fraction of a second, and Amaranth converts a memory element by element
+(amaranth#1522), so fewer elements also convert faster.
 """
 
 from amaranth import *
@@ -27,7 +27,7 @@ __all__ = ["BenchMemory", "BenchTop", "LINE_BYTES", "DEFAULT_BENCH_MEMORY"]
 
 
 #: Bytes of one memory line (the backdoor's width).
-LINE_BYTES = 64
+LINE_BYTES = 256
 DEFAULT_BENCH_MEMORY = 1 << 20
 
 
@@ -53,9 +53,9 @@ class BenchMemory(wiring.Component):
         The testbench owns the memory: new AXI transactions wait while it is high.
     line_addr : ``In(ceil_log2(memory_bytes // LINE_BYTES))``
     line_wdata : ``In(8 * LINE_BYTES)``
-    line_we : ``In(1)``
-        With ``backdoor``: write ``line_wdata`` to line ``line_addr`` (byte ``i`` of the
-        line in bits ``8 i .. 8 i + 7``).
+    line_wstrb : ``In(LINE_BYTES)``
+        With ``backdoor``: write byte ``i`` of ``line_wdata`` (bits ``8 i .. 8 i + 7``) to
+        byte ``i`` of line ``line_addr`` where bit ``i`` is set.
     line_rdata : ``Out(8 * LINE_BYTES)``
         With ``backdoor``: line ``line_addr`` of the previous cycle.
 
@@ -80,7 +80,7 @@ class BenchMemory(wiring.Component):
             "backdoor": In(1),
             "line_addr": In(ceil_log2(self.depth)),
             "line_wdata": In(8 * LINE_BYTES),
-            "line_we": In(1),
+            "line_wstrb": In(LINE_BYTES),
             "line_rdata": Out(8 * LINE_BYTES),
         })
 
@@ -105,7 +105,7 @@ class BenchMemory(wiring.Component):
         w_id = Signal(1)
         with m.If(self.backdoor):
             m.d.comb += [write.addr.eq(self.line_addr), write.data.eq(self.line_wdata),
-                         write.en.eq(Mux(self.line_we, (1 << LINE_BYTES) - 1, 0))]
+                         write.en.eq(self.line_wstrb)]
         with m.Else():
             lane = w_word[:lane_bits] if lane_bits else 0
             m.d.comb += [write.addr.eq(line(w_word)), write.data.eq(axi.wdata.replicate(lanes))]
@@ -173,7 +173,7 @@ class BenchTop(wiring.Component):
     s_axil : ``In(AXI4LiteSignature(data_width=32, addr_width=8))``
         The NPU's registers.
     irq : ``Out(1)``
-    backdoor, line_addr, line_wdata, line_we, line_rdata :
+    backdoor, line_addr, line_wdata, line_wstrb, line_rdata :
         The memory's backdoor (see :class:`BenchMemory`).
     """
 
@@ -187,7 +187,7 @@ class BenchTop(wiring.Component):
             "backdoor": In(1),
             "line_addr": In(ceil_log2(depth)),
             "line_wdata": In(8 * LINE_BYTES),
-            "line_we": In(1),
+            "line_wstrb": In(LINE_BYTES),
             "line_rdata": Out(8 * LINE_BYTES),
         })
 
@@ -202,7 +202,7 @@ class BenchTop(wiring.Component):
             memory.backdoor.eq(self.backdoor),
             memory.line_addr.eq(self.line_addr),
             memory.line_wdata.eq(self.line_wdata),
-            memory.line_we.eq(self.line_we),
+            memory.line_wstrb.eq(self.line_wstrb),
             self.line_rdata.eq(memory.line_rdata),
         ]
         return m

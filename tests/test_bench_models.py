@@ -1,0 +1,50 @@
+"""The networks of ``make bench`` (verif/bench_models.py), without RTL: the MLPerf Tiny
+reference models have their published layers and MAC counts, and the one-layer models the
+bench runs give onnxruntime's outputs through the compiler and the golden runtime."""
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from hw.config import DEFAULT_CONFIG
+from sw.compiler import compile_model
+from sw.runtime import GoldenBackend, Runtime
+from verif import bench_models
+
+
+def _layers(name):
+    return bench_models.layers(bench_models.MLPERF_TINY[name](np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("name, convs, macs", [
+    ("ResNet-8", 9, 12_501_632),            # MLPerf Tiny: 12.5 M MACs
+    ("DS-CNN", 9, 2_656_768),               # 2.7 M
+    ("MobileNetV1 0.25", 27, 7_489_664),    # 7.5 M
+])
+def test_mlperf_tiny_models_have_the_published_layers_and_macs(name, convs, macs):
+    layers = _layers(name)
+    assert [layer["kind"] for layer in layers] == ["conv"] * convs + ["fc"]
+    assert sum(bench_models.layer_macs(layer) for layer in layers) == macs
+
+
+def test_distinct_layers_count_every_instance():
+    layers = _layers("ResNet-8")
+    distinct = bench_models.distinct(layers)
+    assert sum(layer["count"] for layer in distinct) == len(layers)
+    stage1 = [layer for layer in distinct if layer["names"][0] == "stage1.conv1"]
+    assert stage1[0]["count"] == 2 and stage1[0]["names"] == ["stage1.conv1", "stage1.conv2"]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_layer_models_match_onnxruntime_through_the_compiler(index):
+    """DS-CNN's conv, depthwise, pointwise and fully-connected layers as one-node models."""
+    layer = bench_models.distinct(_layers("DS-CNN"))[index]
+    model, inputs = bench_models.layer_model(layer, np.random.default_rng(index))
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    want = session.run(None, inputs)[0]
+    compiled = compile_model(model)
+    runtime = Runtime(compiled, GoldenBackend(DEFAULT_CONFIG, compiled.memory_bytes))
+    got = runtime.infer_sync(inputs)["y"]
+    np.testing.assert_array_equal(got, want)
+    assert np.count_nonzero((want > 0) & (want < 255)) > want.size // 2, "outputs saturate"
