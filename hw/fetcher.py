@@ -1,14 +1,15 @@
 """Instruction fetch and decode.
 
 :class:`InstructionFetcher` reads the program from memory through an AXI4 read channel,
-one 16-byte instruction per INCR burst, from ``program_addr`` until it has fetched an
-``END``. :class:`InstructionChecker` is the decoder's legality check (opcode, token
+in bursts of several 16-byte instructions into a prefetch FIFO, from ``program_addr``
+until it has delivered an ``END``. :class:`InstructionChecker` is the decoder's legality check (opcode, token
 flags, scratchpad, accumulator and channel ranges, alignment), the hardware twin of
 ``sw.simulator.check_instruction``.
 """
 
 from amaranth import *
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
@@ -29,7 +30,14 @@ fetched_layout = data.StructLayout({
 
 
 class InstructionFetcher(wiring.Component):
-    """Fetches instructions over AXI4, in order, until ``END``.
+    """Fetches instructions over AXI4, in order, until ``END``, ahead of the decoder.
+
+    Instructions are read in INCR bursts of up to ``burst`` instructions (never across a
+    4 KiB boundary) into a prefetch FIFO of ``depth`` instructions. A burst is requested
+    whenever none is in flight and the FIFO has room for a whole one, so the decoder finds
+    instructions waiting while the DMA's long bursts hold the shared read channel. Reads
+    past the ``END`` are discarded with their errors: a bus error is reported only when
+    the instruction it hit reaches the head of the FIFO.
 
     Members
     -------
@@ -38,26 +46,32 @@ class InstructionFetcher(wiring.Component):
     start : ``In(1)``
         Pulse: begin fetching at ``program_addr``.
     program_addr : ``In(32)``
+        A multiple of 16.
     halt : ``In(1)``
-        Stop after the burst in progress (if any) has completed.
+        Stop: deliver nothing more, let the burst in flight (if any) complete, empty the FIFO.
     insn : ``Out(stream.Signature(fetched_layout))``
         Each instruction with its address.
     bus_error : ``Out(1)``
-        Held high after an ``SLVERR``/``DECERR`` on a fetch, with ``bus_error_addr``, until
-        the next ``start``; fetching stops.
+        Held high after an ``SLVERR``/``DECERR`` on an instruction that reached the head of
+        the FIFO, with ``bus_error_addr``, until the next ``start``; fetching stops.
     busy : ``Out(1)``
-        A burst is in progress (an AXI read is outstanding or about to be issued).
+        A burst is in flight or about to be requested, or the fetcher is stopping.
 
     Timing
     ------
-    One instruction every ``beats + 2`` cycles with a zero-wait memory and a ready
-    consumer (``beats = 16 / bus bytes``).
+    With a zero-wait memory, the first instruction is on ``insn`` ``burst * beats + 3``
+    cycles after ``start`` (``beats = 16 / bus bytes``); after that the FIFO delivers one
+    instruction per cycle while the memory keeps up (one burst of ``burst * beats`` beats
+    per ``burst`` instructions).
     """
 
-    def __init__(self, config=NPUConfig()):
+    def __init__(self, config=NPUConfig(), burst=8, depth=32):
+        assert config.bus_width <= INSTRUCTION_BITS and depth >= burst >= 1
         self.config = config
         self.bus_bytes = config.bus_width // 8
-        self.beats = max(1, INSTRUCTION_BYTES // self.bus_bytes)
+        self.beats = INSTRUCTION_BYTES // self.bus_bytes
+        self.burst = burst
+        self.depth = depth
         super().__init__({
             "bus": Out(AXI4Signature(data_width=config.bus_width, addr_width=config.addr_width)),
             "start": In(1),
@@ -72,62 +86,77 @@ class InstructionFetcher(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         bus = self.bus
-        pc = Signal(32)
-        word = Signal(INSTRUCTION_BITS)
-        beat = Signal(range(self.beats + 1))
-        failed = Signal()
+        entry = data.StructLayout({"word": unsigned(INSTRUCTION_BITS), "error": unsigned(1)})
+        m.submodules.prefetch = prefetch = SyncFIFOBuffered(width=entry.size, depth=self.depth)
+        head = entry(prefetch.r_data)
 
+        request_addr = Signal(32)           # next instruction to request
+        head_addr = Signal(32)              # instruction at the head of the FIFO
+        in_flight = Signal()
+        word = Signal(INSTRUCTION_BITS)
+        beat = Signal(range(self.beats))
+        failed = Signal()                   # an error beat in the instruction being assembled
+
+        # Instructions left before the 4 KiB boundary, and in this burst.
+        to_boundary = Signal(9)
+        m.d.comb += to_boundary.eq(256 - request_addr[4:12])
+        count = Signal(range(self.burst + 1))
+        m.d.comb += count.eq(Mux(to_boundary < self.burst, to_boundary, self.burst))
+        room = prefetch.level <= self.depth - self.burst
         m.d.comb += [
-            bus.araddr.eq(pc),
-            bus.arlen.eq(self.beats - 1),
+            bus.araddr.eq(request_addr),
+            bus.arlen.eq(count * self.beats - 1),
             bus.arsize.eq(exact_log2(self.bus_bytes)),
             bus.arburst.eq(Burst.INCR),
             bus.arcache.eq(0b0011),
-            self.insn.p.word.eq(word),
-            self.insn.p.addr.eq(pc),
+            bus.rready.eq(1),
+            self.insn.p.word.eq(head.word),
+            self.insn.p.addr.eq(head_addr),
         ]
+
+        # Beats into instructions, into the FIFO.
+        if self.beats == 1:
+            assembled = bus.rdata[:INSTRUCTION_BITS]
+        else:
+            assembled = Cat(word[self.config.bus_width:], bus.rdata)
+        error = (bus.rresp == Resp.SLVERR) | (bus.rresp == Resp.DECERR)
+        with m.If(bus.rvalid & in_flight):
+            m.d.sync += [word.eq(assembled), beat.eq(Mux(beat == self.beats - 1, 0, beat + 1)),
+                         failed.eq((failed | error) & (beat != self.beats - 1))]
+            with m.If(bus.rlast):
+                m.d.sync += in_flight.eq(0)
+        m.d.comb += [prefetch.w_data.eq(Cat(assembled, failed | error)),
+                     prefetch.w_en.eq(bus.rvalid & in_flight & (beat == self.beats - 1))]
+
         with m.If(self.start):
             m.d.sync += [self.bus_error.eq(0)]
-
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += pc.eq(self.program_addr)
-                    m.next = "ADDRESS"
-            with m.State("ADDRESS"):
-                m.d.comb += [bus.arvalid.eq(1), self.busy.eq(1)]
-                with m.If(bus.arready):
-                    m.d.sync += [beat.eq(0), failed.eq(0)]
-                    m.next = "DATA"
-            with m.State("DATA"):
-                m.d.comb += [bus.rready.eq(1), self.busy.eq(1)]
-                with m.If(bus.rvalid):
-                    if self.bus_bytes >= INSTRUCTION_BYTES:
-                        m.d.sync += word.eq(bus.rdata[:INSTRUCTION_BITS])
-                    else:
-                        m.d.sync += word.eq(Cat(word[self.config.bus_width:], bus.rdata))
-                    m.d.sync += beat.eq(beat + 1)
-                    error = (bus.rresp == Resp.SLVERR) | (bus.rresp == Resp.DECERR)
-                    with m.If(bus.rlast):
-                        with m.If(failed | error):
-                            m.d.sync += [self.bus_error.eq(1), self.bus_error_addr.eq(pc)]
-                            m.next = "IDLE"
-                        with m.Elif(self.halt):
-                            m.next = "IDLE"
-                        with m.Else():
-                            m.next = "OUTPUT"
-                    with m.Elif(error):
-                        m.d.sync += failed.eq(1)
-            with m.State("OUTPUT"):
-                m.d.comb += self.insn.valid.eq(~self.halt)
+                    m.d.sync += [request_addr.eq(self.program_addr), head_addr.eq(self.program_addr),
+                                 beat.eq(0), failed.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                request = ~in_flight & room & ~self.halt
+                m.d.comb += [bus.arvalid.eq(request), self.busy.eq(request | in_flight)]
+                with m.If(request & bus.arready):
+                    m.d.sync += [in_flight.eq(1),
+                                 request_addr.eq(request_addr + count * INSTRUCTION_BYTES)]
+                m.d.comb += self.insn.valid.eq(prefetch.r_rdy & ~head.error & ~self.halt)
                 with m.If(self.halt):
+                    m.next = "STOP"
+                with m.Elif(prefetch.r_rdy & head.error):
+                    m.d.sync += [self.bus_error.eq(1), self.bus_error_addr.eq(head_addr)]
+                    m.next = "STOP"
+                with m.Elif(self.insn.valid & self.insn.ready):
+                    m.d.comb += prefetch.r_en.eq(1)
+                    m.d.sync += head_addr.eq(head_addr + INSTRUCTION_BYTES)
+                    with m.If(head.word[:4] == Opcode.END.value):
+                        m.next = "STOP"
+            with m.State("STOP"):
+                m.d.comb += [self.busy.eq(1), prefetch.r_en.eq(1)]
+                with m.If(~in_flight & (prefetch.level == 0)):
                     m.next = "IDLE"
-                with m.Elif(self.insn.ready):
-                    m.d.sync += pc.eq(pc + INSTRUCTION_BYTES)
-                    with m.If(word[:4] == Opcode.END.value):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "ADDRESS"
         return m
 
 

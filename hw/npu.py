@@ -227,6 +227,7 @@ class NPU(wiring.Component):
             "cycles", "mac_cycles", "dma_read_bytes", "dma_write_bytes", "load_stall_cycles",
             "compute_stall_cycles", "store_stall_cycles", "fetch_stall_cycles")}
         running = Signal()
+        resetting = Signal()
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(registers.control_soft_reset):
@@ -250,11 +251,11 @@ class NPU(wiring.Component):
                 with m.If(registers.control_soft_reset):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.comb += halt.eq(1)
+                m.d.comb += [halt.eq(1), resetting.eq(1)]
                 with m.If(~fetcher.busy & ~dma.busy):
                     m.next = "RESET"
             with m.State("RESET"):
-                m.d.comb += [halt.eq(1), core_reset.eq(1), dma.clear.eq(1), clear.eq(1)]
+                m.d.comb += [resetting.eq(1), halt.eq(1), core_reset.eq(1), dma.clear.eq(1), clear.eq(1)]
                 m.next = "IDLE"
 
         increments = {
@@ -275,7 +276,7 @@ class NPU(wiring.Component):
                          for name, value in increments.items()]
         m.d.comb += [getattr(registers, name).eq(counter) for name, counter in counters.items()]
         m.d.comb += [
-            registers.status_idle.eq(~running),
+            registers.status_idle.eq(~running & ~resetting),
             registers.status_busy.eq(running),
             registers.status_error_code.eq(error_code),
             registers.error_addr.eq(error_addr),

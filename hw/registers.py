@@ -87,7 +87,7 @@ REGISTERS = (
               "STATUS and the counters; registers other than STATUS keep their values"),
         Field("irq_enable", 2, 1, "rw", "raise the interrupt output on done or error"))),
     Register("STATUS", 0x24, "Status.", (
-        Field("idle", 0, 1, "r", "no program is running"),
+        Field("idle", 0, 1, "r", "no program is running and no soft reset is in progress"),
         Field("busy", 1, 1, "r", "a program is running"),
         Field("done", 2, 1, "w1c", "the program reached END and every engine finished; "
               "raises the interrupt"),

@@ -30,7 +30,7 @@ from onnx import numpy_helper
 from hw.config import DEFAULT_CONFIG
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
-from sw.kernels import GemmLayer, LayerError, emit_gemm, plan_gemm, pack_weights
+from sw.kernels import GemmLayer, LayerError, a_pitch, emit_gemm, plan_gemm, pack_weights
 from sw.npu_file import CompiledModel
 
 
@@ -259,10 +259,12 @@ class _Compiler:
         for layer in layers:
             M, K, N = layer["M"], layer["K"] * split, layer["N"]
             out_bytes = 4 if out_int32 else 1
-            gemm = GemmLayer(M, K, N, a_addr=self.memory.alloc(M * K),
+            pitch = a_pitch(self.config, K)
+            gemm = GemmLayer(M, K, N, a_addr=self.memory.alloc(M * pitch),
                              weight_addr=0, param_addr=0, y_addr=0,
                              act_flip=a_dtype == "uint8", out_int32=out_int32,
-                             name=f"{self.source}: node '{self.name(node)}' ({node.op_type})")
+                             name=f"{self.source}: node '{self.name(node)}' ({node.op_type})",
+                             a_pitch=pitch)
             try:
                 plan = plan_gemm(self.config, gemm)
             except LayerError as error:
@@ -270,9 +272,10 @@ class _Compiler:
             gemm.weight_addr = self.memory.alloc(len(pack_weights(self.config, np.zeros((K, N), np.int8))))
             gemm.param_addr = self.memory.alloc(plan.param_bytes)
             gemm.y_addr = self.memory.alloc(M * N * out_bytes)
-            emit_gemm(self.config, gemm, program)
-            geometry.append(dict(layer, a_addr=gemm.a_addr, weight_addr=gemm.weight_addr,
-                                 param_addr=gemm.param_addr, y_addr=gemm.y_addr))
+            emit_gemm(self.config, gemm, program, plan)
+            geometry.append(dict(layer, a_addr=gemm.a_addr, a_pitch=pitch,
+                                 weight_addr=gemm.weight_addr, param_addr=gemm.param_addr,
+                                 y_addr=gemm.y_addr))
         program.end()
         program_name = f"program{len(self.steps)}"
         self.constants[program_name] = np.frombuffer(program.to_bytes(), np.uint8)

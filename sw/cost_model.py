@@ -3,16 +3,22 @@
 :func:`predict` replays a program's instruction list (``sw.asm.Program``, as
 ``sw.kernels.emit_gemm`` builds it) through a timing model of the hardware:
 
-* **fetch**: in order, one instruction every ``16 / bus bytes + 2`` cycles
-  (``hw.fetcher``), held back while the target engine's queue (``queue_depth``) is full;
-* **load / store**: one DMA descriptor at a time on a DMA shared by both engines
-  (``hw.dma``): a set-up cycle per row, ``ceil(bytes / bus bytes)`` data cycles,
-  ``BURST_OVERHEAD`` per AXI burst and a completion latency;
-* **compute**: a MATMUL streams ``count`` activation vectors, one per cycle; a tile whose
-  predecessor had fewer than ``rows + cols - 1`` vectors waits for the difference (the
-  weight-bank interlock of ``hw.systolic_array``); an emitting MATMUL completes
-  ``rows + cols + drain`` cycles after its last vector, and the next MATMUL waits for
-  it (``hw.engines.ComputeEngine`` ordering);
+* **fetch and decode**: in order, one instruction every ``InstructionChecker.latency + 1``
+  cycles (the decoder holds each instruction while ``hw.fetcher.InstructionChecker``
+  checks it; the prefetching ``hw.fetcher.InstructionFetcher`` keeps it fed) or
+  ``16 / bus bytes`` cycles if the bus is slower, held back while the target engine's
+  queue (``queue_depth``) is full;
+* **load / store**: descriptors in the order the engines issue them, on a DMA shared by
+  both engines (``hw.dma``): a set-up cycle per row, ``ceil(bytes / bus bytes)`` data
+  cycles and ``BURST_OVERHEAD`` per AXI burst; a descriptor's data follows the previous
+  one's in the same direction, while a change of direction waits for the previous
+  descriptor's completion (``READ_COMPLETION`` / ``WRITE_COMPLETION`` after its data);
+* **compute**: a MATMUL streams ``count`` activation vectors, one per cycle, after its
+  ``rows`` weight rows have entered the array; weight rows of consecutive tiles follow
+  each other ``WEIGHT_GAP`` cycles apart, into the weight bank the last-but-one tile
+  used once that tile has left every column (the interlocks of ``hw.systolic_array``);
+  an emitting MATMUL completes ``rows + cols + DRAIN`` cycles after its last vector, and
+  the next MATMUL waits for it (``hw.engines.ComputeEngine`` ordering);
 * **tokens**: each pop waits for the matching push (FIFO per counter), as the
   ``sw.simulator`` does, so load, compute and store overlap through the double buffers
   exactly as far as the program allows.
@@ -25,21 +31,26 @@ from collections import deque
 from dataclasses import dataclass
 
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
+from hw.fetcher import InstructionChecker
 from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
 
 
 __all__ = ["Prediction", "predict", "predict_gemm", "compulsory_bytes"]
 
 
-#: Cycles of a DMA descriptor besides its data beats and row set-ups.
-DMA_OVERHEAD = 10
+#: Cycles from a DMA descriptor's data to its completion: reads (memory → scratchpad) and
+#: writes (every B response back).
+READ_COMPLETION = 8
+WRITE_COMPLETION = 13
 #: Cycles from an emitting tile's last result leaving the array to its tokens.
 DRAIN = 8
 #: Cycles a transfer instruction spends in its engine besides the DMA (start, complete).
 TRANSFER_OVERHEAD = 2
-#: Cycles each AXI burst adds to its data beats (address handshake, first-beat latency or
-#: write response) with a memory serving one burst per direction at a time.
+#: Cycles each AXI burst adds to its data beats with a memory serving one burst per
+#: direction at a time.
 BURST_OVERHEAD = 2
+#: Cycles between the weight rows of consecutive tiles on the weight read path.
+WEIGHT_GAP = 2
 
 _NEIGHBOURS = {Engine.LOAD: (None, Engine.COMPUTE), Engine.COMPUTE: (Engine.LOAD, Engine.STORE),
                Engine.STORE: (Engine.COMPUTE, None)}
@@ -72,7 +83,7 @@ def predict(config, program):
     """A :class:`Prediction` for ``program`` (a ``sw.asm.Program``) on ``config``."""
     R, C = config.rows, config.cols
     bus = config.bus_width // 8
-    fetch_cost = max(1, INSTRUCTION_BYTES // bus) + 2
+    fetch_cost = max(InstructionChecker.latency + 1, INSTRUCTION_BYTES // bus)
     insns = _instructions(program)
     per_engine = {e: [i for i, (_, engine, _) in enumerate(insns) if engine is e] for e in Engine}
     position = {i: k for e in Engine for k, i in enumerate(per_engine[e])}
@@ -80,8 +91,12 @@ def predict(config, program):
     dequeued = [None] * len(insns)       # cycle it leaves its queue
     tokens = {(a, b): deque() for a in Engine for b in Engine}
     free = {e: 0 for e in Engine}
-    dma_free = 0
-    last_count = R + C                   # vectors of the previous tile (none: no bubble)
+    dma_free = 0                         # cycle the DMA's data path is free
+    dma_done = 0                         # completion of the last descriptor
+    dma_direction = None
+    weights_free = 0                     # cycle the weight path may start the next tile
+    bank_free = [0, 0]                   # cycle each weight bank may be rewritten
+    bank = 0
     array_free = 0                       # cycle the next vector may enter the array
     outstanding = 0                      # completion cycle of the last emitting MATMUL
     pending_emit = False
@@ -104,63 +119,87 @@ def predict(config, program):
             fetched[next_fetch] = fetch_time
             next_fetch += 1
             progressed = True
-        for engine in Engine:
-            queue = per_engine[engine]
-            while heads[engine] < len(queue):
-                index = queue[heads[engine]]
+        while True:
+            # The engines' head instructions run in the order of their start cycles, so
+            # that the DMA takes descriptors in the order the engines issue them.
+            ready = []
+            for engine in Engine:
+                if heads[engine] == len(per_engine[engine]):
+                    continue
+                index = per_engine[engine][heads[engine]]
                 if fetched[index] is None:
-                    break
-                opcode, _, f = insns[index]
+                    continue
+                f = insns[index][2]
                 prev, nxt = _NEIGHBOURS[engine]
                 need = [(prev, engine)] if f["header.pop_prev"] else []
                 need += [(nxt, engine)] if f["header.pop_next"] else []
                 if any(not tokens[key] for key in need):
-                    break
-                start = max([fetched[index] + 1, free[engine]] + [tokens[key].popleft() for key in need])
-                if opcode in (Opcode.LOAD, Opcode.STORE):
-                    size = f["rows"] * f["row_bytes"]
-                    bursts = -(-f["row_bytes"] // min(MAX_BURST_BEATS * bus, BOUNDARY))
-                    beats = f["rows"] * (-(-f["row_bytes"] // bus) + 1 + BURST_OVERHEAD * bursts)
-                    begin = max(start + 1, dma_free)
-                    dma_free = begin + beats + DMA_OVERHEAD
-                    dma_cycles += beats + DMA_OVERHEAD
-                    done = dma_free + TRANSFER_OVERHEAD
-                    if opcode is Opcode.LOAD:
-                        read += size
-                    else:
-                        written += size
-                    dequeued[index] = done
-                elif opcode is Opcode.MATMUL:
-                    count = f["count"]
-                    begin = max(start, array_free, outstanding if pending_emit else 0)
-                    begin += max(0, R + C - 1 - last_count) if begin <= array_free else 0
-                    array_free = begin + count
-                    last_count = count
-                    mac_cycles += count
-                    done = array_free + (R + C + DRAIN if f["emit"] else 0)
-                    pending_emit = bool(f["emit"])
-                    outstanding = max(outstanding, done)
-                    dequeued[index] = start + 1
-                elif opcode is Opcode.CONFIG:
-                    begin = max(start, outstanding)
-                    done = begin + f["count"] * 16 * 2 + 2
-                    outstanding = done
-                    dequeued[index] = done
-                else:               # SYNC
-                    done = max(start, outstanding) + 1 if engine is Engine.COMPUTE else start + 1
-                    dequeued[index] = done
-                free[engine] = dequeued[index]
-                if f["header.push_prev"]:
-                    tokens[(engine, prev)].append(done + 1)
-                if f["header.push_next"]:
-                    tokens[(engine, nxt)].append(done + 1)
-                heads[engine] += 1
-                progressed = True
+                    continue
+                start = max([fetched[index] + 1, free[engine]] + [tokens[key][0] for key in need])
+                ready.append((start, engine.value, index, need))
+            if not ready:
+                break
+            start, engine, index, need = min(ready)
+            engine = Engine(engine)
+            for key in need:
+                tokens[key].popleft()
+            opcode, _, f = insns[index]
+            prev, nxt = _NEIGHBOURS[engine]
+            if opcode in (Opcode.LOAD, Opcode.STORE):
+                size = f["rows"] * f["row_bytes"]
+                bursts = -(-f["row_bytes"] // min(MAX_BURST_BEATS * bus, BOUNDARY))
+                beats = f["rows"] * (-(-f["row_bytes"] // bus) + 1 + BURST_OVERHEAD * bursts)
+                # Same direction: the data follows the previous descriptor's; a change
+                # of direction waits for its completion.
+                available = dma_free if opcode is dma_direction else dma_done
+                begin = max(start + 2, available)
+                dma_free = begin + beats
+                dma_done = dma_free + (READ_COMPLETION if opcode is Opcode.LOAD
+                                       else WRITE_COMPLETION)
+                dma_direction = opcode
+                dma_cycles += beats
+                done = dma_done + TRANSFER_OVERHEAD
+                if opcode is Opcode.LOAD:
+                    read += size
+                else:
+                    written += size
+                dequeued[index] = done
+            elif opcode is Opcode.MATMUL:
+                count = f["count"]
+                dispatch = max(start, outstanding if pending_emit else 0)
+                # The tile's weights load into the bank its last-but-one tile used,
+                # once that tile has left every column, after the previous tile's.
+                loading = max(dispatch, weights_free, bank_free[bank])
+                weights_free = loading + R + WEIGHT_GAP
+                begin = max(array_free, loading + R)
+                array_free = begin + count
+                bank_free[bank] = array_free - 1 + C
+                bank ^= 1
+                mac_cycles += count
+                done = array_free + (R + C + DRAIN if f["emit"] else 0)
+                pending_emit = bool(f["emit"])
+                outstanding = max(outstanding, done)
+                dequeued[index] = start + 1
+            elif opcode is Opcode.CONFIG:
+                begin = max(start, outstanding)
+                done = begin + f["count"] * 16 * 2 + 2
+                outstanding = done
+                dequeued[index] = done
+            else:               # SYNC
+                done = max(start, outstanding) + 1 if engine is Engine.COMPUTE else start + 1
+                dequeued[index] = done
+            free[engine] = dequeued[index]
+            if f["header.push_prev"]:
+                tokens[(engine, prev)].append(done + 1)
+            if f["header.push_next"]:
+                tokens[(engine, nxt)].append(done + 1)
+            heads[engine] += 1
+            progressed = True
         if next_fetch == len(insns) and all(heads[e] == len(per_engine[e]) for e in Engine):
             break
         if not progressed:
             raise ValueError("the program deadlocks")
-    finish = max([fetch_time, outstanding, dma_free] + [d for d in dequeued if d is not None])
+    finish = max([fetch_time, outstanding, dma_done] + [d for d in dequeued if d is not None])
     return Prediction(cycles=int(finish), dma_read_bytes=read, dma_write_bytes=written,
                       mac_cycles=mac_cycles, fetch_cycles=fetch_cost * len(insns),
                       dma_cycles=dma_cycles)

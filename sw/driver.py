@@ -94,5 +94,11 @@ class NPUDriver:
         await self.write("STATUS", self.bits("STATUS", done=1, error=1))
         return result
 
-    async def soft_reset(self):
+    async def soft_reset(self, polls=1000):
+        """Stop the NPU (it lets its AXI transactions finish first) and wait until it is
+        idle again; RuntimeError if it is not within ``polls`` status reads."""
         await self.write("CONTROL", self.bits("CONTROL", soft_reset=1))
+        for _ in range(polls):
+            if self.field("STATUS", "idle", await self.read("STATUS")):
+                return
+        raise RuntimeError(f"the NPU is not idle {polls} status reads after a soft reset")

@@ -13,11 +13,15 @@ the DMA never competes with the array for a read port)::
     [3S/4, 15S/16)    output blocks, buffers 0 and 1 (3S/32 each)
     [15S/16, S)       channel parameters
 
-The layer is cut into steps (M-block, N-tile, K-chunk). The load engine runs one step
-ahead of the compute engine (program order L0, L1, C0, L2, C1, ...), the store engine
-writes each M-block out while the next one computes, and four kinds of tokens keep the
-double buffers safe. Every layer ends with a barrier, so layers can follow each other in
-one program and a later layer may read what an earlier one stored.
+The layer is cut into M-blocks (one activation buffer each) and N-groups (one output
+buffer each), and each (block, group) *unit* into steps (N-tile, K-chunk). The load engine
+runs one step ahead of the compute engine (program order L0, L1, C0, L2, C1, ...), the
+store engine writes each unit out while the next one computes, and four kinds of tokens
+keep the double buffers safe. Every layer ends with a barrier, so layers can follow each
+other in one program and a later layer may read what an earlier one stored.
+
+:func:`plan_gemm` chooses the block and group sizes among :func:`candidate_plans` with the
+cost model (:mod:`sw.cost_model`): the tiling with the fewest predicted cycles wins.
 """
 
 from dataclasses import dataclass
@@ -28,7 +32,8 @@ from hw.isa import CHANNEL_PARAM_BYTES, Engine, Opcode, slot_bytes
 from sw.asm import Program
 
 
-__all__ = ["GemmLayer", "LayerError", "pack_weights", "im2col", "emit_gemm", "plan_gemm"]
+__all__ = ["GemmLayer", "GemmPlan", "LayerError", "pack_weights", "im2col", "a_pitch",
+           "candidate_plans", "plan_gemm", "emit_gemm"]
 
 
 class LayerError(ValueError):
@@ -39,7 +44,8 @@ class LayerError(ValueError):
 class GemmLayer:
     """One GEMM layer and where its tensors live in memory.
 
-    ``a_addr``: M × K activations (int8, or uint8 with ``act_flip``), row-major.
+    ``a_addr``: M × K activations (int8, or uint8 with ``act_flip``), row-major, rows
+``a_pitch`` bytes apart (0: ``K``; :func:`a_pitch` makes each M-block one transfer).
     ``weight_addr``: :func:`pack_weights` bytes. ``param_addr``: :func:`pack_channel_params`
     bytes. ``y_addr``: M × N outputs (8-bit, or little-endian int32 with ``out_int32``),
     row-major.
@@ -54,6 +60,7 @@ class GemmLayer:
     act_flip: bool = False
     out_int32: bool = False
     name: str = "gemm"
+    a_pitch: int = 0
 
 
 def pack_weights(config, w):
@@ -90,18 +97,31 @@ def im2col(x, kernel, strides=(1, 1), pads=(0, 0, 0, 0), pad_value=0):
     return cols.reshape(OH * OW, C * kh * kw)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GemmPlan:
+    """How :func:`emit_gemm` tiles a layer.
+
+    ``block_rows``: rows of A per M-block (one activation buffer); ``group_tiles``: N-tiles
+    per output group (one output buffer, stored as one 2-D STORE); ``chunk_tiles``: K-tiles
+    of weights per LOAD (one weight buffer).
+    """
     k_tiles: int
     n_tiles: int
     block_rows: int
+    group_tiles: int
     chunk_tiles: int
-    out_row_bytes: int
     param_bytes: int
 
 
-def plan_gemm(config, layer):
-    """Block sizes for ``layer`` on ``config``; raises :class:`LayerError` if it cannot fit."""
+def a_pitch(config, K):
+    """Bytes between rows of A in memory that let one LOAD move a whole M-block: ``K``
+    padded to whole activation slots of the array's rows (padding bytes are ignored)."""
+    return -(-K // config.rows) * slot_bytes(config.rows)
+
+
+def _limits(config, layer):
+    """(k_tiles, n_tiles, largest block_rows, param_bytes) of ``layer``; :class:`LayerError`
+    if it cannot run at all."""
     R, C = config.rows, config.cols
     S = config.scratchpad_bytes
     act_slot, weight_slot = slot_bytes(R), slot_bytes(C)
@@ -111,24 +131,72 @@ def plan_gemm(config, layer):
                          f"reduction one activation row can hold")
     if layer.out_int32 and weight_slot != C:
         raise LayerError(f"{layer.name}: int32 outputs need a power-of-two column count")
-    out_row_bytes = n_tiles * weight_slot * (4 if layer.out_int32 else 1)
-    block_rows = min(layer.M, config.acc_depth, 4095, (S // 4) // (k_tiles * act_slot),
-                     (3 * S // 32) // out_row_bytes)
-    chunk_tiles = min(k_tiles, (S // 8) // (R * weight_slot))
+    out_slot = weight_slot * (4 if layer.out_int32 else 1)
+    max_rows = min(layer.M, config.acc_depth, 4095, (S // 4) // (k_tiles * act_slot),
+                   (3 * S // 32) // out_slot)
     param_bytes = n_tiles * CHANNEL_PARAM_BYTES * weight_slot
-    if block_rows < 1 or chunk_tiles < 1:
+    if max_rows < 1 or (S // 8) // (R * weight_slot) < 1:
         raise LayerError(f"{layer.name}: a {layer.M}x{layer.K}x{layer.N} GEMM does not fit "
                          f"the {S // 1024} KiB scratchpad even when tiled")
-    if n_tiles > config.channel_depth or param_bytes > S // 16:
+    if n_tiles > config.channel_depth:
         raise LayerError(f"{layer.name}: N = {layer.N} exceeds the {config.channel_depth * C} "
                          f"output channels the channel-parameter table holds")
-    return GemmPlan(k_tiles, n_tiles, block_rows, chunk_tiles, out_row_bytes, param_bytes)
+    return k_tiles, n_tiles, max_rows, param_bytes
 
 
-def emit_gemm(config, layer, program=None):
-    """Append ``layer``'s instructions (and a closing barrier) to ``program``; return it."""
+def candidate_plans(config, layer):
+    """The tilings :func:`plan_gemm` chooses from: M cut into as few blocks as the
+    activation buffer allows, and into more (smaller blocks overlap their loads, compute and
+    stores better); N-groups as wide as the output buffer allows, and half as wide."""
+    R, C = config.rows, config.cols
+    S = config.scratchpad_bytes
+    k_tiles, n_tiles, max_rows, param_bytes = _limits(config, layer)
+    out_slot = slot_bytes(C) * (4 if layer.out_int32 else 1)
+    chunk_tiles = min(k_tiles, (S // 8) // (R * slot_bytes(C)))
+    fewest = -(-layer.M // max_rows)
+    plans = []
+    for blocks in sorted({fewest, fewest + 1, 2 * fewest, 4 * fewest}):
+        if blocks > layer.M:
+            continue
+        rows = -(-layer.M // blocks)
+        widest = min(n_tiles, (3 * S // 32) // (rows * out_slot))
+        for group in sorted({widest, -(-widest // 2)}):
+            plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, param_bytes)
+            if plan not in plans:
+                plans.append(plan)
+    return plans
+
+
+def plan_gemm(config, layer):
+    """The tiling of ``layer`` with the fewest cycles predicted by :mod:`sw.cost_model`
+    (ties: fewer DRAM bytes); raises :class:`LayerError` if the layer cannot fit."""
+    from sw.cost_model import predict
+
+    best = None
+    for plan in candidate_plans(config, layer):
+        program = emit_gemm(config, layer, plan=plan)
+        program.end()
+        p = predict(config, program)
+        key = (p.cycles, p.dma_read_bytes + p.dma_write_bytes)
+        if best is None or key < best[0]:
+            best = key, plan
+    return best[1]
+
+
+def _transfer(opcode, mem_addr, sp_addr, rows, row_bytes, mem_stride, sp_stride):
+    """A LOAD/STORE; rows that are contiguous on both sides become one long row (fewer,
+    longer bursts)."""
+    if rows > 1 and mem_stride == row_bytes == sp_stride and rows * row_bytes < 1 << 16:
+        rows, row_bytes, mem_stride, sp_stride = 1, rows * row_bytes, 0, 0
+    return dict(opcode=opcode, mem_addr=mem_addr, sp_addr=sp_addr, rows=rows,
+                row_bytes=row_bytes, mem_stride=mem_stride, sp_stride=sp_stride)
+
+
+def emit_gemm(config, layer, program=None, plan=None):
+    """Append ``layer``'s instructions (and a closing barrier) to ``program``; return it.
+    ``plan``: a :class:`GemmPlan` (by default :func:`plan_gemm`'s choice)."""
     program = Program() if program is None else program
-    plan = plan_gemm(config, layer)
+    plan = plan or plan_gemm(config, layer)
     R, C = config.rows, config.cols
     S = config.scratchpad_bytes
     act_slot, weight_slot = slot_bytes(R), slot_bytes(C)
@@ -137,22 +205,26 @@ def emit_gemm(config, layer, program=None):
     out_buffers = [3 * S // 4, 3 * S // 4 + 3 * S // 32]
     param_buffer = 15 * S // 16
     out_bytes = 4 if layer.out_int32 else 1
+    pitch = layer.a_pitch or layer.K
+    sp_pitch = plan.k_tiles * act_slot
 
     blocks = [(m0, min(plan.block_rows, layer.M - m0)) for m0 in range(0, layer.M, plan.block_rows)]
+    groups = [range(n0, min(n0 + plan.group_tiles, plan.n_tiles))
+              for n0 in range(0, plan.n_tiles, plan.group_tiles)]
     chunks = [(k0, min(plan.chunk_tiles, plan.k_tiles - k0))
               for k0 in range(0, plan.k_tiles, plan.chunk_tiles)]
-    steps = [(b, n, chunk) for b in range(len(blocks)) for n in range(plan.n_tiles)
-             for chunk in chunks]
+    units = [(b, g) for b in range(len(blocks)) for g in range(len(groups))]
+    steps = [(u, n, chunk) for u, (b, g) in enumerate(units) for n in groups[g] for chunk in chunks]
 
     def loads(s):
-        b, n, (k0, kn) = steps[s]
+        u, n, (k0, kn) = steps[s]
+        b = units[u][0]
         m0, rows = blocks[b]
-        first_of_block = s == 0 or steps[s - 1][0] != b
+        first_of_block = s == 0 or units[steps[s - 1][0]][0] != b
         out = []
         if first_of_block:
-            out.append(dict(opcode=Opcode.LOAD, mem_addr=layer.a_addr + m0 * layer.K,
-                            sp_addr=act_buffers[b % 2], rows=rows, row_bytes=layer.K,
-                            mem_stride=layer.K, sp_stride=plan.k_tiles * act_slot))
+            out.append(_transfer(Opcode.LOAD, layer.a_addr + m0 * pitch, act_buffers[b % 2],
+                                 rows, layer.K, pitch, sp_pitch))
         out.append(dict(opcode=Opcode.LOAD,
                         mem_addr=layer.weight_addr + (n * plan.k_tiles + k0) * R * weight_slot,
                         sp_addr=weight_buffers[s % 2], rows=1, row_bytes=kn * R * weight_slot))
@@ -162,9 +234,11 @@ def emit_gemm(config, layer, program=None):
         return out
 
     def computes(s):
-        b, n, (k0, kn) = steps[s]
-        m0, rows = blocks[b]
-        last_of_block = s == len(steps) - 1 or steps[s + 1][0] != b
+        u, n, (k0, kn) = steps[s]
+        b, g = units[u]
+        rows = blocks[b][1]
+        first_emit = n == groups[g][0]
+        last_of_unit = s == len(steps) - 1 or steps[s + 1][0] != u
         out = []
         for kt in range(k0, k0 + kn):
             emit = kt == plan.k_tiles - 1
@@ -173,28 +247,33 @@ def emit_gemm(config, layer, program=None):
                         act_addr=act_buffers[b % 2] + kt * act_slot, act_stride=plan.k_tiles,
                         count=rows, acc_addr=0, accumulate=int(kt > 0), emit=int(emit),
                         act_flip=int(layer.act_flip), channel=n,
-                        out_addr=out_buffers[b % 2] + n * weight_slot * out_bytes,
-                        out_stride=plan.out_row_bytes, out_int32=int(layer.out_int32))
-            if emit and n == 0 and b >= 2:
+                        out_addr=out_buffers[u % 2] + (n - groups[g][0]) * weight_slot * out_bytes,
+                        out_stride=len(groups[g]) * weight_slot * out_bytes,
+                        out_int32=int(layer.out_int32))
+            if emit and first_emit and u >= 2:
                 insn["pop_next"] = 1
             out.append(insn)
         out[0]["pop_prev"] = 1
         out[-1]["push_prev"] = 1
-        if last_of_block:
+        if last_of_unit:
             out[-1]["push_next"] = 1
         return out
 
-    def stores(b):
+    def stores(u):
+        b, g = units[u]
         m0, rows = blocks[b]
+        group = groups[g]
+        sp_stride = len(group) * weight_slot * out_bytes
+        y_row = layer.y_addr + m0 * layer.N * out_bytes
         if weight_slot == C:
-            out = [dict(opcode=Opcode.STORE, mem_addr=layer.y_addr + m0 * layer.N * out_bytes,
-                        sp_addr=out_buffers[b % 2], rows=rows, row_bytes=layer.N * out_bytes,
-                        mem_stride=layer.N * out_bytes, sp_stride=plan.out_row_bytes)]
+            n0 = group[0] * C
+            out = [_transfer(Opcode.STORE, y_row + n0 * out_bytes, out_buffers[u % 2], rows,
+                             (min(layer.N, (group[-1] + 1) * C) - n0) * out_bytes,
+                             layer.N * out_bytes, sp_stride)]
         else:
-            out = [dict(opcode=Opcode.STORE, mem_addr=layer.y_addr + m0 * layer.N + n * C,
-                        sp_addr=out_buffers[b % 2] + n * weight_slot, rows=rows,
-                        row_bytes=min(C, layer.N - n * C), mem_stride=layer.N,
-                        sp_stride=plan.out_row_bytes) for n in range(plan.n_tiles)]
+            out = [_transfer(Opcode.STORE, y_row + n * C, out_buffers[u % 2] + i * weight_slot,
+                             rows, min(C, layer.N - n * C), layer.N, sp_stride)
+                   for i, n in enumerate(group)]
         out[0]["pop_prev"] = 1
         out[-1]["push_prev"] = 1
         return out
@@ -204,23 +283,29 @@ def emit_gemm(config, layer, program=None):
             insn = dict(insn)
             program.emit(insn.pop("opcode"), **insn)
 
-    # Prologue: channel parameters.
-    add([dict(opcode=Opcode.LOAD, mem_addr=layer.param_addr, sp_addr=param_buffer, rows=1,
-              row_bytes=plan.param_bytes, push_next=1),
-         dict(opcode=Opcode.CONFIG, sp_addr=param_buffer, channel=0, count=plan.n_tiles,
-              pop_prev=1)])
+    # Prologue: channel parameters, through the parameter buffer in as many pieces as needed.
+    tile_param_bytes = CHANNEL_PARAM_BYTES * weight_slot
+    per_piece = (S // 16) // tile_param_bytes
+    pieces = range(0, plan.n_tiles, per_piece)
+    for n0 in pieces:
+        count = min(per_piece, plan.n_tiles - n0)
+        add([dict(opcode=Opcode.LOAD, mem_addr=layer.param_addr + n0 * tile_param_bytes,
+                  sp_addr=param_buffer, rows=1, row_bytes=count * tile_param_bytes,
+                  push_next=1, pop_next=int(n0 > 0)),
+             dict(opcode=Opcode.CONFIG, sp_addr=param_buffer, channel=n0, count=count,
+                  pop_prev=1, push_prev=int(n0 + per_piece < plan.n_tiles))])
     add(loads(0))
     for s in range(len(steps)):
         if s + 1 < len(steps):
             add(loads(s + 1))
         add(computes(s))
-        b = steps[s][0]
-        if s == len(steps) - 1 or steps[s + 1][0] != b:
-            add(stores(b))
+        u = steps[s][0]
+        if s == len(steps) - 1 or steps[s + 1][0] != u:
+            add(stores(u))
 
     # Barrier: consume every token still outstanding, then let the load engine go on only
     # once the stores of this layer have completed.
-    leftover_stores = min(2, len(blocks))
+    leftover_stores = min(2, len(units))
     for i in range(leftover_stores):
         program.emit(Opcode.SYNC, engine=Engine.COMPUTE, pop_next=1,
                      push_prev=int(i == leftover_stores - 1))

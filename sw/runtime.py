@@ -262,7 +262,10 @@ class Runtime:
                 bias = np.broadcast_to(env[step["bias"]].astype(np.int64).reshape(-1), (
                     env[step["bias"]].size,))[columns] if env[step["bias"]].size > 1 else \
                     np.full(N, int(env[step["bias"]].reshape(-1)[0]))
-            await self.backend.write_memory(layer["a_addr"], np.ascontiguousarray(A).astype(a_dtype).tobytes())
+            pitch = layer.get("a_pitch", A.shape[1])
+            rows = np.zeros((A.shape[0], pitch), a_dtype)
+            rows[:, :A.shape[1]] = A
+            await self.backend.write_memory(layer["a_addr"], rows.tobytes())
             await self.backend.write_memory(layer["weight_addr"],
                                             pack_weights(config, W.astype(np.int8)).tobytes())
             params = self._channel_params(step, env, N, columns, bias + correction)

@@ -11,7 +11,7 @@ import numpy as np
 
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
-from sw.kernels import GemmLayer, emit_gemm, im2col, pack_weights
+from sw.kernels import GemmLayer, a_pitch, emit_gemm, im2col, pack_weights
 from sw.simulator import pack_channel_params
 from verif.golden import requantize
 from verif.stimulus import int8_full_range, random_channel_params
@@ -58,13 +58,18 @@ class Workload:
 def _gemm_layer(config, image, rng, a, w, params, act_flip, out_int32, name):
     M, K = a.shape
     N = w.shape[1]
-    a_addr = image.place(a.astype(np.uint8 if act_flip else np.int8))
+    # Rows padded to a_pitch with random bytes, which the NPU must ignore.
+    pitch = a_pitch(config, K)
+    rows = rng.integers(0, 256, size=(M, pitch)).astype(np.uint8)
+    rows[:, :K] = a.astype(np.uint8 if act_flip else np.int8).view(np.uint8)
+    a_addr = image.place(rows)
     weight_addr = image.place(pack_weights(config, w))
     C = config.cols
     padded = {key: np.resize(value, -(-N // C) * C) for key, value in params.items()}
     param_addr = image.place(pack_channel_params(config, padded))
     y_addr = image.reserve(M * N * (4 if out_int32 else 1))
-    layer = GemmLayer(M, K, N, a_addr, weight_addr, param_addr, y_addr, act_flip, out_int32, name)
+    layer = GemmLayer(M, K, N, a_addr, weight_addr, param_addr, y_addr, act_flip, out_int32, name,
+                      a_pitch=pitch)
     acc = (a.astype(np.int64) - (128 if act_flip else 0)) @ w.astype(np.int64)
     acc = acc.astype(np.int32)
     if out_int32:
@@ -82,8 +87,10 @@ def _finish(config, image, program, outputs, macs):
     return Workload(image, program_addr, program, outputs, macs)
 
 
-def gemm_workload(config, rng, M, K, N, act_flip=False, out_int32=False, image=None):
-    """One requantized GEMM with full-range random data and per-channel parameters."""
+def gemm_workload(config, rng, M, K, N, act_flip=False, out_int32=False, image=None,
+                  plan=None):
+    """One requantized GEMM with full-range random data and per-channel parameters, tiled
+    by ``plan`` (a ``sw.kernels.GemmPlan``; by default the compiler's choice)."""
     image = image or MemoryImage()
     a = rng.integers(0, 256, size=(M, K)) if act_flip else int8_full_range(rng, (M, K))
     w = int8_full_range(rng, (K, N))
@@ -91,7 +98,7 @@ def gemm_workload(config, rng, M, K, N, act_flip=False, out_int32=False, image=N
     params["multiplier"] = (params["multiplier"] * np.float32(1 / np.sqrt(K))).astype(np.float32)
     layer, output = _gemm_layer(config, image, rng, a, w, params, act_flip, out_int32,
                                 f"gemm {M}x{K}x{N}")
-    program = emit_gemm(config, layer)
+    program = emit_gemm(config, layer, plan=plan)
     return _finish(config, image, program, [output], M * K * N)
 
 

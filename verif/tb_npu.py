@@ -47,6 +47,22 @@ class SimTransport:
         return bool(self.dut.irq.value)
 
 
+class PoisonedRam(AxiRam):
+    """``AxiRam`` answering SLVERR for reads of the bytes in ``poisoned`` (a range):
+    cocotbext-axi answers SLVERR for a beat whose ``_read`` raises."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.poisoned = range(0)
+        read = self.read_if._read
+
+        async def poisonable_read(address, length):
+            if address < self.poisoned.stop and address + length > self.poisoned.start:
+                raise MemoryError(f"poisoned read at {address:#x}")
+            return await read(address, length)
+        self.read_if._read = poisonable_read
+
+
 def _pauses(rng, probability):
     while True:
         yield int(rng.random() < probability)
@@ -59,8 +75,8 @@ class NPUBench:
         self.config = NPUConfig(**self.params["config"])
         self.rng = tb_rng(dut._log)
         self.memory_bytes = memory_bytes
-        self.ram = AxiRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk, dut.rst,
-                          size=memory_bytes)
+        self.ram = PoisonedRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk,
+                               dut.rst, size=memory_bytes)
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"),
                                   dut.clk, dut.rst)
         for log in (self.ram.read_if.log, self.ram.write_if.log, self.axil.read_if.log,
@@ -220,6 +236,31 @@ async def bad_programs_stop_with_an_error(dut):
         good = gemm_workload(bench.config, bench.rng, 20, 30, 12)
         await bench.run(good)
         dut._log.info("%s: %s at 0x%x, recovered", kind, code.name, workload.program_addr + 32)
+
+
+@cocotb.test()
+async def fetch_bus_errors(dut):
+    """A read error on an instruction stops the NPU with BUS_ERROR_FETCH at that
+    instruction; errors on the memory the fetcher reads ahead past ``END`` are ignored."""
+    bench = NPUBench(dut)
+    await bench.start(pause=0.1)
+    for faulting in (0, 2, 9):
+        workload = random_program(bench.config, bench.rng, layers=1)
+        faulting = min(faulting, len(workload.program) - 1)
+        bad = workload.program_addr + faulting * INSTRUCTION_BYTES
+        bench.ram.poisoned = range(bad, bad + INSTRUCTION_BYTES)
+        bench.load(workload.image)
+        dut._log.info("instruction %d of %d unreadable", faulting, len(workload.program))
+        status = await bench.driver.run(workload.program_addr, 200_000)
+        assert status.error is ErrorCode.BUS_ERROR_FETCH and status.error_addr == bad, \
+            f"instruction {faulting} unreadable: {status}"
+        await bench.driver.soft_reset()
+        await ClockCycles(dut.clk, 20)
+    workload = random_program(bench.config, bench.rng, layers=1)
+    after_end = workload.program_addr + len(workload.program) * INSTRUCTION_BYTES
+    bench.ram.poisoned = range(after_end, after_end + 4096)
+    status = await bench.run(workload)
+    assert status.done, f"a program followed by unreadable memory: {status}"
 
 
 @cocotb.test()
