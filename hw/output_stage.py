@@ -35,13 +35,17 @@ out : ``Out(stream.Signature(OutputStageOutput))``
 
 Latency
 -------
-:attr:`latency` (7) cycles from ``inp`` to ``out``. The stage is a pipeline that accepts
-a beat every cycle; when ``out`` is stalled, the whole pipeline holds.
+:attr:`latency` (17) cycles from an accepted ``inp`` beat to its ``out`` beat: a pipeline
+of :attr:`stages` (15) registers without enables, then a FIFO. ``inp.ready`` is high while
+the output FIFOs (:attr:`fifo_depth` beats) have room for one more beat besides those in
+flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
+cycle. ``inp.ready`` depends only on registers.
 """
 
 from amaranth import *
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
 
 __all__ = ["channel_params", "OutputStage"]
@@ -63,18 +67,24 @@ def _as_signed(value):
     return Cat(value, Const(0, 1)).as_signed()
 
 
-def _round_shift_right(value, amount, width):
-    """``value >> amount`` rounded half to even; ``amount`` >= 1 (a Value)."""
+def _shift_right_parts(value, amount, width):
+    """``value >> amount`` truncated to ``width`` bits, and whether rounding it half to even
+    adds one; ``amount`` >= 1 (a Value). Guard and sticky bits, so no wide compare."""
     truncated = (value >> amount)[:width]
-    mask = ((Const(1, width + 1) << amount) - 1)[:width]
-    half = (Const(1, width + 1) << (amount - 1)[:len(amount)])[:width]
-    remainder = value & mask
-    round_up = (remainder > half) | ((remainder == half) & truncated[0])
-    return truncated + round_up
+    guard = (value >> (amount - 1)[:len(amount)])[0]
+    below_guard = Cat(amount > i + 1 if i + 2 < 1 << len(amount) else Const(0)
+                      for i in range(len(value)))
+    sticky = (value & below_guard).any()
+    return truncated, guard & (sticky | truncated[0])
 
 
 class OutputStage(wiring.Component):
-    latency = 7
+    #: Pipeline registers between ``inp`` and the output FIFO.
+    stages = 15
+    #: Cycles from an accepted ``inp`` beat to its ``out`` beat, output FIFO included.
+    latency = stages + 2
+    #: Beats the output FIFOs hold: every beat in the pipeline has its place reserved.
+    fifo_depth = 1 << ceil_log2(latency + 4)
 
     def __init__(self, lanes=8, tag_shape=unsigned(1)):
         self.lanes = lanes
@@ -94,32 +104,48 @@ class OutputStage(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-
-        advance = Signal()
+        sideband = data.StructLayout({
+            "acc": data.ArrayLayout(signed(32), self.lanes),
+            "tag": self.tag_shape,
+        })
+        # The accumulators and tag wait in their FIFO while the lanes compute; a beat is
+        # accepted only when that FIFO has room, which also reserves its place in the
+        # FIFO of results (never fuller than the first), so the pipeline never stalls.
+        m.submodules.sideband_fifo = sideband_fifo = fifo.SyncFIFOBuffered(
+            width=Shape.cast(sideband).width, depth=self.fifo_depth)
+        m.submodules.result_fifo = result_fifo = fifo.SyncFIFOBuffered(
+            width=8 * self.lanes, depth=self.fifo_depth)
+        accept = Signal()
         m.d.comb += [
-            advance.eq(~self.out.valid | self.out.ready),
-            self.inp.ready.eq(advance),
+            self.inp.ready.eq(sideband_fifo.w_rdy),
+            accept.eq(self.inp.valid & self.inp.ready),
+            sideband_fifo.w_en.eq(accept),
+            sideband_fifo.w_data.eq(Cat(self.inp.p.acc, self.inp.p.tag)),
         ]
 
         def stage(value, name):
-            """One pipeline register, held while the output is stalled."""
-            reg = Signal.like(value, name=name) if isinstance(value, Signal) \
-                else Signal(Value.cast(value).shape(), name=name)
-            with m.If(advance):
-                m.d.sync += reg.eq(value)
+            """One pipeline register."""
+            reg = Signal(Value.cast(value).shape(), name=name)
+            m.d.sync += reg.eq(value)
             return reg
 
-        # Sideband through all stages.
-        valid, tag, acc = self.inp.valid, self.inp.p.tag, self.inp.p.acc
-        for i in range(self.latency):
+        valid = accept
+        for i in range(self.stages):
             valid = stage(valid, f"valid_s{i + 1}")
-            tag = stage(tag, f"tag_s{i + 1}")
-            acc = stage(acc, f"acc_s{i + 1}")
-        m.d.comb += [self.out.valid.eq(valid), self.out.p.tag.eq(tag), self.out.p.acc.eq(acc)]
+        q = [self._lane(m, stage, self.inp.p.acc[lane], self.inp.p.params[lane], lane)
+             for lane in range(self.lanes)]
+        m.d.comb += [result_fifo.w_en.eq(valid), result_fifo.w_data.eq(Cat(*q))]
 
-        for lane in range(self.lanes):
-            m.d.comb += self.out.p.q[lane].eq(
-                self._lane(m, stage, self.inp.p.acc[lane], self.inp.p.params[lane], lane))
+        head = Signal(sideband)
+        m.d.comb += [
+            head.eq(sideband_fifo.r_data),
+            self.out.valid.eq(result_fifo.r_rdy),
+            self.out.p.q.eq(result_fifo.r_data),
+            self.out.p.acc.eq(head.acc),
+            self.out.p.tag.eq(head.tag),
+            result_fifo.r_en.eq(self.out.ready),
+            sideband_fifo.r_en.eq(self.out.valid & self.out.ready),
+        ]
         return m
 
     def _lane(self, m, stage, acc, params, lane):
@@ -132,72 +158,111 @@ class OutputStage(wiring.Component):
         mult_sig = s(Mux(mult_exp == 0, 0, Cat(params.multiplier[:23], 1)), "mult_sig")
         mult_exp = s(mult_exp, "mult_exp")
         sign = s(params.multiplier[31], "mult_sign")
-        carried = [params.zero_point, params.clamp_lo, params.clamp_hi, params.unsigned_output]
-        carried = [s(v, f"p{i}_1") for i, v in enumerate(carried)]
+        names = ("zero_point", "clamp_lo", "clamp_hi", "unsigned_output")
+        carried = {n: s(params[n], f"{n}_1") for n in names}
 
-        # Stage 2: magnitude and bit length of x.
+        def forward(n):
+            """The sign and the carried parameters, one stage on."""
+            nonlocal sign, carried
+            sign = s(sign, f"sign_{n}")
+            carried = {name: s(v, f"{name}_{n}") for name, v in carried.items()}
+
+        # Stage 2: magnitude of x; stage 3: its bit length.
         negative = x < 0
-        magnitude_c = Mux(negative, -x, x)[:32]
-        length = Signal(range(33), name=f"l{lane}_length_c")
+        magnitude = s(Mux(negative, -x, x)[:32], "magnitude")
+        sign = s(sign ^ negative, "sign_2")
+        carried = {name: s(v, f"{name}_2") for name, v in carried.items()}
+        mult_sig, mult_exp = s(mult_sig, "mult_sig_2"), s(mult_exp, "mult_exp_2")
+        length_c = Signal(range(33), name=f"l{lane}_length_c")
         for bit in range(32):
-            with m.If(magnitude_c[bit]):
-                m.d.comb += length.eq(bit + 1)
-        magnitude = s(magnitude_c, "magnitude")
-        length = s(length, "length")
-        sign = s(sign ^ negative, "sign2")
-        mult_sig, mult_exp = s(mult_sig, "mult_sig2"), s(mult_exp, "mult_exp2")
-        carried = [s(v, f"p{i}_2") for i, v in enumerate(carried)]
+            with m.If(magnitude[bit]):
+                m.d.comb += length_c.eq(bit + 1)
+        length = s(length_c, "length")
+        magnitude = s(magnitude, "magnitude_3")
+        forward(3)
+        mult_sig, mult_exp = s(mult_sig, "mult_sig_3"), s(mult_exp, "mult_exp_3")
 
-        # Stage 3: int32 -> float32: x = sig * 2^exp with a 24-bit significand, rounded
-        # to nearest even when the magnitude needs more than 24 bits.
-        small = length <= 24
-        up_shift = Mux(small, 24 - length, 0)[:5]
-        down_shift = Mux(small, 1, length - 24)[:4]
-        sig_small = (magnitude << up_shift)[:24]
-        sig_rounded = _round_shift_right(magnitude, down_shift, 25)[:25]
-        carry = sig_rounded[24]
-        sig = Mux(small, sig_small, Mux(carry, 1 << 23, sig_rounded[:24]))
-        exp = Mux(small, _as_signed(length) - 24, down_shift + carry)
+        # Stages 4-6: int32 -> float32: x = sig * 2^exp with a 24-bit significand, rounded
+        # to nearest even when the magnitude needs more than 24 bits. Stage 4: the shifts.
+        small = s(length <= 24, "small")
+        up_shift = s(Mux(length <= 24, 24 - length, 0)[:5], "up_shift")
+        down_shift = s(Mux(length <= 24, 1, length - 24)[:4], "down_shift")
+        length = s(length, "length_4")
+        magnitude = s(magnitude, "magnitude_4")
+        forward(4)
+        mult_sig, mult_exp = s(mult_sig, "mult_sig_4"), s(mult_exp, "mult_exp_4")
+        # Stage 5: shifted significands and the rounding bit.
+        sig_small = s((magnitude << up_shift)[:24], "sig_small")
+        truncated, round_up = _shift_right_parts(magnitude, down_shift, 25)
+        truncated, round_up = s(truncated, "truncated_5"), s(round_up, "round_up_5")
+        small, down_shift, length = s(small, "small_5"), s(down_shift, "down_shift_5"), \
+            s(length, "length_5")
+        forward(5)
+        mult_sig, mult_exp = s(mult_sig, "mult_sig_5"), s(mult_exp, "mult_exp_5")
+        # Stage 6: the rounded significand and the exponent.
+        sig_rounded = (truncated + round_up)[:25]
+        carry_out = sig_rounded[24]
+        sig = Mux(small, sig_small, Mux(carry_out, 1 << 23, sig_rounded[:24]))
+        exp = Mux(small, _as_signed(length) - 24, down_shift + carry_out)
         x_sig = s(sig, "x_sig")
         x_exp = s(exp.as_signed()[:7].as_signed(), "x_exp")
-        sign, mult_sig, mult_exp = s(sign, "sign3"), s(mult_sig, "mult_sig3"), s(mult_exp, "mult_exp3")
-        carried = [s(v, f"p{i}_3") for i, v in enumerate(carried)]
+        forward(6)
+        mult_sig, mult_exp = s(mult_sig, "mult_sig_6"), s(mult_exp, "mult_exp_6")
 
-        # Stage 4: exact 24 x 24 significand product.
-        product = s(x_sig * mult_sig, "product")
+        # Stages 7-8: exact 24 x 24 significand product, as four products of the 18-bit
+        # multipliers (stage 7) and their sum (stage 8).
+        x_lo, x_hi = x_sig[:18], x_sig[18:]
+        m_lo, m_hi = mult_sig[:18], mult_sig[18:]
+        p_ll, p_lh = s(x_lo * m_lo, "p_ll"), s(x_lo * m_hi, "p_lh")
+        p_hl, p_hh = s(x_hi * m_lo, "p_hl"), s(x_hi * m_hi, "p_hh")
         # value = product * 2^(x_exp + mult_exp - 127 - 23)
-        exp4 = s((x_exp + _as_signed(mult_exp) - 150)[:10].as_signed(), "exp4")
-        sign = s(sign, "sign4")
-        carried = [s(v, f"p{i}_4") for i, v in enumerate(carried)]
+        exp4 = s((x_exp + _as_signed(mult_exp) - 150)[:10].as_signed(), "exp_7")
+        forward(7)
+        product = s((p_ll + ((p_lh + p_hl) << 18) + (p_hh << 36))[:48], "product")
+        exp4 = s(exp4, "exp_8")
+        forward(8)
 
-        # Stage 5: round the product to 24 significant bits (the float32 multiply).
+        # Stage 9: round the product to 24 significant bits (the float32 multiply).
         wide = product[47]
-        drop = Mux(wide, 24, 23)
-        q_sig = s(_round_shift_right(product, drop, 48)[:25], "q_sig")
-        q_exp = s((exp4 + drop)[:10].as_signed(), "q_exp")
-        sign = s(sign, "sign5")
-        carried = [s(v, f"p{i}_5") for i, v in enumerate(carried)]
+        truncated = Mux(wide, product[24:48], product[23:48])
+        guard = Mux(wide, product[23], product[22])
+        sticky = Mux(wide, product[:23].any(), product[:22].any())
+        q_sig = s((truncated + (guard & (sticky | truncated[0])))[:25], "q_sig")
+        q_exp = s((exp4 + Mux(wide, 24, 23))[:10].as_signed(), "q_exp")
+        forward(9)
 
-        # Stage 6: to an integer, rounding half to even. |q_sig| <= 2^24, so a right
+        # Stages 10-12: to an integer, rounding half to even. |q_sig| <= 2^24, so a right
         # shift of 25 or more gives 0; left shifts beyond 8 exceed any clamp range.
-        left = q_exp >= 0
-        left_amount = Mux(q_exp > 8, 8, q_exp)[:4]
-        right_amount = Mux(left, 1, Mux(q_exp < -25, 25, -q_exp))[:5]
-        shifted_left = (q_sig << left_amount)[:34]
-        shifted_right = Mux(q_exp < -24, 0, _round_shift_right(q_sig, right_amount, 25))
-        integer = Mux(left, shifted_left, shifted_right)
+        # Stage 10: the shifts.
+        left = s(q_exp >= 0, "left")
+        left_amount = s(Mux(q_exp > 8, 8, q_exp)[:4], "left_amount")
+        right_amount = s(Mux(q_exp >= 0, 1, Mux(q_exp < -25, 25, -q_exp))[:5], "right_amount")
+        vanishes = s(q_exp < -24, "vanishes")
+        q_sig = s(q_sig, "q_sig_10")
+        forward(10)
+        # Stage 11: both shifts and the rounding bit.
+        shifted_left = s((q_sig << left_amount)[:34], "shifted_left")
+        truncated, round_up = _shift_right_parts(q_sig, right_amount, 25)
+        truncated, round_up = s(truncated, "truncated_11"), s(round_up, "round_up_11")
+        left, vanishes = s(left, "left_11"), s(vanishes, "vanishes_11")
+        forward(11)
+        # Stage 12: the integer; stage 13: capped.
+        shifted_right = Mux(vanishes, 0, truncated + round_up)
+        integer = s(Mux(left, shifted_left, shifted_right), "integer")
+        forward(12)
         limit = 1 << 17
         capped = s(Mux(integer > limit, limit, integer)[:18], "capped")
-        sign = s(sign, "sign6")
-        carried = [s(v, f"p{i}_6") for i, v in enumerate(carried)]
+        forward(13)
 
-        # Stage 7: sign, zero point, saturation and activation clamp.
-        zero_point, clamp_lo, clamp_hi, unsigned_output = carried
-        value = Mux(sign, -_as_signed(capped), _as_signed(capped)) + zero_point
+        # Stage 14: sign, zero point and the clamp bounds; stage 15: saturation and
+        # activation clamp.
+        value = s(Mux(sign, -_as_signed(capped), _as_signed(capped)) + carried["zero_point"],
+                  "value")
+        unsigned_output = carried["unsigned_output"]
         qmin = Mux(unsigned_output, 0, -128)
         qmax = Mux(unsigned_output, 255, 127)
-        lo = Mux(clamp_lo > qmin, clamp_lo, qmin)
-        hi = Mux(clamp_hi < qmax, clamp_hi, qmax)
+        lo = s(Mux(carried["clamp_lo"] > qmin, carried["clamp_lo"], qmin), "lo")
+        hi = s(Mux(carried["clamp_hi"] < qmax, carried["clamp_hi"], qmax), "hi")
         clamped_lo = Mux(value < lo, lo, value)
         clamped = Mux(clamped_lo > hi, hi, clamped_lo)
         return s(clamped[:8], "q")
