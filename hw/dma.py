@@ -45,8 +45,11 @@ may change or withdraw a request that has not been granted.
 
 Timing
 ------
-A descriptor taken from the queue spends one cycle in its range checks and one cycle per
-row setting the row up; the bursts of a row are then issued one per AR/AW handshake. Up
+Scratchpad requests leave through a three-entry register slice and R data reaches the
+realigner through a three-entry buffer, so no combinational path crosses from the
+scratchpad's grant or from the memory's R channel into the engine. A descriptor taken
+from the queue spends two cycles in its range checks and one cycle per row setting the
+row up; the bursts of a row are then issued one per AR/AW handshake. Up
 to ``max_outstanding`` bursts are in flight (AR issued and last R beat not yet received,
 or AW issued and B not yet received): the AR or AW of the next bursts, and of the next
 descriptor in the same direction, go out while earlier data still moves. With a zero-wait
@@ -103,12 +106,13 @@ These are reported once the descriptors before it have completed. During a trans
 
 * ``READ_SLVERR``/``READ_DECERR``: an R beat came back with that response. The beat and
   everything after it in the descriptor are discarded: the scratchpad write that would
-  have used it, and every later one, is not issued.
+  have used it, and every later one, is not issued. The writes of the data received
+  before it still drain into the scratchpad (a few cycles) before ``busy`` falls.
 * ``WRITE_SLVERR``/``WRITE_DECERR``: a B response with that code.
 
 For bus errors ``addr`` is the first byte address of the failing burst (its ``AxADDR``).
-From the cycle after the error response the engine issues no new AR, AW or scratchpad
-write and sends the remaining W beats of bursts already issued with ``WSTRB`` = 0 (a beat
+From the cycle after the error response the engine issues no new AR or AW, no scratchpad
+write of data from the failing beat on, and sends the remaining W beats of bursts already issued with ``WSTRB`` = 0 (a beat
 whose ``WVALID`` was already high completes unchanged, as AXI requires); R and B
 responses still due are accepted and dropped. Transfers behind the failing one that had
 already started (same direction) are abandoned too. When nothing is outstanding, the
@@ -371,8 +375,10 @@ class DMA(wiring.Component):
             "base": unsigned(self.sp_addr_width), "count": range(self.scratchpad_bytes // W + 2),
         }), 8)
         # Words read from the scratchpad, waiting for the realigner.
-        sp_depth = 6
+        sp_depth = 8
         sp_data, _, _ = fifo("sp_data", unsigned(8 * W), sp_depth)
+        # R data on its way to the realigner: a register slice between memory and realigner.
+        r_buffer, _, _ = fifo("r_buffer", unsigned(8 * W), 3)
 
         rl = _Realigner(W, self.scratchpad_bytes, unsigned(self.sp_addr_width),
                         data.StructLayout({"id": tag_shape, "last_row": unsigned(1)}))
@@ -398,8 +404,25 @@ class DMA(wiring.Component):
         row_end = Signal(aw + 1)
         held = Signal()         # AxVALID is up and must stay up until the handshake
 
-        extent_sp = d.sp_addr + (d.rows - 1) * d.sp_stride + d.row_bytes
-        extent_mem = d.mem_addr + (d.rows - 1) * d.mem_stride + d.row_bytes
+        # Range checks, registered in two steps: the products ``rows * stride`` and the
+        # rest of each extent load from the queue's head together with ``d`` and hold with
+        # it; the compares are registered from them, valid from the cycle after MEASURE.
+        # Rows are non-zero where it matters.
+        def extent_parts(addr, stride, name):
+            product = Signal(len(queued.rows) + len(stride), name=f"{name}_product")
+            base = Signal(signed(max(len(addr), len(stride), len(queued.row_bytes)) + 2),
+                          name=f"{name}_base")
+            with m.If(queue.r_en):
+                m.d.sync += [product.eq(queued.rows * stride),
+                             base.eq(addr + queued.row_bytes - stride)]
+            return product + base
+        sp_over, mem_over = Signal(), Signal()
+        m.d.sync += [
+            sp_over.eq(extent_parts(queued.sp_addr, queued.sp_stride, "extent_sp") >
+                       self.scratchpad_bytes),
+            mem_over.eq(extent_parts(queued.mem_addr, queued.mem_stride, "extent_mem") >
+                        (1 << aw)),
+        ]
         empty = (d.rows == 0) | (d.row_bytes == 0)
 
         beat = cur[lw:]
@@ -432,6 +455,16 @@ class DMA(wiring.Component):
         start = Signal()        # a descriptor enters the data path
         finish = Signal()       # the data path completes a descriptor
         finish_id = Signal(tag_shape)
+
+        # Scratchpad requests pass through a register slice, so that neither the reader
+        # nor the realigner waits on the scratchpad's combinational grant. A write entry
+        # that ends a descriptor completes it when the scratchpad takes it.
+        sp_slice, sp_slice_w, sp_slice_r = fifo("sp_slice", data.StructLayout({
+            "req": self.sp.req.p.shape(),
+            "end": unsigned(1),
+            "id":  finish_id.shape(),
+        }), 3)
+
         m.d.sync += pending.eq(pending + start - finish)
 
         def reject(code, addr):
@@ -446,7 +479,10 @@ class DMA(wiring.Component):
                 with m.Elif(queue.r_rdy):
                     m.d.comb += queue.r_en.eq(1)
                     m.d.sync += d.eq(queued)
-                    m.next = "CHECK"
+                    m.next = "MEASURE"
+
+            with m.State("MEASURE"):
+                m.next = "CHECK"
 
             with m.State("CHECK"):
                 with m.If(abort):
@@ -455,9 +491,9 @@ class DMA(wiring.Component):
                     with m.If((pending == 0) & done_fifo.w_rdy):
                         m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(d.id)]
                         m.next = "IDLE"
-                with m.Elif(extent_sp > self.scratchpad_bytes):
+                with m.Elif(sp_over):
                     reject(DMAError.SP_RANGE, d.sp_addr)
-                with m.Elif(extent_mem > (1 << aw)):
+                with m.Elif(mem_over):
                     reject(DMAError.MEM_RANGE, d.mem_addr)
                 with m.Elif((pending == 0) | (d.direction == direction)):
                     m.d.comb += start.eq(1)
@@ -515,7 +551,9 @@ class DMA(wiring.Component):
                     m.next = "DRAIN"
 
             with m.State("DRAIN"):
-                with m.If(inflight.level == 0):
+                # The data received before the error still reaches the scratchpad.
+                with m.If((inflight.level == 0) & (r_buffer.level == 0) &
+                          (sp_slice.level == 0)):
                     m.next = "FLUSH"
 
             with m.State("FLUSH"):
@@ -549,16 +587,17 @@ class DMA(wiring.Component):
         out = rl.out
         desc_end = out.p.last & out.p.tag.last_row
         sp_write = Signal()
-        m.d.comb += sp_write.eq(~to_mem & out.valid & ~abort & (~desc_end | done_fifo.w_rdy))
+        m.d.comb += sp_write.eq(~to_mem & out.valid)
+
 
         # ---- Scratchpad reader (scratchpad to memory). ---------------------------------
         rd_active = Signal()
         rd_addr = Signal(self.sp_addr_width)
         rd_left = Signal.like(rd_cmds_r.count)
-        rd_pending = Signal()   # a read was accepted last cycle
+        rd_pending = Signal(range(8))   # reads in the slice or in the scratchpad
         rd_valid = rd_active & ~abort & (sp_data.level + rd_pending < sp_depth)
-        rd_fire = rd_valid & self.sp.req.ready
-        m.d.sync += rd_pending.eq(rd_fire)
+        rd_fire = rd_valid & sp_slice.w_rdy
+        m.d.sync += rd_pending.eq(rd_pending + rd_fire - self.sp.rvalid)
         m.d.comb += [
             sp_data.w_en.eq(self.sp.rvalid),
             sp_data.w_data.eq(self.sp.rdata),
@@ -577,19 +616,27 @@ class DMA(wiring.Component):
         # ---- Scratchpad port: writes from the realigner or reads for the W channel. ----
         req = self.sp.req
         m.d.comb += [
-            req.valid.eq(Mux(to_mem, rd_valid, sp_write)),
-            req.p.addr.eq(Mux(to_mem, rd_addr, out.p.addr)),
-            req.p.write.eq(~to_mem),
-            req.p.data.eq(out.p.data),
-            req.p.strb.eq(out.p.strb),
+            sp_slice.w_en.eq(Mux(to_mem, rd_valid, sp_write)),
+            sp_slice_w.req.addr.eq(Mux(to_mem, rd_addr, out.p.addr)),
+            sp_slice_w.req.write.eq(~to_mem),
+            sp_slice_w.req.data.eq(out.p.data),
+            sp_slice_w.req.strb.eq(out.p.strb),
+            sp_slice_w.end.eq(~to_mem & desc_end),
+            sp_slice_w.id.eq(out.p.tag.id),
+            req.valid.eq(sp_slice.r_rdy & (~sp_slice_r.end | done_fifo.w_rdy)),
+            req.p.eq(sp_slice_r.req),
+            sp_slice.r_en.eq(req.valid & req.ready),
         ]
 
         # ---- Realigner input: R data or scratchpad words. ------------------------------
         m.d.comb += [
-            rl.inp.valid.eq(Mux(to_mem, sp_data.r_rdy, axi.rvalid & r_ok & ~abort)),
-            rl.inp.payload.eq(Mux(to_mem, sp_data.r_data, axi.rdata)),
+            r_buffer.w_en.eq(axi.rvalid & r_ok & ~abort & ~to_mem),
+            r_buffer.w_data.eq(axi.rdata),
+            axi.rready.eq(abort | ~r_ok | (~to_mem & r_buffer.w_rdy)),
+            rl.inp.valid.eq(Mux(to_mem, sp_data.r_rdy, r_buffer.r_rdy)),
+            rl.inp.payload.eq(Mux(to_mem, sp_data.r_data, r_buffer.r_data)),
             sp_data.r_en.eq(to_mem & rl.inp.ready),
-            axi.rready.eq(abort | ~r_ok | (~to_mem & rl.inp.ready)),
+            r_buffer.r_en.eq(~to_mem & rl.inp.ready),
         ]
 
         # ---- W channel from the realigner. ---------------------------------------------
@@ -611,7 +658,7 @@ class DMA(wiring.Component):
                 m.d.comb += wbursts.r_en.eq(1)
 
         m.d.comb += out.ready.eq(Mux(to_mem, w_data & axi.wready,
-                                     self.sp.req.ready & sp_write))
+                                     sp_slice.w_rdy & sp_write))
 
         # ---- B channel. ----------------------------------------------------------------
         b_ok = ~axi.bresp.as_value()[1]
@@ -626,8 +673,8 @@ class DMA(wiring.Component):
         # ---- Completions from the data path. -------------------------------------------
         with m.If(b_fire & b_ok & inflight_r.last & ~abort):
             m.d.comb += [finish.eq(1), finish_id.eq(inflight_r.id)]
-        with m.If(out.valid & out.ready & ~to_mem & desc_end):
-            m.d.comb += [finish.eq(1), finish_id.eq(out.p.tag.id)]
+        with m.If(req.valid & req.ready & sp_slice_r.end):
+            m.d.comb += [finish.eq(1), finish_id.eq(sp_slice_r.id)]
         with m.If(finish):
             m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(finish_id)]
 
