@@ -69,15 +69,15 @@ Latency
 * DMA: a request is accepted in cycle ``t`` when ``valid & ready``. A read's data is on
   ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + 1``, exactly.
 * Compute reads: a request accepted in cycle ``t`` has its response valid from cycle
-  ``t + 1``, held (with its data) until ``ready``. Responses come in request order. A
-  request is accepted only when the response register is empty or being emptied in the
-  same cycle, so with ``resp.ready`` high each read port takes one request per cycle.
+  ``t + 1``, held (with its data) until ``ready``. Responses come in request order. Each
+  read port buffers two responses: a request is accepted only when fewer than two
+  responses are waiting (counting the one of a request accepted in the previous cycle),
+  so with ``resp.ready`` high each read port takes one request per cycle.
 * Result writes take effect in the cycle they are accepted.
 * Ordering: a read accepted in cycle ``t`` returns every write accepted before cycle
   ``t`` and none accepted in cycle ``t`` itself (read-first), whichever ports issued them.
 * ``ready`` of every request stream depends combinationally on the ``valid`` and ``addr``
-  of the other requests; ``act_req.ready`` and ``wgt_req.ready`` also on their
-  response's ``ready``.
+  of the other requests, not on any response's ``ready``.
 
 Conflicts: requests proceed in the same cycle unless two of them need the same port of
 the same bank. Each bank's read port is shared by activation reads, weight reads and DMA
@@ -86,7 +86,7 @@ Each bank port has a round-robin arbiter with no fixed priority: among the reque
 that port in a cycle, the first one after the last winner (in the order activations,
 weights, DMA for reads and results, DMA for writes) wins. A request that is held valid
 therefore waits at most 2 cycles for a read port and 1 cycle for a write port (a compute
-read counts as waiting while its response register is free): neither the DMA nor the
+read counts as waiting while its response buffer has room): neither the DMA nor the
 compute side can starve, and under a persistent conflict each requester gets an equal
 share of the bank. Arbitration keeps no state but the last winners, so a request that has
 not been granted may also be changed or withdrawn (the DMA engine relies on this).
@@ -250,9 +250,12 @@ class Scratchpad(wiring.Component):
         wgt_lane, wgt_row, wgt_bank = self.wgt_geometry.split(self.wgt_req.p.addr)
         res_lane, res_row, res_bank = self.wgt_geometry.split(self.res.p.addr)
 
-        # A compute read may go ahead when its response register is free this cycle.
-        act_free = ~self.act_resp.valid | self.act_resp.ready
-        wgt_free = ~self.wgt_resp.valid | self.wgt_resp.ready
+        # A compute read may go ahead while its response buffer has room (registers only).
+        bank_data = Array(port.data for port in read_ports)
+        act_free = self._read_response(m, "act", self.act_req, self.act_resp, act_bank, act_lane,
+                                       self.act_slot, bank_data)
+        wgt_free = self._read_response(m, "wgt", self.wgt_req, self.wgt_resp, wgt_bank, wgt_lane,
+                                       self.wgt_slot, bank_data)
         act_wants = self.act_req.valid & act_free
         wgt_wants = self.wgt_req.valid & wgt_free
         dma_reads = dma_req.valid & ~dma_req.p.write
@@ -303,18 +306,11 @@ class Scratchpad(wiring.Component):
             self.res.ready.eq(Cat(*res_grants).any()),
         ]
 
-        bank_data = Array(port.data for port in read_ports)
-
         dma_read_bank = _delayed(m, dma_bank, "dma_read_bank")
         dma_read_lane = _delayed(m, dma_lane, "dma_read_lane")
         m.d.sync += self.dma.rvalid.eq(dma_req.valid & dma_req.ready & ~dma_req.p.write)
         m.d.comb += self.dma.rdata.eq(
             bank_data[dma_read_bank].word_select(dma_read_lane, self.config.bus_width))
-
-        self._read_response(m, "act", self.act_req, self.act_resp, act_bank, act_lane,
-                            self.act_slot, bank_data)
-        self._read_response(m, "wgt", self.wgt_req, self.wgt_resp, wgt_bank, wgt_lane,
-                            self.wgt_slot, bank_data)
         return m
 
     def _replicate(self, value):
@@ -328,27 +324,48 @@ class Scratchpad(wiring.Component):
         return Cat(*[Mux(lane == i, padded, 0) for i in range(units)])
 
     def _read_response(self, m, name, req, resp, bank, lane, slot_bytes, bank_data):
-        """The response register of a compute read port, which holds while stalled.
+        """The response buffer of a compute read port: two responses, oldest first.
 
-        A bank's read port may serve another requester while this response waits, so the
-        cycle after a read (``fresh``) its data comes from the bank and is then kept in
-        ``held``. ``read_bank`` and ``read_lane`` matter only while ``fresh``.
+        A response is read from its bank in the cycle after its request (``fresh``); it
+        goes straight to ``resp`` when no older one waits, else into ``held``. A bank's
+        read port may serve another requester meanwhile, so a response not taken in its
+        fresh cycle is kept in ``held``. ``read_bank`` and ``read_lane`` matter only while
+        ``fresh``.
         """
         fresh = Signal(name=f"{name}_fresh")
+        fresh_tag = Signal(resp.p.tag.shape(), name=f"{name}_fresh_tag")
         read_bank = _delayed(m, bank, f"{name}_read_bank")
         read_lane = _delayed(m, lane, f"{name}_read_lane")
-        held = Signal(resp.p.data.shape(), name=f"{name}_held")
+        entry = data.StructLayout({"data": resp.p.data.shape(), "tag": resp.p.tag.shape()})
+        held = [Signal(entry, name=f"{name}_held{i}") for i in range(2)]
+        held_valid = [Signal(name=f"{name}_held{i}_valid") for i in range(2)]
         from_bank = bank_data[read_bank].word_select(read_lane, slot_bytes * 8)
-        current = Mux(fresh, from_bank[:len(held.as_value())], held)
-        m.d.comb += resp.p.data.eq(current)
+        incoming = Signal(entry, name=f"{name}_incoming")
+        m.d.comb += [
+            incoming.data.eq(from_bank[:len(held[0].data.as_value())]),
+            incoming.tag.eq(fresh_tag),
+            resp.valid.eq(held_valid[0] | fresh),
+            resp.p.eq(Mux(held_valid[0], held[0], incoming)),
+        ]
 
-        with m.If(resp.valid & ~resp.ready):
-            m.d.sync += [held.eq(current), fresh.eq(0)]
+        m.d.sync += fresh.eq(req.valid & req.ready)
         with m.If(req.valid & req.ready):
-            m.d.sync += [
-                resp.valid.eq(1),
-                resp.p.tag.eq(req.p.tag),
-                fresh.eq(1),
-            ]
-        with m.Elif(resp.ready):
-            m.d.sync += [resp.valid.eq(0), fresh.eq(0)]
+            m.d.sync += fresh_tag.eq(req.p.tag)
+
+        # Held entries after this cycle's pop, then the fresh response appended.
+        pop = resp.valid & resp.ready
+        with m.If(pop & held_valid[0]):
+            m.d.sync += [held[0].eq(held[1]), held_valid[0].eq(held_valid[1]),
+                         held_valid[1].eq(0)]
+            with m.If(fresh):
+                with m.If(held_valid[1]):
+                    m.d.sync += [held[1].eq(incoming), held_valid[1].eq(1)]
+                with m.Else():
+                    m.d.sync += [held[0].eq(incoming), held_valid[0].eq(1)]
+        with m.Elif(~pop & fresh):
+            with m.If(held_valid[0]):
+                m.d.sync += [held[1].eq(incoming), held_valid[1].eq(1)]
+            with m.Else():
+                m.d.sync += [held[0].eq(incoming), held_valid[0].eq(1)]
+        # Responses waiting or being read: a request may go ahead while fewer than two.
+        return (held_valid[0] + held_valid[1] + fresh) < 2

@@ -85,6 +85,9 @@ class Monitor:
         self.accepted = {name: [] for name in self.PORTS}
         self.stalls = {name: 0 for name in self.PORTS}
         self.waits = {name: 0 for name in self.PORTS}
+        # Compute responses requested in earlier cycles and not yet taken: a read port
+        # buffers two.
+        self.outstanding = {"act": 0, "wgt": 0}
         self.read_write_overlaps = 0  # cycles that read bytes written in the same cycle
         self.dma_pending = None
         self.errors = []
@@ -153,11 +156,13 @@ class Monitor:
                 ("wgt", model.wgt_slot, model.cols, self.wgt_layout, self.wgt_resp_layout)):
             valid = int(getattr(dut, f"{name}_req__valid").value)
             ready = int(getattr(dut, f"{name}_req__ready").value)
-            free = (not int(getattr(dut, f"{name}_resp__valid").value)
-                    or int(getattr(dut, f"{name}_resp__ready").value))
+            free = self.outstanding[name] < 2
             self._stall(name, valid and free, ready, READ_WAIT_LIMIT)
             if ready and not (valid and free):
                 self.error(f"{name}_req ready without a valid request and a free response")
+            popped = (int(getattr(dut, f"{name}_resp__valid").value)
+                      and int(getattr(dut, f"{name}_resp__ready").value))
+            self.outstanding[name] += bool(valid and ready) - bool(popped)
             if valid and ready:
                 req = unpack(layout, getattr(dut, f"{name}_req__payload").value.to_unsigned())
                 byte = req["addr"] * slot
