@@ -39,7 +39,7 @@ irq : ``Out(1)``
 
 from amaranth import *
 from amaranth.hdl import ResetInserter
-from amaranth.lib import fifo, wiring
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4LiteSignature, AXI4Signature
@@ -99,10 +99,21 @@ class NPU(wiring.Component):
 
         # --- Scratchpad: DMA side and compute side ----------------------------------------------
         wiring.connect(m, dma.sp, scratchpad.dma)
+        # Read requests pass through register slices (the compute engine's address logic
+        # then never meets the scratchpad's arbiters in one cycle); responses and result
+        # writes connect directly.
         for port in ("act_req", "act_resp", "wgt_req", "wgt_resp", "res"):
             a, b = getattr(compute, port), getattr(scratchpad, port)
             if port.endswith("resp"):
                 a, b = b, a
+            if port.endswith("req"):
+                request = core(f"{port}_slice", fifo.SyncFIFOBuffered(
+                    width=Shape.cast(a.p.shape()).width, depth=3))
+                m.d.comb += [request.w_en.eq(a.valid), request.w_data.eq(a.p),
+                             a.ready.eq(request.w_rdy)]
+                a = stream.Signature(a.p.shape()).create()
+                m.d.comb += [a.valid.eq(request.r_rdy), a.p.eq(request.r_data),
+                             request.r_en.eq(a.ready)]
             m.d.comb += [b.valid.eq(a.valid), b.p.eq(a.p), a.ready.eq(b.ready)]
 
         # --- Engines and the DMA ----------------------------------------------------------------
@@ -135,11 +146,14 @@ class NPU(wiring.Component):
             push = p.push_next if upstream else p.push_prev
             pop = c.pop_prev if upstream else c.pop_next
             available = c.prev_available if upstream else c.next_available
-            m.d.comb += available.eq(count != 0)
+            # ``count != 0``, registered from the count's next value.
+            nonzero = Signal(name=f"{count.name}_nonzero")
+            next_count = (count + push - pop)[:len(count)]
+            m.d.comb += available.eq(nonzero)
             with m.If(clear):
-                m.d.sync += count.eq(0)
+                m.d.sync += [count.eq(0), nonzero.eq(0)]
             with m.Else():
-                m.d.sync += count.eq(count + push - pop)
+                m.d.sync += [count.eq(next_count), nonzero.eq(next_count != 0)]
 
         # --- Decode and dispatch ----------------------------------------------------------------
         decoding = Signal()
