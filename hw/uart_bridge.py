@@ -411,15 +411,33 @@ class UartBridge(wiring.Component):
         with m.Switch(command):
             with m.Case(*Command):
                 m.d.comb += known.eq(1)
-        answer_bytes = Signal(16)
+        answer_bytes_c = Signal(16)
         with m.If(status == Status.OK):
             with m.Switch(command):
                 with m.Case(Command.READ_REG):
-                    m.d.comb += answer_bytes.eq(REGISTER_BYTES)
+                    m.d.comb += answer_bytes_c.eq(REGISTER_BYTES)
                 with m.Case(Command.STATUS):
-                    m.d.comb += answer_bytes.eq(STATUS_BYTES)
+                    m.d.comb += answer_bytes_c.eq(STATUS_BYTES)
                 with m.Case(Command.READ_MEM):
-                    m.d.comb += answer_bytes.eq(length)
+                    m.d.comb += answer_bytes_c.eq(length)
+        # Registered from values that settle cycles before they are used: the answer is
+        # sent from the cycle after ANSWER, payload bytes arrive a UART byte apart.
+        answer_bytes = Signal(16)
+        answer_last = Signal(16)
+        length_last = Signal(16)
+        m.d.sync += [answer_bytes.eq(answer_bytes_c), answer_last.eq(answer_bytes_c - 1),
+                     length_last.eq(length - 1)]
+        # The frame checks, registered in SETTLE for CHECK.
+        crc_bad = Signal()
+        duplicate = Signal()
+        known_q = Signal()
+        length_ok = Signal()
+        m.d.sync += [
+            crc_bad.eq(crc != 0),
+            duplicate.eq(last_valid & (last_seq == seq) & (last_crc == frame_crc)),
+            known_q.eq(known),
+            length_ok.eq(command_length_ok(command, length)),
+        ]
         from_memory = command == Command.READ_MEM
         m.d.comb += [
             report.eq(counters),
@@ -473,7 +491,7 @@ class UartBridge(wiring.Component):
                     m.d.comb += buffer_w.en.eq(count < MAX_PAYLOAD)
                     m.d.sync += [crc.eq(next_crc), count.eq(count + 1),
                                  word.eq(Cat(word[8:32], rx_byte))]
-                    with m.If(count == length - 1):
+                    with m.If(count == length_last):
                         m.d.sync += count.eq(0)
                         m.next = "TRAILER"
                 with m.Elif(timed_out):
@@ -485,7 +503,7 @@ class UartBridge(wiring.Component):
                                  frame_crc.eq(Cat(rx_byte, frame_crc[:8]))]
                     with m.If(count == 1):
                         m.d.sync += count.eq(0)
-                        m.next = "CHECK"
+                        m.next = "SETTLE"
                 with m.Elif(timed_out):
                     m.next = "TRUNCATED"
 
@@ -493,9 +511,11 @@ class UartBridge(wiring.Component):
                 m.d.sync += counters.truncated.eq(counters.truncated + 1)
                 m.next = "IDLE"
 
+            with m.State("SETTLE"):
+                m.next = "CHECK"
+
             with m.State("CHECK"):
-                duplicate = last_valid & (last_seq == seq) & (last_crc == frame_crc)
-                with m.If(crc != 0):
+                with m.If(crc_bad):
                     m.d.sync += [status.eq(Status.BAD_CRC),
                                  counters.bad_frames.eq(counters.bad_frames + 1)]
                     m.next = "ANSWER"
@@ -503,10 +523,10 @@ class UartBridge(wiring.Component):
                     m.d.sync += [status.eq(last_status), word.eq(last_word),
                                  counters.duplicates.eq(counters.duplicates + 1)]
                     m.next = "ANSWER"
-                with m.Elif(~known):
+                with m.Elif(~known_q):
                     m.d.sync += status.eq(Status.BAD_COMMAND)
                     m.next = "ANSWER"
-                with m.Elif(~command_length_ok(command, length)):
+                with m.Elif(~length_ok):
                     m.d.sync += status.eq(Status.BAD_LENGTH)
                     m.next = "ANSWER"
                 with m.Else():
@@ -556,7 +576,7 @@ class UartBridge(wiring.Component):
                 m.d.comb += [self.mem.valid.eq(1), self.mem.write.eq(1)]
                 with m.If(self.mem.ready):
                     m.d.sync += count.eq(count + 1)
-                    with m.If(count == length - 1):
+                    with m.If(count == length_last):
                         m.d.sync += count.eq(0)
                         m.next = "EXECUTED"
                     with m.Else():
@@ -592,7 +612,7 @@ class UartBridge(wiring.Component):
                 m.d.sync += word[:8].eq(self.mem.rdata)
                 m.next = "ANSWER_DATA"
             with m.State("ANSWER_DATA"):
-                last = count == answer_bytes - 1
+                last = count == answer_last
                 with m.If(last):
                     send(m, word[:8], "ANSWER_CRC_HIGH")
                 with m.Elif(from_memory):
