@@ -30,7 +30,7 @@ from onnx import numpy_helper
 from hw.config import DEFAULT_CONFIG
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
-from sw.kernels import GemmLayer, LayerError, a_pitch, emit_gemm, plan_gemm, pack_weights
+from sw.kernels import GemmLayer, LayerError, a_pitch, emit_gemm, pack_weights, param_bytes
 from sw.npu_file import CompiledModel
 
 
@@ -265,14 +265,13 @@ class _Compiler:
                              act_flip=a_dtype == "uint8", out_int32=out_int32,
                              name=f"{self.source}: node '{self.name(node)}' ({node.op_type})",
                              a_pitch=pitch)
+            gemm.weight_addr = self.memory.alloc(len(pack_weights(self.config, np.zeros((K, N), np.int8))))
+            gemm.param_addr = self.memory.alloc(param_bytes(self.config, N))
+            gemm.y_addr = self.memory.alloc(M * N * out_bytes)
             try:
-                plan = plan_gemm(self.config, gemm)
+                emit_gemm(self.config, gemm, program)
             except LayerError as error:
                 raise CompileError(str(error)) from None
-            gemm.weight_addr = self.memory.alloc(len(pack_weights(self.config, np.zeros((K, N), np.int8))))
-            gemm.param_addr = self.memory.alloc(plan.param_bytes)
-            gemm.y_addr = self.memory.alloc(M * N * out_bytes)
-            emit_gemm(self.config, gemm, program, plan)
             geometry.append(dict(layer, a_addr=gemm.a_addr, a_pitch=pitch,
                                  weight_addr=gemm.weight_addr, param_addr=gemm.param_addr,
                                  y_addr=gemm.y_addr))

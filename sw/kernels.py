@@ -24,7 +24,7 @@ other in one program and a later layer may read what an earlier one stored.
 cost model (:mod:`sw.cost_model`): the tiling with the fewest predicted cycles wins.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from sw.asm import Program
 
 
 __all__ = ["GemmLayer", "GemmPlan", "LayerError", "pack_weights", "im2col", "a_pitch",
-           "candidate_plans", "plan_gemm", "emit_gemm"]
+           "param_bytes", "candidate_plans", "plan_gemm", "emit_gemm"]
 
 
 class LayerError(ValueError):
@@ -46,6 +46,7 @@ class GemmLayer:
 
     ``a_addr``: M × K activations (int8, or uint8 with ``act_flip``), row-major, rows
 ``a_pitch`` bytes apart (0: ``K``; :func:`a_pitch` makes each M-block one transfer).
+    Rows of Y are ``y_pitch`` bytes apart (0: ``N`` outputs).
     ``weight_addr``: :func:`pack_weights` bytes. ``param_addr``: :func:`pack_channel_params`
     bytes. ``y_addr``: M × N outputs (8-bit, or little-endian int32 with ``out_int32``),
     row-major.
@@ -61,6 +62,7 @@ class GemmLayer:
     out_int32: bool = False
     name: str = "gemm"
     a_pitch: int = 0
+    y_pitch: int = 0
 
 
 def pack_weights(config, w):
@@ -103,14 +105,15 @@ class GemmPlan:
 
     ``block_rows``: rows of A per M-block (one activation buffer); ``group_tiles``: N-tiles
     per output group (one output buffer, stored as one 2-D STORE); ``chunk_tiles``: K-tiles
-    of weights per LOAD (one weight buffer).
+    of weights per LOAD (one weight buffer); ``panel_tiles``: K-tiles of A per activation
+    buffer (a longer K is reduced panel after panel, A reloaded for each N-tile).
     """
     k_tiles: int
     n_tiles: int
     block_rows: int
     group_tiles: int
     chunk_tiles: int
-    param_bytes: int
+    panel_tiles: int
 
 
 def a_pitch(config, K):
@@ -119,29 +122,33 @@ def a_pitch(config, K):
     return -(-K // config.rows) * slot_bytes(config.rows)
 
 
+def param_bytes(config, N):
+    """Bytes of :func:`sw.simulator.pack_channel_params` for ``N`` output channels."""
+    return -(-N // config.cols) * CHANNEL_PARAM_BYTES * slot_bytes(config.cols)
+
+
 def _limits(config, layer):
-    """(k_tiles, n_tiles, largest block_rows, param_bytes) of ``layer``; :class:`LayerError`
-    if it cannot run at all."""
+    """(k_tiles, n_tiles, largest block_rows, panel_tiles) of ``layer``;
+    :class:`LayerError` if it cannot run at all."""
     R, C = config.rows, config.cols
     S = config.scratchpad_bytes
     act_slot, weight_slot = slot_bytes(R), slot_bytes(C)
     k_tiles, n_tiles = -(-layer.K // R), -(-layer.N // C)
-    if k_tiles > 255:
-        raise LayerError(f"{layer.name}: K = {layer.K} exceeds {255 * R}, the longest "
-                         f"reduction one activation row can hold")
+    # An activation row holds at most 255 slots (the MATMUL's act_stride).
+    panel_tiles = min(k_tiles, 255, (S // 4) // act_slot)
     if layer.out_int32 and weight_slot != C:
         raise LayerError(f"{layer.name}: int32 outputs need a power-of-two column count")
     out_slot = weight_slot * (4 if layer.out_int32 else 1)
-    max_rows = min(layer.M, config.acc_depth, 4095, (S // 4) // (k_tiles * act_slot),
+    max_rows = min(layer.M, config.acc_depth, 4095, (S // 4) // (panel_tiles * act_slot),
                    (3 * S // 32) // out_slot)
-    param_bytes = n_tiles * CHANNEL_PARAM_BYTES * weight_slot
-    if max_rows < 1 or (S // 8) // (R * weight_slot) < 1:
+    if max_rows < 1 or (S // 8) // (R * weight_slot) < 1 or \
+            S // 16 < CHANNEL_PARAM_BYTES * weight_slot:
         raise LayerError(f"{layer.name}: a {layer.M}x{layer.K}x{layer.N} GEMM does not fit "
-                         f"the {S // 1024} KiB scratchpad even when tiled")
+                         f"the {S}-byte scratchpad even when tiled")
     if n_tiles > config.channel_depth:
         raise LayerError(f"{layer.name}: N = {layer.N} exceeds the {config.channel_depth * C} "
                          f"output channels the channel-parameter table holds")
-    return k_tiles, n_tiles, max_rows, param_bytes
+    return k_tiles, n_tiles, max_rows, panel_tiles
 
 
 def candidate_plans(config, layer):
@@ -150,9 +157,9 @@ def candidate_plans(config, layer):
     stores better); N-groups as wide as the output buffer allows, and half as wide."""
     R, C = config.rows, config.cols
     S = config.scratchpad_bytes
-    k_tiles, n_tiles, max_rows, param_bytes = _limits(config, layer)
+    k_tiles, n_tiles, max_rows, panel_tiles = _limits(config, layer)
     out_slot = slot_bytes(C) * (4 if layer.out_int32 else 1)
-    chunk_tiles = min(k_tiles, (S // 8) // (R * slot_bytes(C)))
+    chunk_tiles = min(panel_tiles, (S // 8) // (R * slot_bytes(C)))
     fewest = -(-layer.M // max_rows)
     plans = []
     for blocks in sorted({fewest, fewest + 1, 2 * fewest, 4 * fewest}):
@@ -161,7 +168,7 @@ def candidate_plans(config, layer):
         rows = -(-layer.M // blocks)
         widest = min(n_tiles, (3 * S // 32) // (rows * out_slot))
         for group in sorted({widest, -(-widest // 2)}):
-            plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, param_bytes)
+            plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, panel_tiles)
             if plan not in plans:
                 plans.append(plan)
     return plans
@@ -194,10 +201,25 @@ def _transfer(opcode, mem_addr, sp_addr, rows, row_bytes, mem_stride, sp_stride)
 
 def emit_gemm(config, layer, program=None, plan=None):
     """Append ``layer``'s instructions (and a closing barrier) to ``program``; return it.
-    ``plan``: a :class:`GemmPlan` (by default :func:`plan_gemm`'s choice)."""
+    ``plan``: a :class:`GemmPlan` (by default :func:`plan_gemm`'s choice). A layer with
+    more output channels than the channel-parameter table holds becomes one GEMM per slice
+    of them, each planned on its own (``plan`` must then be None)."""
     program = Program() if program is None else program
-    plan = plan or plan_gemm(config, layer)
     R, C = config.rows, config.cols
+    slice_n = config.channel_depth * C
+    if layer.N > slice_n:
+        # More output channels than the channel table holds: one GEMM per slice of them.
+        assert plan is None
+        out_bytes = 4 if layer.out_int32 else 1
+        for n0 in range(0, layer.N, slice_n):
+            emit_gemm(config, replace(
+                layer, N=min(slice_n, layer.N - n0),
+                weight_addr=layer.weight_addr + n0 // C * -(-layer.K // R) * R * slot_bytes(C),
+                param_addr=layer.param_addr + param_bytes(config, n0),
+                y_addr=layer.y_addr + n0 * out_bytes,
+                y_pitch=layer.y_pitch or layer.N * out_bytes), program)
+        return program
+    plan = plan or plan_gemm(config, layer)
     S = config.scratchpad_bytes
     act_slot, weight_slot = slot_bytes(R), slot_bytes(C)
     act_buffers = [0, S // 4]
@@ -206,25 +228,35 @@ def emit_gemm(config, layer, program=None, plan=None):
     param_buffer = 15 * S // 16
     out_bytes = 4 if layer.out_int32 else 1
     pitch = layer.a_pitch or layer.K
-    sp_pitch = plan.k_tiles * act_slot
+    y_pitch = layer.y_pitch or layer.N * out_bytes
 
     blocks = [(m0, min(plan.block_rows, layer.M - m0)) for m0 in range(0, layer.M, plan.block_rows)]
     groups = [range(n0, min(n0 + plan.group_tiles, plan.n_tiles))
               for n0 in range(0, plan.n_tiles, plan.group_tiles)]
-    chunks = [(k0, min(plan.chunk_tiles, plan.k_tiles - k0))
-              for k0 in range(0, plan.k_tiles, plan.chunk_tiles)]
+    panels = [(p0, min(plan.panel_tiles, plan.k_tiles - p0))
+              for p0 in range(0, plan.k_tiles, plan.panel_tiles)]
     units = [(b, g) for b in range(len(blocks)) for g in range(len(groups))]
-    steps = [(u, n, chunk) for u, (b, g) in enumerate(units) for n in groups[g] for chunk in chunks]
+    steps = [(u, n, panel, (k0, min(plan.chunk_tiles, panel[0] + panel[1] - k0)))
+             for u, (b, g) in enumerate(units) for n in groups[g] for panel in panels
+             for k0 in range(panel[0], panel[0] + panel[1], plan.chunk_tiles)]
+    # A is loaded for each M-block, or, when K takes several panels, for each panel of
+    # each N-tile; loads alternate between the two activation buffers.
+    a_loads = []
+    for s, (u, n, panel, _) in enumerate(steps):
+        previous = steps[s - 1] if s else None
+        new = previous is None or units[previous[0]][0] != units[u][0] or \
+            (len(panels) > 1 and (previous[1], previous[2]) != (n, panel))
+        a_loads.append(a_loads[-1] + 1 if a_loads and new else a_loads[-1] if a_loads else 0)
 
     def loads(s):
-        u, n, (k0, kn) = steps[s]
-        b = units[u][0]
-        m0, rows = blocks[b]
-        first_of_block = s == 0 or units[steps[s - 1][0]][0] != b
+        u, n, (p0, pn), (k0, kn) = steps[s]
+        m0, rows = blocks[units[u][0]]
         out = []
-        if first_of_block:
-            out.append(_transfer(Opcode.LOAD, layer.a_addr + m0 * pitch, act_buffers[b % 2],
-                                 rows, layer.K, pitch, sp_pitch))
+        if s == 0 or a_loads[s] != a_loads[s - 1]:
+            k_first = p0 * R
+            out.append(_transfer(Opcode.LOAD, layer.a_addr + m0 * pitch + k_first,
+                                 act_buffers[a_loads[s] % 2], rows,
+                                 min(layer.K, (p0 + pn) * R) - k_first, pitch, pn * act_slot))
         out.append(dict(opcode=Opcode.LOAD,
                         mem_addr=layer.weight_addr + (n * plan.k_tiles + k0) * R * weight_slot,
                         sp_addr=weight_buffers[s % 2], rows=1, row_bytes=kn * R * weight_slot))
@@ -234,7 +266,7 @@ def emit_gemm(config, layer, program=None, plan=None):
         return out
 
     def computes(s):
-        u, n, (k0, kn) = steps[s]
+        u, n, (p0, pn), (k0, kn) = steps[s]
         b, g = units[u]
         rows = blocks[b][1]
         first_emit = n == groups[g][0]
@@ -244,7 +276,8 @@ def emit_gemm(config, layer, program=None, plan=None):
             emit = kt == plan.k_tiles - 1
             insn = dict(opcode=Opcode.MATMUL,
                         weight_addr=weight_buffers[s % 2] + (kt - k0) * R * weight_slot,
-                        act_addr=act_buffers[b % 2] + kt * act_slot, act_stride=plan.k_tiles,
+                        act_addr=act_buffers[a_loads[s] % 2] + (kt - p0) * act_slot,
+                        act_stride=pn,
                         count=rows, acc_addr=0, accumulate=int(kt > 0), emit=int(emit),
                         act_flip=int(layer.act_flip), channel=n,
                         out_addr=out_buffers[u % 2] + (n - groups[g][0]) * weight_slot * out_bytes,
@@ -264,15 +297,15 @@ def emit_gemm(config, layer, program=None, plan=None):
         m0, rows = blocks[b]
         group = groups[g]
         sp_stride = len(group) * weight_slot * out_bytes
-        y_row = layer.y_addr + m0 * layer.N * out_bytes
+        y_row = layer.y_addr + m0 * y_pitch
         if weight_slot == C:
             n0 = group[0] * C
             out = [_transfer(Opcode.STORE, y_row + n0 * out_bytes, out_buffers[u % 2], rows,
                              (min(layer.N, (group[-1] + 1) * C) - n0) * out_bytes,
-                             layer.N * out_bytes, sp_stride)]
+                             y_pitch, sp_stride)]
         else:
             out = [_transfer(Opcode.STORE, y_row + n * C, out_buffers[u % 2] + i * weight_slot,
-                             rows, min(C, layer.N - n * C), layer.N, sp_stride)
+                             rows, min(C, layer.N - n * C), y_pitch, sp_stride)
                    for i, n in enumerate(group)]
         out[0]["pop_prev"] = 1
         out[-1]["push_prev"] = 1

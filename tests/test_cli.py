@@ -97,7 +97,8 @@ def test_float_model_that_was_never_quantized(tmp_path):
 
 def test_layer_that_cannot_fit_the_sram(tmp_path):
     path = _qlinear_matmul(tmp_path / "big.onnx", 4, 4096, 8)
-    assert_one_line_error(*npu("compile", path)[::2], str(path), "big_matmul", "K = 4096")
+    assert_one_line_error(*npu("compile", path, "--config", "scratchpad_bytes=1024")[::2],
+                          str(path), "big_matmul", "does not fit the 1024-byte scratchpad")
 
 
 def test_wrong_input_shape_and_dtype(quantized, tmp_path):
