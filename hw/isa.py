@@ -23,6 +23,8 @@ nothing on the engine it names, so it only moves tokens. ``END`` ends the progra
 NPU is done once every engine has finished everything before it.
 """
 
+import functools
+
 from amaranth import unsigned
 from amaranth.lib import data, enum
 
@@ -160,13 +162,19 @@ def _fields(layout, prefix=""):
             yield f"{prefix}{name}", field.offset, field.width
 
 
+@functools.cache
+def _field_table(opcode):
+    """{dotted name: (offset, width)} of ``opcode``'s layout, computed once."""
+    return {name: (offset, width) for name, offset, width in _fields(LAYOUTS[opcode])}
+
+
 def encode(opcode, **fields):
     """The 128-bit integer of an instruction; header flags and fields by name."""
     opcode = Opcode(opcode)
     values = {"header.opcode": opcode.value}
     for flag in ("pop_prev", "pop_next", "push_prev", "push_next"):
         values[f"header.{flag}"] = int(fields.pop(flag, 0))
-    known = {name: (offset, width) for name, offset, width in _fields(LAYOUTS[opcode])}
+    known = _field_table(opcode)
     for name, value in fields.items():
         if name not in known:
             raise ValueError(f"{opcode.name} has no field {name!r}")
@@ -188,7 +196,7 @@ def decode(word):
     except ValueError:
         raise ValueError(f"unknown opcode {code}") from None
     fields = {name: (word >> offset) & ((1 << width) - 1)
-              for name, offset, width in _fields(LAYOUTS[opcode])}
+              for name, (offset, width) in _field_table(opcode).items()}
     return opcode, fields
 
 
