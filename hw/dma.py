@@ -54,9 +54,10 @@ to ``max_outstanding`` bursts are in flight (AR issued and last R beat not yet r
 or AW issued and B not yet received): the AR or AW of the next bursts, and of the next
 descriptor in the same direction, go out while earlier data still moves. With a zero-wait
 memory and an always-granting scratchpad the data path moves one bus word per cycle in
-both directions: a 64 KiB single-row transfer takes ``65536 / W`` cycles plus 8 (memory
-to scratchpad) or 13 (scratchpad to memory) from the descriptor's handshake to its
-completion's, at any width and alignment (``make bench-dma``). A row whose memory offset
+both directions: a 64 KiB single-row transfer takes ``65536 / W`` cycles plus a fixed
+latency of a few cycles (range checks, the R buffer or the scratchpad reads, the slice)
+from the descriptor's handshake to its completion's, at any width and alignment
+(``make bench-dma`` measures it). A row whose memory offset
 in the word is larger than its scratchpad offset (or the reverse, from scratchpad to
 memory) costs one more cycle (see *Alignment*). A descriptor whose direction differs from
 the one in progress waits until that one has completed, so a read of data just written
