@@ -5,7 +5,7 @@ SEED ?=
 PYTEST_SEED := $(if $(SEED),--seed $(SEED),)
 PYTEST_WAVES := $(if $(filter 1,$(WAVES)),--waves,)
 
-.PHONY: help setup sim test lint clean bench-dma bench bitstream flash
+.PHONY: help setup sim test lint clean bench-dma bench bench-docs bitstream flash
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,5 +37,9 @@ bitstream:  ## FPGA bitstream and build/<board>/report.json (BOARD=ulx3s|icebrea
 flash:  ## program the board on USB with its bitstream from build/<board>/ (BOARD=ulx3s|icebreaker)
 	$(PYTHON) -m fpga.flash --board $(BOARD)
 
-bench:  ## GEMMs and ResNet-8 convs on the RTL NPU: build/bench/results.{json,md}, plots, cost-model error
+bench:  ## the performance suite on the RTL NPU: build/bench/results.{json,md}, plots, cost-model error
 	$(PYTHON) -m verif.bench
+
+bench-docs: bench  ## make bench, then copy its table and plots to docs/bench/ (shown by the README)
+	mkdir -p docs/bench
+	cp build/bench/results.md build/bench/utilization.png build/bench/dram.png docs/bench/

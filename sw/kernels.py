@@ -174,19 +174,30 @@ def candidate_plans(config, layer):
     return plans
 
 
+#: Instructions beyond which :func:`plan_gemm` tries no smaller M-blocks.
+LONG_PROGRAM = 20_000
+
+
 def plan_gemm(config, layer):
     """The tiling of ``layer`` with the fewest cycles predicted by :mod:`sw.cost_model`
     (ties: fewer DRAM bytes); raises :class:`LayerError` if the layer cannot fit."""
     from sw.cost_model import predict
 
     best = None
+    fewest_rows = None
     for plan in candidate_plans(config, layer):
+        if fewest_rows is not None and plan.block_rows < fewest_rows:
+            continue
         program = emit_gemm(config, layer, plan=plan)
         program.end()
         p = predict(config, program)
         key = (p.cycles, p.dma_read_bytes + p.dma_write_bytes)
         if best is None or key < best[0]:
             best = key, plan
+        if len(program) > LONG_PROGRAM:
+            # A large, compute-bound layer: smaller blocks would only add weight traffic,
+            # and predicting them takes seconds.
+            fewest_rows = plan.block_rows
     return best[1]
 
 
