@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.fetcher import InstructionChecker
+from hw.output_stage import OutputStage
 from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
 
 
@@ -42,8 +43,9 @@ __all__ = ["Prediction", "predict", "predict_gemm", "compulsory_bytes"]
 #: writes (every B response back).
 READ_COMPLETION = 8
 WRITE_COMPLETION = 13
-#: Cycles from an emitting tile's last result leaving the array to its tokens.
-DRAIN = 8
+#: Cycles from an emitting tile's last result leaving the array to its tokens: the output
+#: stage's pipeline and one cycle to write the scratchpad.
+DRAIN = OutputStage.latency + 1
 #: Cycles a transfer instruction spends in its engine besides the DMA (start, complete).
 TRANSFER_OVERHEAD = 2
 #: Cycles each AXI burst adds to its data beats with a memory serving one burst per
