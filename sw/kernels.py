@@ -252,12 +252,14 @@ def emit_gemm(config, layer, program=None, plan=None):
              for k0 in range(panel[0], panel[0] + panel[1], plan.chunk_tiles)]
     # A is loaded for each M-block, or, when K takes several panels, for each panel of
     # each N-tile; loads alternate between the two activation buffers.
-    a_loads = []
+    a_loads = []                        # per step: the index of the A load it reads
+    loaded = -1
     for s, (u, n, panel, _) in enumerate(steps):
         previous = steps[s - 1] if s else None
-        new = previous is None or units[previous[0]][0] != units[u][0] or \
-            (len(panels) > 1 and (previous[1], previous[2]) != (n, panel))
-        a_loads.append(a_loads[-1] + 1 if a_loads and new else a_loads[-1] if a_loads else 0)
+        if previous is None or units[previous[0]][0] != units[u][0] or \
+                (len(panels) > 1 and (previous[1], previous[2]) != (n, panel)):
+            loaded += 1
+        a_loads.append(loaded)
 
     def loads(s):
         u, n, (p0, pn), (k0, kn) = steps[s]
