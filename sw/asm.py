@@ -23,6 +23,11 @@ class Program:
     def end(self):
         return self.emit(Opcode.END)
 
+    def extend(self, other):
+        """Append the instructions of ``other`` (a :class:`Program`)."""
+        self.words += other.words
+        return self
+
     def __len__(self):
         return len(self.words)
 

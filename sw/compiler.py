@@ -11,7 +11,8 @@ either format:
 
 Output: a :class:`sw.npu_file.CompiledModel`: a list of steps. Convolutions and matrix
 products become NPU programs (``sw.kernels``, planned for the configuration's array and
-SRAM sizes, with im2col done by the host); pooling, residual additions and the
+SRAM sizes: a convolution runs straight from its NHWC input on the NPU, or as a GEMM on
+the host's im2col, whichever the cost model prefers); pooling, residual additions and the
 quantize/dequantize at the edges run on the host with onnxruntime's arithmetic
 (``sw.host_ops``). Scales and zero points may be constants or graph inputs: they are
 resolved at run time, so the requantization multipliers are computed exactly as
@@ -30,7 +31,8 @@ from onnx import numpy_helper
 from hw.config import DEFAULT_CONFIG
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
-from sw.kernels import GemmLayer, LayerError, a_pitch, emit_gemm, pack_weights, param_bytes
+from sw.kernels import (ConvLayer, GemmLayer, LayerError, a_pitch, conv_pad_bytes, emit_conv, emit_gemm,
+                        pack_conv_weights, pack_weights, param_bytes, predict_program, preferred)
 from sw.npu_file import CompiledModel
 
 
@@ -256,19 +258,35 @@ class _Compiler:
         out_int32 = y_dtype in ("int32", "float32")
         program = Program()
         geometry = []
+        name = f"{self.source}: node '{self.name(node)}' ({node.op_type})"
+        out_bytes = 4 if out_int32 else 1
+        direct = kind == "conv" and split == 1 and \
+            self.prefers_direct(layers[0], a_shape, b_shape, attrs, a_dtype, out_int32, name)
         for layer in layers:
             M, K, N = layer["M"], layer["K"] * split, layer["N"]
-            out_bytes = 4 if out_int32 else 1
-            pitch = a_pitch(self.config, K)
-            gemm = GemmLayer(M, K, N, a_addr=self.memory.alloc(M * pitch),
-                             weight_addr=0, param_addr=0, y_addr=0,
-                             act_flip=a_dtype == "uint8", out_int32=out_int32,
-                             name=f"{self.source}: node '{self.name(node)}' ({node.op_type})",
-                             a_pitch=pitch)
-            gemm.weight_addr = self.memory.alloc(len(pack_weights(self.config, np.zeros((K, N), np.int8))))
-            gemm.param_addr = self.memory.alloc(param_bytes(self.config, N))
-            gemm.y_addr = self.memory.alloc(M * N * out_bytes)
             try:
+                if direct:
+                    conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
+                    conv.x_addr = self.memory.alloc(conv.H * conv.W * conv.C)
+                    conv.pad_addr = self.memory.alloc(conv_pad_bytes(self.config, conv))
+                    conv.weight_addr = self.memory.alloc(len(pack_conv_weights(
+                        self.config, np.zeros((N, conv.C, *conv.kernel), np.int8))))
+                    conv.param_addr = self.memory.alloc(param_bytes(self.config, N))
+                    conv.y_addr = self.memory.alloc(M * N * out_bytes)
+                    emit_conv(self.config, conv, program)
+                    geometry.append(dict(layer, direct=True, x_addr=conv.x_addr,
+                                         pad_addr=conv.pad_addr, pad_bytes=conv_pad_bytes(self.config, conv),
+                                         weight_addr=conv.weight_addr, param_addr=conv.param_addr,
+                                         y_addr=conv.y_addr))
+                    continue
+                pitch = a_pitch(self.config, K)
+                gemm = GemmLayer(M, K, N, a_addr=self.memory.alloc(M * pitch),
+                                 weight_addr=0, param_addr=0, y_addr=0,
+                                 act_flip=a_dtype == "uint8", out_int32=out_int32, name=name,
+                                 a_pitch=pitch)
+                gemm.weight_addr = self.memory.alloc(len(pack_weights(self.config, np.zeros((K, N), np.int8))))
+                gemm.param_addr = self.memory.alloc(param_bytes(self.config, N))
+                gemm.y_addr = self.memory.alloc(M * N * out_bytes)
                 emit_gemm(self.config, gemm, program)
             except LayerError as error:
                 raise CompileError(str(error)) from None
@@ -288,6 +306,33 @@ class _Compiler:
             "program": program_name, "program_addr": program_addr, "weight_split": split,
             "instructions": len(program),
         })
+
+    def conv_layer(self, a_shape, b_shape, attrs, a_dtype, out_int32, name):
+        """The :class:`sw.kernels.ConvLayer` of one group of a convolution (addresses 0)."""
+        _, _, h, w = a_shape
+        oc, cg, kh, kw = b_shape
+        return ConvLayer(h, w, cg, oc // attrs.get("group", 1), (kh, kw),
+                         tuple(attrs.get("strides", [1, 1])),
+                         tuple(attrs.get("pads", [0, 0, 0, 0])),
+                         act_flip=a_dtype == "uint8", out_int32=out_int32, name=name)
+
+    def prefers_direct(self, layer, a_shape, b_shape, attrs, a_dtype, out_int32, name):
+        """Whether the convolution runs straight from its input (``sw.kernels.emit_conv``)
+        rather than as a GEMM on the host's im2col: the cost model's
+        :func:`sw.kernels.preferred` of the two programs."""
+        conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
+        try:
+            direct = predict_program(self.config, emit_conv(self.config, conv))
+        except LayerError:
+            return False
+        K = layer["K"]
+        gemm = GemmLayer(layer["M"], K, layer["N"], 0, 0, 0, 0, act_flip=a_dtype == "uint8",
+                         out_int32=out_int32, name=name, a_pitch=a_pitch(self.config, K))
+        try:
+            im2col = predict_program(self.config, emit_gemm(self.config, gemm))
+        except LayerError:
+            return True
+        return preferred([im2col, direct]) == 1
 
     def weight_split(self, b):
         """How many int8 weight matrices ``w - zero_point`` needs (1 to 3).
@@ -319,6 +364,8 @@ class _Compiler:
             group = attrs.get("group", 1)
             if attrs.get("dilations", [1, 1]) != [1, 1]:
                 self.fail(node, "dilated convolutions are not supported")
+            if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+                self.fail(node, f"auto_pad {attrs['auto_pad']} is not supported: give the pads")
             if c != cg * group or oc % group:
                 self.fail(node, f"{c} input channels do not match the weights' {cg} x {group} groups")
             sh, sw = attrs.get("strides", [1, 1])

@@ -1,8 +1,13 @@
 """Lowering of quantized GEMM and convolution layers to NPU programs.
 
-A layer is ``Y = requantize(A @ W)`` with ``A`` (M × K) in memory row-major, ``W`` (K × N)
-pre-tiled by :func:`pack_weights`, and per-output-channel requantization parameters.
-Convolutions become GEMMs through :func:`im2col`.
+A GEMM layer is ``Y = requantize(A @ W)`` with ``A`` (M × K) in memory row-major, ``W``
+(K × N) pre-tiled by :func:`pack_weights`, and per-output-channel requantization
+parameters (:func:`emit_gemm`). A convolution runs either as such a GEMM on the host's
+:func:`im2col`, or straight from its NHWC input (:func:`emit_conv`): the input rows a band
+of output rows needs are loaded once into the scratchpad, with the zero point copied into
+the padding, and each K-tile (kernel position, slot of input channels) is a MATMUL whose
+activation vectors are pixels ``stride · ct`` slots apart. Both produce the
+``(OH·OW) × N`` output, one pixel per row.
 
 Scratchpad plan (``S`` = scratchpad bytes, so that each region sits in its own banks and
 the DMA never competes with the array for a read port)::
@@ -13,15 +18,17 @@ the DMA never competes with the array for a read port)::
     [3S/4, 15S/16)    output blocks, buffers 0 and 1 (3S/32 each)
     [15S/16, S)       channel parameters
 
-The layer is cut into M-blocks (one activation buffer each) and N-groups (one output
-buffer each), and each (block, group) *unit* into steps (N-tile, K-chunk). The load engine
-runs one step ahead of the compute engine (program order L0, L1, C0, L2, C1, ...), the
-store engine writes each unit out while the next one computes, and four kinds of tokens
-keep the double buffers safe. Every layer ends with a barrier, so layers can follow each
-other in one program and a later layer may read what an earlier one stored.
+The layer is cut into M-blocks (one activation buffer each: rows of A, or a band of
+output rows) and N-groups (one output buffer each), and each (block, group) *unit* into
+steps (N-tile, K-chunk). The load engine runs one step ahead of the compute engine
+(program order L0, L1, C0, L2, C1, ...), the store engine writes each unit out while the
+next one computes, and four kinds of tokens keep the double buffers safe. Every layer ends
+with a barrier, so layers can follow each other in one program and a later layer may read
+what an earlier one stored.
 
-:func:`plan_gemm` chooses the block and group sizes among :func:`candidate_plans` with the
-cost model (:mod:`sw.cost_model`): the tiling with the fewest predicted cycles wins.
+:func:`plan_gemm` and :func:`plan_conv` choose the block and group sizes among the
+candidate tilings with the cost model (:mod:`sw.cost_model`), and the compiler chooses
+between the two lowerings of a convolution the same way (:func:`preferred`).
 """
 
 from dataclasses import dataclass, replace
@@ -32,8 +39,10 @@ from hw.isa import CHANNEL_PARAM_BYTES, Engine, Opcode, slot_bytes
 from sw.asm import Program
 
 
-__all__ = ["GemmLayer", "GemmPlan", "LayerError", "pack_weights", "im2col", "a_pitch",
-           "param_bytes", "candidate_plans", "plan_gemm", "emit_gemm"]
+__all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
+           "pack_conv_weights", "im2col", "a_pitch", "param_bytes", "conv_pad_bytes",
+           "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
+           "plan_conv", "emit_conv", "preferred", "predict_program"]
 
 
 class LayerError(ValueError):
@@ -107,6 +116,8 @@ class GemmPlan:
     per output group (one output buffer, stored as one 2-D STORE); ``chunk_tiles``: K-tiles
     of weights per LOAD (one weight buffer); ``panel_tiles``: K-tiles of A per activation
     buffer (a longer K is reduced panel after panel, A reloaded for each N-tile).
+    ``wide``: a stride-1 convolution (:func:`emit_conv`) streams each band of output rows
+    in one MATMUL per K-tile (see :func:`_wide_rows`) rather than one per output row.
     """
     k_tiles: int
     n_tiles: int
@@ -114,6 +125,7 @@ class GemmPlan:
     group_tiles: int
     chunk_tiles: int
     panel_tiles: int
+    wide: bool = False
 
 
 def a_pitch(config, K):
@@ -179,26 +191,48 @@ LONG_PROGRAM = 20_000
 
 
 def plan_gemm(config, layer):
-    """The tiling of ``layer`` with the fewest cycles predicted by :mod:`sw.cost_model`
-    (ties: fewer DRAM bytes); raises :class:`LayerError` if the layer cannot fit."""
+    """The :func:`preferred` tiling of ``layer`` by the predictions of :mod:`sw.cost_model`;
+    raises :class:`LayerError` if the layer cannot fit."""
+    return _best_plan(config, layer, candidate_plans(config, layer), emit_gemm)[0]
+
+
+#: A tiling at most this much slower than the fastest is preferred when it moves fewer DRAM
+#: bytes: the cycle model sees one NPU with its memory to itself, not the energy and the
+#: shared bandwidth that off-chip traffic costs on a board.
+CYCLE_TOLERANCE = 0.03
+
+
+def preferred(predictions):
+    """Index of the preferred of ``predictions`` (:class:`sw.cost_model.Prediction`): the
+    fewest DRAM bytes among those within :data:`CYCLE_TOLERANCE` of the fewest cycles."""
+    fastest = min(p.cycles for p in predictions)
+    return min((p.dma_read_bytes + p.dma_write_bytes, p.cycles, i)
+               for i, p in enumerate(predictions)
+               if p.cycles <= fastest * (1 + CYCLE_TOLERANCE))[2]
+
+
+def predict_program(config, program):
+    """:func:`sw.cost_model.predict` of ``program`` with its END."""
     from sw.cost_model import predict
 
-    best = None
+    return predict(config, Program().extend(program).end())
+
+
+def _best_plan(config, layer, plans, emit):
+    """(plan, :class:`sw.cost_model.Prediction`) of the :func:`preferred` of ``plans``,
+    each emitted by ``emit(config, layer, plan=plan)``."""
+    tried = []
     fewest_rows = None
-    for plan in candidate_plans(config, layer):
+    for plan in plans:
         if fewest_rows is not None and plan.block_rows < fewest_rows:
             continue
-        program = emit_gemm(config, layer, plan=plan)
-        program.end()
-        p = predict(config, program)
-        key = (p.cycles, p.dma_read_bytes + p.dma_write_bytes)
-        if best is None or key < best[0]:
-            best = key, plan
+        program = emit(config, layer, plan=plan)
+        tried.append((plan, predict_program(config, program)))
         if len(program) > LONG_PROGRAM:
             # A large, compute-bound layer: smaller blocks would only add weight traffic,
             # and predicting them takes seconds.
             fewest_rows = plan.block_rows
-    return best[1]
+    return tried[preferred([p for _, p in tried])]
 
 
 def _transfer(opcode, mem_addr, sp_addr, rows, row_bytes, mem_stride, sp_stride):
@@ -210,35 +244,305 @@ def _transfer(opcode, mem_addr, sp_addr, rows, row_bytes, mem_stride, sp_stride)
                 row_bytes=row_bytes, mem_stride=mem_stride, sp_stride=sp_stride)
 
 
+@dataclass
+class ConvLayer:
+    """One 2-D convolution computed straight from its input, without im2col.
+
+    ``x_addr``: the input, ``H × W × C`` bytes (int8, or uint8 with ``act_flip``), pixel
+    after pixel, each with its ``C`` channels (NHWC). ``pad_addr``: :func:`conv_pad_bytes`
+    bytes of the input's zero point, copied into the padding. ``weight_addr``:
+    :func:`pack_conv_weights` bytes. ``param_addr``, ``y_addr``, ``out_int32`` and
+    ``y_pitch`` as in :class:`GemmLayer`; the output is the ``(OH·OW) × N`` matrix, one
+    output pixel per row (NHWC). ``pads`` is (top, left, bottom, right), as ONNX gives them.
+    """
+    H: int
+    W: int
+    C: int
+    N: int
+    kernel: tuple = (1, 1)
+    strides: tuple = (1, 1)
+    pads: tuple = (0, 0, 0, 0)
+    x_addr: int = 0
+    pad_addr: int = 0
+    weight_addr: int = 0
+    param_addr: int = 0
+    y_addr: int = 0
+    act_flip: bool = False
+    out_int32: bool = False
+    name: str = "conv"
+    y_pitch: int = 0
+
+    @property
+    def OH(self):
+        return (self.H + self.pads[0] + self.pads[2] - self.kernel[0]) // self.strides[0] + 1
+
+    @property
+    def OW(self):
+        return (self.W + self.pads[1] + self.pads[3] - self.kernel[1]) // self.strides[1] + 1
+
+    @property
+    def M(self):
+        return self.OH * self.OW
+
+    @property
+    def padded_width(self):
+        return self.W + self.pads[1] + self.pads[3]
+
+
+def _pixel_bytes(config, layer):
+    """Scratchpad bytes of one input pixel: its channels in whole activation slots."""
+    return -(-layer.C // config.rows) * slot_bytes(config.rows)
+
+
+def conv_k_tiles(config, layer):
+    """K-tiles of ``layer``: one per kernel position and slot of input channels."""
+    return layer.kernel[0] * layer.kernel[1] * -(-layer.C // config.rows)
+
+
+def pack_conv_weights(config, w):
+    """``w`` (N × C × kh × kw int8, as ONNX orders it) tiled for :func:`emit_conv`: K-tile
+    ``(i · kw + j) · ct + t`` holds input channels ``t·rows …`` of kernel position (i, j)."""
+    N, C, kh, kw = w.shape
+    R = config.rows
+    ct = -(-C // R)
+    k = np.zeros((kh, kw, ct * R, N), np.int8)
+    k[:, :, :C, :] = np.asarray(w).transpose(2, 3, 1, 0)
+    return pack_weights(config, k.reshape(-1, N))
+
+
+def conv_pad_bytes(config, layer):
+    """Bytes of the zero-point line at ``pad_addr``: one padded row of input pixels."""
+    return layer.padded_width * _pixel_bytes(config, layer) if any(layer.pads) else 0
+
+
+class _ConvOperand:
+    """The activations of a :class:`ConvLayer`: an M-block is a band of whole output rows,
+    and its activation buffer holds the padded input rows the band reads, each pixel's
+    channels in ``ct`` slots. Each K-tile (kernel position, channel slot) is one MATMUL
+    per output row, whose ``OW`` vectors are ``stride · ct`` slots apart, or, ``wide``
+    (stride 1 only), one MATMUL for the whole band (see :func:`_wide_rows`)."""
+
+    def __init__(self, config, layer, wide):
+        self.config, self.layer = config, layer
+        self.slot = slot_bytes(config.rows)
+        self.ct = -(-layer.C // config.rows)
+        self.pixel = self.ct * self.slot
+        self.line = layer.padded_width * self.pixel
+        self.wide = wide
+
+    def band(self, m0, rows):
+        """(first output row, output rows, padded input rows) of the block."""
+        L = self.layer
+        n = rows // L.OW
+        return m0 // L.OW, n, (n - 1) * L.strides[0] + L.kernel[0]
+
+    def load(self, m0, rows, p0, pn, buffer):
+        L, line, pixel = self.layer, self.line, self.pixel
+        pt, pl, _, pr = L.pads
+        o0, _, in_rows = self.band(m0, rows)
+        top = o0 * L.strides[0]                     # padded row of buffer row 0
+        first, last = max(top, pt), min(top + in_rows, pt + L.H)
+        out = []
+
+        def pad(sp_addr, count, row_bytes):
+            if count > 0 and row_bytes > 0:
+                out.append(dict(opcode=Opcode.LOAD, mem_addr=L.pad_addr, sp_addr=sp_addr,
+                                rows=count, row_bytes=row_bytes, mem_stride=0, sp_stride=line))
+
+        pad(buffer, first - top, line)                                  # rows above
+        pad(buffer + (last - top) * line, top + in_rows - last, line)   # rows below
+        if last > first:
+            b0, count = first - top, last - first
+            data = buffer + b0 * line + pl * pixel
+            right = data + L.W * pixel
+            pad(buffer + b0 * line, 1, pl * pixel)
+            # The right padding of a row and the left padding of the next are contiguous.
+            pad(right, count - 1, (pl + pr) * pixel)
+            pad(right + (count - 1) * line, 1, pr * pixel)
+            x_row = L.x_addr + (first - pt) * L.W * L.C
+            if L.C == pixel:
+                out.append(_transfer(Opcode.LOAD, x_row, data, count, L.W * L.C, L.W * L.C, line))
+            else:
+                for y in range(count):
+                    out.append(_transfer(Opcode.LOAD, x_row + y * L.W * L.C, data + y * line,
+                                         L.W, L.C, L.C, pixel))
+        return out
+
+    def vectors(self, kt, rows, p0, pn, buffer):
+        L = self.layer
+        sh, sw = L.strides
+        i, rest = divmod(kt, L.kernel[1] * self.ct)
+        j, t = divmod(rest, self.ct)
+        base = buffer + i * self.line + j * self.pixel + t * self.slot
+        _, n, _ = self.band(0, rows)
+        if self.wide:
+            return [(base, self.ct, _wide_rows(L, n), 0)]
+        return [(base + r * sh * self.line, sw * self.ct, L.OW, r * L.OW) for r in range(n)]
+
+    def pieces(self, rows):
+        L = self.layer
+        _, n, _ = self.band(0, rows)
+        if not self.wide or L.padded_width == L.OW:
+            return [(0, 0, rows)]
+        return [(r * L.padded_width, r * L.OW, L.OW) for r in range(n)]
+
+
+def _wide_rows(layer, n):
+    """Output-buffer rows of a band of ``n`` output rows computed *wide*: with stride 1, one
+    MATMUL per K-tile streams the band's padded input rows end to end, so each output row
+    is followed by ``padded_width − OW`` vectors whose results are never stored."""
+    return (n - 1) * layer.padded_width + layer.OW
+
+
+def _conv_limits(config, layer, wide):
+    """(k_tiles, n_tiles, most output rows per band, chunk_tiles) of ``layer`` run by
+    :func:`emit_conv`, ``wide`` or not; :class:`LayerError` if it cannot run that way."""
+    R, C = config.rows, config.cols
+    S = config.scratchpad_bytes
+    weight_slot = slot_bytes(C)
+    L = layer
+    pixel = _pixel_bytes(config, L)
+    line = L.padded_width * pixel
+    k_tiles, n_tiles = conv_k_tiles(config, L), -(-L.N // C)
+    out_slot = weight_slot * (4 if L.out_int32 else 1)
+    if L.out_int32 and weight_slot != C:
+        raise LayerError(f"{L.name}: int32 outputs need a power-of-two column count")
+    if L.OH < 1 or L.OW < 1:
+        raise LayerError(f"{L.name}: the kernel is larger than the padded input")
+    if L.strides[1] * pixel // slot_bytes(R) > 255 or line >= 1 << 16 or L.W * L.C >= 1 << 16 \
+            or L.W >= 1 << 12 or L.H >= 1 << 12:
+        raise LayerError(f"{L.name}: a row of {L.W} pixels of {L.C} channels exceeds one transfer")
+    buffer_rows = min(config.acc_depth, (3 * S // 32) // out_slot, 4095)
+    if wide:
+        band_rows = (buffer_rows - L.OW) // L.padded_width + 1 if buffer_rows >= L.OW else 0
+    else:
+        band_rows = buffer_rows // L.OW
+    rows = min(L.OH, band_rows, ((S // 4) // line - L.kernel[0]) // L.strides[0] + 1)
+    chunk_tiles = min(k_tiles, (S // 8) // (R * weight_slot))
+    if rows < 1 or chunk_tiles < 1 or S // 16 < CHANNEL_PARAM_BYTES * weight_slot:
+        raise LayerError(f"{L.name}: an output row of the {L.H}x{L.W}x{L.C} -> {L.N} "
+                         f"convolution does not fit the {S}-byte scratchpad")
+    if n_tiles > config.channel_depth:
+        raise LayerError(f"{L.name}: N = {L.N} exceeds the {config.channel_depth * C} "
+                         f"output channels the channel-parameter table holds")
+    return k_tiles, n_tiles, rows, chunk_tiles
+
+
+def candidate_conv_plans(config, layer):
+    """The tilings :func:`plan_conv` chooses from: a MATMUL per output row, or wide (stride
+    1); bands of output rows as tall as the buffers allow, and shorter; N-groups as wide as
+    the output buffer allows, and half as wide."""
+    S = config.scratchpad_bytes
+    out_slot = slot_bytes(config.cols) * (4 if layer.out_int32 else 1)
+    plans = []
+    error = None
+    for wide in (False, True) if tuple(layer.strides) == (1, 1) else (False,):
+        try:
+            k_tiles, n_tiles, max_rows, chunk_tiles = _conv_limits(config, layer, wide)
+        except LayerError as refused:
+            error = refused
+            continue
+        fewest = -(-layer.OH // max_rows)
+        for bands in sorted({fewest, fewest + 1, 2 * fewest, 4 * fewest}):
+            if bands > layer.OH:
+                continue
+            band = -(-layer.OH // bands)
+            rows = band * layer.OW
+            buffer_rows = _wide_rows(layer, band) if wide else rows
+            widest = min(n_tiles, (3 * S // 32) // (buffer_rows * out_slot))
+            for group in sorted({widest, -(-widest // 2)}):
+                plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, k_tiles, wide)
+                if plan not in plans:
+                    plans.append(plan)
+    if not plans:
+        raise error
+    return plans
+
+
+def plan_conv(config, layer):
+    """(plan, prediction) of ``layer`` run by :func:`emit_conv`, as :func:`plan_gemm`
+    chooses; raises :class:`LayerError` if it cannot run that way."""
+    return _best_plan(config, layer, candidate_conv_plans(config, layer), emit_conv)
+
+
+def emit_conv(config, layer, program=None, plan=None):
+    """Append the instructions of ``layer`` (a :class:`ConvLayer`) and a closing barrier to
+    ``program``; return it. ``plan`` as for :func:`emit_gemm`."""
+    program = Program() if program is None else program
+    slices = _slices(config, layer, conv_k_tiles(config, layer))
+    assert plan is None or len(slices) == 1
+    for part in slices:
+        part_plan = plan or plan_conv(config, part)[0]
+        _emit_tiled(config, part, _ConvOperand(config, part, part_plan.wide), part_plan, program)
+    return program
+
+
+def _slices(config, layer, k_tiles):
+    """``layer`` cut into slices of the output channels the channel-parameter table holds
+    (one layer if it holds them all)."""
+    C = config.cols
+    slice_n = config.channel_depth * C
+    if layer.N <= slice_n:
+        return [layer]
+    out_bytes = 4 if layer.out_int32 else 1
+    return [replace(layer, N=min(slice_n, layer.N - n0),
+                    weight_addr=layer.weight_addr + n0 // C * k_tiles * config.rows * slot_bytes(C),
+                    param_addr=layer.param_addr + param_bytes(config, n0),
+                    y_addr=layer.y_addr + n0 * out_bytes,
+                    y_pitch=layer.y_pitch or layer.N * out_bytes)
+            for n0 in range(0, layer.N, slice_n)]
+
+
 def emit_gemm(config, layer, program=None, plan=None):
     """Append ``layer``'s instructions (and a closing barrier) to ``program``; return it.
     ``plan``: a :class:`GemmPlan` (by default :func:`plan_gemm`'s choice). A layer with
     more output channels than the channel-parameter table holds becomes one GEMM per slice
     of them, each planned on its own (``plan`` must then be None)."""
     program = Program() if program is None else program
+    slices = _slices(config, layer, -(-layer.K // config.rows))
+    assert plan is None or len(slices) == 1
+    for part in slices:
+        _emit_tiled(config, part, _MatrixOperand(config, part), plan or plan_gemm(config, part),
+                    program)
+    return program
+
+
+class _MatrixOperand:
+    """The activations of a :class:`GemmLayer`: an M-block of rows of A, one K-panel of
+    them, per activation buffer; a MATMUL per K-tile streams the whole block."""
+
+    def __init__(self, config, layer):
+        self.config, self.layer = config, layer
+        self.slot = slot_bytes(config.rows)
+
+    def load(self, m0, rows, p0, pn, buffer):
+        R, layer = self.config.rows, self.layer
+        pitch = layer.a_pitch or layer.K
+        k_first = p0 * R
+        return [_transfer(Opcode.LOAD, layer.a_addr + m0 * pitch + k_first, buffer, rows,
+                          min(layer.K, (p0 + pn) * R) - k_first, pitch, pn * self.slot)]
+
+    def vectors(self, kt, rows, p0, pn, buffer):
+        """(act_addr, act_stride, count, first output-buffer row) of each MATMUL of K-tile
+        ``kt``; the accumulator rows are the output-buffer rows."""
+        return [(buffer + (kt - p0) * self.slot, pn, rows, 0)]
+
+    def pieces(self, rows):
+        """(output-buffer row, row of the block, rows) of each run of the block's outputs."""
+        return [(0, 0, rows)]
+
+
+def _emit_tiled(config, layer, operand, plan, program):
+    """The schedule shared by GEMMs and convolutions: ``operand`` says how an M-block of
+    activations is loaded and which vectors each K-tile's MATMULs stream."""
     R, C = config.rows, config.cols
-    slice_n = config.channel_depth * C
-    if layer.N > slice_n:
-        # More output channels than the channel table holds: one GEMM per slice of them.
-        assert plan is None
-        out_bytes = 4 if layer.out_int32 else 1
-        for n0 in range(0, layer.N, slice_n):
-            emit_gemm(config, replace(
-                layer, N=min(slice_n, layer.N - n0),
-                weight_addr=layer.weight_addr + n0 // C * -(-layer.K // R) * R * slot_bytes(C),
-                param_addr=layer.param_addr + param_bytes(config, n0),
-                y_addr=layer.y_addr + n0 * out_bytes,
-                y_pitch=layer.y_pitch or layer.N * out_bytes), program)
-        return program
-    plan = plan or plan_gemm(config, layer)
     S = config.scratchpad_bytes
-    act_slot, weight_slot = slot_bytes(R), slot_bytes(C)
+    weight_slot = slot_bytes(C)
     act_buffers = [0, S // 4]
     weight_buffers = [S // 2, S // 2 + S // 8]
     out_buffers = [3 * S // 4, 3 * S // 4 + 3 * S // 32]
     param_buffer = 15 * S // 16
     out_bytes = 4 if layer.out_int32 else 1
-    pitch = layer.a_pitch or layer.K
     y_pitch = layer.y_pitch or layer.N * out_bytes
 
     blocks = [(m0, min(plan.block_rows, layer.M - m0)) for m0 in range(0, layer.M, plan.block_rows)]
@@ -266,10 +570,7 @@ def emit_gemm(config, layer, program=None, plan=None):
         m0, rows = blocks[units[u][0]]
         out = []
         if s == 0 or a_loads[s] != a_loads[s - 1]:
-            k_first = p0 * R
-            out.append(_transfer(Opcode.LOAD, layer.a_addr + m0 * pitch + k_first,
-                                 act_buffers[a_loads[s] % 2], rows,
-                                 min(layer.K, (p0 + pn) * R) - k_first, pitch, pn * act_slot))
+            out += operand.load(m0, rows, p0, pn, act_buffers[a_loads[s] % 2])
         out.append(dict(opcode=Opcode.LOAD,
                         mem_addr=layer.weight_addr + (n * plan.k_tiles + k0) * R * weight_slot,
                         sp_addr=weight_buffers[s % 2], rows=1, row_bytes=kn * R * weight_slot))
@@ -284,21 +585,23 @@ def emit_gemm(config, layer, program=None, plan=None):
         rows = blocks[b][1]
         first_emit = n == groups[g][0]
         last_of_unit = s == len(steps) - 1 or steps[s + 1][0] != u
+        out_stride = len(groups[g]) * weight_slot * out_bytes
         out = []
         for kt in range(k0, k0 + kn):
             emit = kt == plan.k_tiles - 1
-            insn = dict(opcode=Opcode.MATMUL,
-                        weight_addr=weight_buffers[s % 2] + (kt - k0) * R * weight_slot,
-                        act_addr=act_buffers[a_loads[s] % 2] + (kt - p0) * act_slot,
-                        act_stride=pn,
-                        count=rows, acc_addr=0, accumulate=int(kt > 0), emit=int(emit),
-                        act_flip=int(layer.act_flip), channel=n,
-                        out_addr=out_buffers[u % 2] + (n - groups[g][0]) * weight_slot * out_bytes,
-                        out_stride=len(groups[g]) * weight_slot * out_bytes,
-                        out_int32=int(layer.out_int32))
-            if emit and first_emit and u >= 2:
-                insn["pop_next"] = 1
-            out.append(insn)
+            for act_addr, act_stride, count, row in operand.vectors(
+                    kt, rows, p0, pn, act_buffers[a_loads[s] % 2]):
+                insn = dict(opcode=Opcode.MATMUL,
+                            weight_addr=weight_buffers[s % 2] + (kt - k0) * R * weight_slot,
+                            act_addr=act_addr, act_stride=act_stride, count=count, acc_addr=row,
+                            accumulate=int(kt > 0), emit=int(emit), act_flip=int(layer.act_flip),
+                            channel=n,
+                            out_addr=out_buffers[u % 2] + row * out_stride +
+                            (n - groups[g][0]) * weight_slot * out_bytes,
+                            out_stride=out_stride, out_int32=int(layer.out_int32))
+                if emit and first_emit and u >= 2 and not any(i.get("emit") for i in out):
+                    insn["pop_next"] = 1
+                out.append(insn)
         out[0]["pop_prev"] = 1
         out[-1]["push_prev"] = 1
         if last_of_unit:
@@ -310,16 +613,19 @@ def emit_gemm(config, layer, program=None, plan=None):
         m0, rows = blocks[b]
         group = groups[g]
         sp_stride = len(group) * weight_slot * out_bytes
-        y_row = layer.y_addr + m0 * y_pitch
-        if weight_slot == C:
-            n0 = group[0] * C
-            out = [_transfer(Opcode.STORE, y_row + n0 * out_bytes, out_buffers[u % 2], rows,
-                             (min(layer.N, (group[-1] + 1) * C) - n0) * out_bytes,
-                             y_pitch, sp_stride)]
-        else:
-            out = [_transfer(Opcode.STORE, y_row + n * C, out_buffers[u % 2] + i * weight_slot,
-                             rows, min(C, layer.N - n * C), y_pitch, sp_stride)
-                   for i, n in enumerate(group)]
+        out = []
+        for sp_row, m, count in operand.pieces(rows):
+            y_row = layer.y_addr + (m0 + m) * y_pitch
+            sp = out_buffers[u % 2] + sp_row * sp_stride
+            if weight_slot == C:
+                n0 = group[0] * C
+                out.append(_transfer(Opcode.STORE, y_row + n0 * out_bytes, sp, count,
+                                     (min(layer.N, (group[-1] + 1) * C) - n0) * out_bytes,
+                                     y_pitch, sp_stride))
+            else:
+                out += [_transfer(Opcode.STORE, y_row + n * C, sp + i * weight_slot, count,
+                                  min(C, layer.N - n * C), y_pitch, sp_stride)
+                        for i, n in enumerate(group)]
         out[0]["pop_prev"] = 1
         out[-1]["push_prev"] = 1
         return out

@@ -22,7 +22,7 @@ from hw.config import DEFAULT_CONFIG
 from hw.registers import ErrorCode
 from sw import host_ops
 from sw.driver import RunStatus
-from sw.kernels import im2col, pack_weights
+from sw.kernels import im2col, pack_conv_weights, pack_weights
 from sw.simulator import NPUSimulator, pack_channel_params
 
 
@@ -209,7 +209,8 @@ class Runtime:
 
     # --- NPU steps ------------------------------------------------------------------------------
     def _operands(self, step, env, layer):
-        """(A matrix M×K, W matrix K×N as int64) of one layer."""
+        """(A, W matrix K×N as int64, output columns) of one layer. A is the M×K matrix,
+        or for a convolution run straight from its input, that input as H×W×C."""
         a = env[step["a"]["tensor"]]
         b = env[step["b"]["tensor"]]
         za = self._param(env, step["a"]["zero_point"], a.dtype)
@@ -219,7 +220,8 @@ class Runtime:
             oc, cg = b.shape[:2]
             ocg = oc // attrs["group"]
             x = a[batch, group * cg:(group + 1) * cg]
-            A = im2col(x, b.shape[2:], attrs["strides"], attrs["pads"], za.reshape(-1)[0])
+            A = x.transpose(1, 2, 0) if layer.get("direct") else \
+                im2col(x, b.shape[2:], attrs["strides"], attrs["pads"], za.reshape(-1)[0])
             W = b[group * ocg:(group + 1) * ocg].reshape(ocg, -1).T
             columns = slice(group * ocg, (group + 1) * ocg)
         elif kind == "gemm":
@@ -262,12 +264,19 @@ class Runtime:
                 bias = np.broadcast_to(env[step["bias"]].astype(np.int64).reshape(-1), (
                     env[step["bias"]].size,))[columns] if env[step["bias"]].size > 1 else \
                     np.full(N, int(env[step["bias"]].reshape(-1)[0]))
-            pitch = layer.get("a_pitch", A.shape[1])
-            rows = np.zeros((A.shape[0], pitch), a_dtype)
-            rows[:, :A.shape[1]] = A
-            await self.backend.write_memory(layer["a_addr"], rows.tobytes())
-            await self.backend.write_memory(layer["weight_addr"],
-                                            pack_weights(config, W.astype(np.int8)).tobytes())
+            if layer.get("direct"):
+                await self.backend.write_memory(layer["x_addr"], np.ascontiguousarray(A).tobytes())
+                await self.backend.write_memory(
+                    layer["pad_addr"], np.full(layer["pad_bytes"], za, a_dtype).tobytes())
+                kernel = env[step["b"]["tensor"]].shape[2:]
+                weights = pack_conv_weights(config, W.T.reshape(N, -1, *kernel).astype(np.int8))
+            else:
+                pitch = layer.get("a_pitch", A.shape[1])
+                rows = np.zeros((A.shape[0], pitch), a_dtype)
+                rows[:, :A.shape[1]] = A
+                await self.backend.write_memory(layer["a_addr"], rows.tobytes())
+                weights = pack_weights(config, W.astype(np.int8))
+            await self.backend.write_memory(layer["weight_addr"], weights.tobytes())
             params = self._channel_params(step, env, N, columns, bias + correction)
             await self.backend.write_memory(layer["param_addr"], pack_channel_params(config, params).tobytes())
             corrections.append((bias + correction, columns))

@@ -48,3 +48,24 @@ def test_layer_models_match_onnxruntime_through_the_compiler(index):
     got = runtime.infer_sync(inputs)["y"]
     np.testing.assert_array_equal(got, want)
     assert np.count_nonzero((want > 0) & (want < 255)) > want.size // 2, "outputs saturate"
+
+
+def test_resnet8_end_to_end_matches_onnxruntime(tmp_path):
+    """ResNet-8 quantized per channel, compiled and run by the golden runtime: bit-exact
+    with onnxruntime, with its stride-1 3x3 convolutions run straight from their NHWC
+    inputs rather than on the host's im2col."""
+    from verif.random_models import quantize
+
+    rng = np.random.default_rng(5)
+    path = quantize(bench_models.resnet8(rng), tmp_path / "resnet8_int8.onnx", rng,
+                    quant_format="QOperator", per_channel=True)
+    x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    want = session.run(None, {name: x})[0]
+    compiled = compile_model(str(path))
+    direct = [step["node"] for step in compiled.steps
+              if step["op"] == "gemm" and step["layers"][0].get("direct")]
+    assert "stage1.conv1_quant" in direct and "stage1.conv2_quant" in direct, direct
+    runtime = Runtime(compiled, GoldenBackend(DEFAULT_CONFIG, compiled.memory_bytes))
+    np.testing.assert_array_equal(runtime.infer_sync({name: x})["logits"], want)

@@ -1,14 +1,15 @@
 """sw.kernels on the NumPy NPU simulator (no RTL): every tiling the compiler may choose
-computes the GEMM exactly."""
+computes the GEMM or the convolution exactly."""
 
 import numpy as np
 import pytest
 
 from hw.config import DEFAULT_CONFIG, NPUConfig
 from hw.registers import ErrorCode
-from sw.kernels import GemmLayer, LayerError, candidate_plans, plan_gemm
+from sw.kernels import (ConvLayer, GemmLayer, LayerError, candidate_conv_plans, candidate_plans,
+                        emit_conv, plan_conv, plan_gemm, predict_program)
 from sw.simulator import NPUSimulator
-from verif.npu_workloads import MemoryImage, gemm_workload
+from verif.npu_workloads import MemoryImage, direct_conv_workload, gemm_workload
 
 
 def _shapes(seed):
@@ -65,3 +66,69 @@ def test_layers_that_cannot_run_are_refused_by_name():
     layer = GemmLayer(4, 8, 8, 0, 0, 0, 0, out_int32=True, name="node 'fc'")
     with pytest.raises(LayerError, match="node 'fc': int32 outputs need a power-of-two column"):
         plan_gemm(NPUConfig(rows=4, cols=6), layer)
+
+
+def _conv_shapes(seed):
+    """Random convolutions: kernels 1 to 4 (not square), strides 1 and 2, uneven padding,
+    channel counts that do and do not fill the array's rows."""
+    rng = np.random.default_rng(seed)
+    print(f"seed {seed}")
+    shapes = []
+    for _ in range(2):
+        kernel = tuple(int(k) for k in rng.integers(1, 5, size=2))
+        strides = tuple(int(s) for s in rng.integers(1, 3, size=2))
+        pads = tuple(int(p) for p in rng.integers(0, 3, size=4))
+        H, W = (int(v) for v in rng.integers(max(kernel), 20, size=2))
+        C, N = int(rng.choice([3, 8, 12, 16, 40])), int(rng.integers(1, 40))
+        shapes.append(dict(H=H, W=W, C=C, N=N, kernel=kernel, strides=strides, pads=pads))
+    return shapes
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_candidate_conv_tiling_computes_the_convolution(seed):
+    """Convolutions run straight from their NHWC input (emit_conv), with uint8 and int8
+    activations, int8 and int32 outputs: each candidate plan (bands, N-groups, a MATMUL
+    per output row or one per band) against the convolution's definition in NumPy."""
+    for index, shape in enumerate(_conv_shapes(seed)):
+        flip, out_int32 = bool(index % 2 == seed % 2), index == 1
+        layer = ConvLayer(**shape, out_int32=out_int32)
+        for plan in candidate_conv_plans(DEFAULT_CONFIG, layer):
+            _check_conv(DEFAULT_CONFIG, shape, plan, flip, out_int32, seed)
+
+
+def _check_conv(config, shape, plan, act_flip, out_int32, seed):
+    workload = direct_conv_workload(config, np.random.default_rng(seed), **shape,
+                                    act_flip=act_flip, out_int32=out_int32,
+                                    image=MemoryImage(4 << 20), plan=plan)
+    memory = workload.image.data.copy()
+    result = NPUSimulator(config).run(memory, workload.program_addr)
+    assert result.error is ErrorCode.NONE, (shape, plan, result)
+    for name, wrong, total in workload.check(memory):
+        assert wrong == 0, f"{name} with {plan}: {wrong} of {total} bytes wrong"
+
+
+def test_wide_conv_outputs_beyond_the_channel_table_and_other_arrays():
+    """A convolution with more output channels than the channel-parameter table holds
+    (one emit_conv per slice), and one on a 4 x 6 array (slots wider than the rows)."""
+    _check_conv(DEFAULT_CONFIG, dict(H=3, W=5, C=8, N=530), None, True, False, 3)
+    _check_conv(NPUConfig(rows=4, cols=6), dict(H=9, W=6, C=7, N=13, kernel=(3, 3),
+                                               pads=(1, 1, 1, 1)), None, False, False, 4)
+
+
+def test_direct_conv_moves_each_input_byte_about_once():
+    """A 3x3 convolution's DRAM reads are its input and weights (each band reloads two
+    halo rows and the weights, plus the padding), not the nine-fold im2col matrix."""
+    config = DEFAULT_CONFIG
+    layer = ConvLayer(32, 32, 16, 16, (3, 3), (1, 1), (1, 1, 1, 1))
+    program = emit_conv(config, layer)
+    prediction = predict_program(config, program)
+    inputs, weights, im2col_matrix = 32 * 32 * 16, 16 * 9 * 16, 32 * 32 * 144
+    assert prediction.dma_read_bytes < 2 * (inputs + weights)
+    assert prediction.dma_read_bytes < im2col_matrix / 4
+    assert prediction.dma_write_bytes == 32 * 32 * 16
+
+
+def test_convs_that_cannot_run_directly_are_refused_by_name():
+    layer = ConvLayer(4, 5000, 8, 8, (3, 3), name="node 'wide'")
+    with pytest.raises(LayerError, match="node 'wide': a row of 5000 pixels"):
+        plan_conv(DEFAULT_CONFIG, layer)

@@ -11,6 +11,6 @@ from verif.runner import simulate
 def test_npu_programs(seed, waves):
     config = NPUConfig()
     simulate(NPU(config), name="npu", test_module="verif.tb_npu",
-             testcase=["random_programs", "conv_layer", "repeated_runs_are_identical",
+             testcase=["random_programs", "conv_layers", "repeated_runs_are_identical",
                        "bad_programs_stop_with_an_error", "fetch_bus_errors"],
              params={"config": asdict(config), "programs": 3}, seed=seed, waves=waves)

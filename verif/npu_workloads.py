@@ -11,13 +11,15 @@ import numpy as np
 
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
-from sw.kernels import GemmLayer, a_pitch, emit_gemm, im2col, pack_weights
+from sw.kernels import (ConvLayer, GemmLayer, a_pitch, conv_pad_bytes, emit_conv, emit_gemm, im2col,
+                        pack_conv_weights, pack_weights)
 from sw.simulator import pack_channel_params
 from verif.golden import requantize
 from verif.stimulus import int8_full_range, random_channel_params
 
 
-__all__ = ["MemoryImage", "Workload", "gemm_workload", "conv_workload", "random_program"]
+__all__ = ["MemoryImage", "Workload", "gemm_workload", "conv_workload", "direct_conv_workload",
+           "random_program"]
 
 
 class MemoryImage:
@@ -140,6 +142,55 @@ def conv_workload(config, rng, channels=32, out_channels=32, size=16, kernel=3, 
     program = emit_gemm(config, layer)
     output = (name, layer.y_addr, (expected & 0xFF).astype(np.uint8).reshape(-1))
     return _finish(config, image, program, [output], patches.shape[0] * w.size)
+
+
+def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
+                         pads=(1, 1, 1, 1), act_flip=True, out_int32=False, image=None,
+                         plan=None):
+    """A convolution run straight from its NHWC input (``sw.kernels.emit_conv``), with
+    full-range activations and weights and a random input zero point. The expected output
+    comes from the convolution's definition (NumPy, padding with the zero point)."""
+    image = image or MemoryImage()
+    x = rng.integers(0, 256, size=(C, H, W)) if act_flip else int8_full_range(rng, (C, H, W))
+    zero_point = int(rng.integers(0, 256)) if act_flip else int(rng.integers(-128, 128))
+    w = int8_full_range(rng, (N, C, *kernel))
+    params = random_channel_params(rng, N)
+    params["multiplier"] = (params["multiplier"] *
+                            np.float32(1 / np.sqrt(C * kernel[0] * kernel[1]))).astype(np.float32)
+    pt, pl, pb, pr = pads
+    padded = np.pad(x, ((0, 0), (pt, pb), (pl, pr)), constant_values=zero_point).astype(np.int64)
+    layer = ConvLayer(H, W, C, N, tuple(kernel), tuple(strides), tuple(pads),
+                      act_flip=act_flip, out_int32=out_int32,
+                      name=f"conv{kernel[0]}x{kernel[1]}/{strides[0]} {C}->{N} {H}x{W}")
+    OH, OW = layer.OH, layer.OW
+    offset = 128 if act_flip else 0
+    # The NPU computes sum((x - offset) w); the zero point folds into the bias.
+    acc = np.zeros((OH, OW, N), np.int64)
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            window = padded[:, i:i + strides[0] * OH:strides[0], j:j + strides[1] * OW:strides[1]]
+            acc += np.einsum("chw,oc->hwo", window - offset, w[:, :, i, j].astype(np.int64))
+    acc = acc.reshape(-1, N)
+    if out_int32:
+        expected = acc.astype(np.int32).astype("<i4").view(np.uint8).reshape(-1)
+    else:
+        true_acc = acc + (offset - zero_point) * w.reshape(N, -1).sum(axis=1)
+        expected = (requantize(true_acc.astype(np.int32), params["bias"], params["multiplier"],
+                               params["zero_point"], params["clamp_lo"], params["clamp_hi"],
+                               params["unsigned"]) & 0xFF).astype(np.uint8).reshape(-1)
+    hw_params = dict(params, bias=params["bias"] + (offset - zero_point) * w.reshape(N, -1).sum(axis=1))
+    dtype = np.uint8 if act_flip else np.int8
+    layer.x_addr = image.place(x.transpose(1, 2, 0).astype(dtype))
+    layer.pad_addr = image.place(np.full(max(conv_pad_bytes(config, layer), 1), zero_point, np.int64)
+                                 .astype(dtype))
+    layer.weight_addr = image.place(pack_conv_weights(config, w))
+    padded_params = {key: np.resize(value, -(-N // config.cols) * config.cols)
+                     for key, value in hw_params.items()}
+    layer.param_addr = image.place(pack_channel_params(config, padded_params))
+    layer.y_addr = image.reserve(OH * OW * N * (4 if out_int32 else 1))
+    program = emit_conv(config, layer, plan=plan)
+    return _finish(config, image, program, [(layer.name, layer.y_addr, expected)],
+                   OH * OW * N * C * kernel[0] * kernel[1])
 
 
 def random_program(config, rng, layers=3):

@@ -3,7 +3,8 @@
 1. the compute core: a 64 x 256 x 64 int8 GEMM with requantization streamed through the
    8 x 8 matrix unit at full rate, checked bit for bit against NumPy;
 2. the whole NPU: a 128 x 512 x 128 GEMM with bias, requantization and ReLU, and a 3 x 3
-   convolution (32 -> 32 channels, 16 x 16, padding 1, im2col in software), each a program
+   convolution (32 -> 32 channels, 16 x 16, padding 1) both as a GEMM on im2col done in
+   software and run straight from its NHWC input on the NPU, each a program
    in memory run through the host registers, checked bit for bit against NumPy, with
    cycles, MAC utilization and DMA bytes from the hardware counters;
 3. a real model: the quantized digits CNN (models/digits_int8.onnx), compiled from ONNX
@@ -70,10 +71,10 @@ def main(argv=None):
     print(f"\n2. Whole NPU ({config.rows} x {config.cols} array, "
           f"{config.scratchpad_bytes // 1024} KiB scratchpad, {config.bus_width}-bit AXI, "
           f"zero-wait AxiRam): programs in memory, bit-exact against NumPy")
-    print(f"  {'workload':<56} {'MACs':>11} {'cycles':>9} {'MAC util.':>9} "
+    print(f"  {'workload':<60} {'MACs':>11} {'cycles':>9} {'MAC util.':>9} "
           f"{'DMA read':>10} {'DMA write':>10}")
     for row in rows:
-        print(f"  {row['name']:<56} {row['macs']:>11,} {row['cycles']:>9,} "
+        print(f"  {row['name']:<60} {row['macs']:>11,} {row['cycles']:>9,} "
               f"{100 * row['utilization']:>8.1f}% {row['dma_read_bytes']:>10,} "
               f"{row['dma_write_bytes']:>10,}")
     print("  MAC utilization = MACs / (rows x cols x CYCLES), from the NPU's own counters; "

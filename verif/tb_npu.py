@@ -21,8 +21,8 @@ from hw.registers import NPU_MAGIC, ErrorCode
 from sw.asm import Program
 from sw.driver import NPUDriver
 from sw.simulator import NPUSimulator
-from verif.npu_workloads import (MemoryImage, Workload, conv_workload, gemm_workload,
-                                 random_program)
+from verif.npu_workloads import (MemoryImage, Workload, conv_workload, direct_conv_workload,
+                                 gemm_workload, random_program)
 from verif.runner import BUILD
 from verif.tb_util import start_clock_and_reset, tb_params, tb_rng
 
@@ -164,14 +164,24 @@ async def random_programs(dut):
 
 
 @cocotb.test()
-async def conv_layer(dut):
-    """A 3x3 convolution (im2col in software) with zero points, ReLU and random pauses."""
+async def conv_layers(dut):
+    """Convolutions with zero points and random pauses: a 3x3 one with ReLU as a GEMM on
+    im2col in software, and two run straight from their NHWC input on the NPU (stride 1,
+    one MATMUL per band; stride 2 with 12 channels, uneven padding and int8 activations)."""
     bench = NPUBench(dut)
     await bench.start(pause=0.1)
     size = bench.params.get("conv_size", 8)
-    workload = conv_workload(bench.config, bench.rng, channels=16, out_channels=16, size=size)
-    status = await bench.run(workload)
-    bench.report("conv", workload, status)
+    workloads = [
+        ("conv im2col", conv_workload(bench.config, bench.rng, channels=16, out_channels=16,
+                                      size=size)),
+        ("conv direct, stride 1", direct_conv_workload(bench.config, bench.rng, size, size + 3,
+                                                       16, 20)),
+        ("conv direct, stride 2", direct_conv_workload(
+            bench.config, bench.rng, size + 1, size, 12, 9, strides=(2, 2), pads=(1, 0, 1, 2),
+            act_flip=False))]
+    for name, workload in workloads:
+        status = await bench.run(workload)
+        bench.report(name, workload, status)
 
 
 @cocotb.test()
@@ -275,7 +285,10 @@ async def throughput(dut):
             (f"GEMM {M}x{K}x{N} + bias + requantization + ReLU-clamp",
              gemm_workload(bench.config, bench.rng, M, K, N, image=MemoryImage(8 << 20))),
             ("conv 3x3, 32->32 channels, 16x16, padding 1 (im2col)",
-             conv_workload(bench.config, bench.rng, image=MemoryImage(8 << 20)))]:
+             conv_workload(bench.config, bench.rng, image=MemoryImage(8 << 20))),
+            ("conv 3x3, 32->32 channels, 16x16, padding 1 (direct, NHWC)",
+             direct_conv_workload(bench.config, bench.rng, 16, 16, 32, 32,
+                                  image=MemoryImage(8 << 20)))]:
         status = await bench.run(workload, timeout=20_000_000)
         rows.append(bench.report(name, workload, status))
     (BUILD / "sim").mkdir(parents=True, exist_ok=True)
