@@ -22,7 +22,7 @@ Every problem is a :class:`CompileError` with a one-line message that names the 
 the node.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
@@ -32,7 +32,8 @@ from hw.config import DEFAULT_CONFIG
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
 from sw.kernels import (ConvLayer, GemmLayer, LayerError, a_pitch, conv_pad_bytes, emit_conv, emit_gemm,
-                        pack_conv_weights, pack_weights, param_bytes, predict_program, preferred)
+                        pack_conv_weights, pack_depthwise_weights, pack_weights, param_bytes,
+                        predict_program, preferred)
 from sw.npu_file import CompiledModel
 
 
@@ -261,7 +262,11 @@ class _Compiler:
         name = f"{self.source}: node '{self.name(node)}' ({node.op_type})"
         out_bytes = 4 if out_int32 else 1
         direct = kind == "conv" and split == 1 and \
-            self.prefers_direct(layers[0], a_shape, b_shape, attrs, a_dtype, out_int32, name)
+            self.prefers_direct(layers, a_shape, b_shape, attrs, a_dtype, out_int32, name)
+        if direct and self.depthwise(a_shape, b_shape, attrs):
+            # One layer for all the channels of an image, its weight tiles diagonal.
+            layers = [dict(layer, group=0, N=b_shape[0], depthwise=True)
+                      for layer in layers if layer["group"] == 0]
         for layer in layers:
             M, K, N = layer["M"], layer["K"] * split, layer["N"]
             try:
@@ -269,8 +274,10 @@ class _Compiler:
                     conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
                     conv.x_addr = self.memory.alloc(conv.H * conv.W * conv.C)
                     conv.pad_addr = self.memory.alloc(conv_pad_bytes(self.config, conv))
-                    conv.weight_addr = self.memory.alloc(len(pack_conv_weights(
-                        self.config, np.zeros((N, conv.C, *conv.kernel), np.int8))))
+                    conv.weight_addr = self.memory.alloc(len(
+                        pack_depthwise_weights(self.config, np.zeros((N, 1, *conv.kernel), np.int8))
+                        if conv.depthwise else
+                        pack_conv_weights(self.config, np.zeros((N, conv.C, *conv.kernel), np.int8))))
                     conv.param_addr = self.memory.alloc(param_bytes(self.config, N))
                     conv.y_addr = self.memory.alloc(M * N * out_bytes)
                     emit_conv(self.config, conv, program)
@@ -307,31 +314,44 @@ class _Compiler:
             "instructions": len(program),
         })
 
+    @staticmethod
+    def depthwise(a_shape, b_shape, attrs):
+        """Whether the convolution is depthwise: a group per input and output channel."""
+        return attrs.get("group", 1) > 1 and attrs["group"] == a_shape[1] == b_shape[0]
+
     def conv_layer(self, a_shape, b_shape, attrs, a_dtype, out_int32, name):
-        """The :class:`sw.kernels.ConvLayer` of one group of a convolution (addresses 0)."""
+        """The :class:`sw.kernels.ConvLayer` of one group of a convolution, or of all of a
+        depthwise one's channels (addresses 0)."""
         _, _, h, w = a_shape
         oc, cg, kh, kw = b_shape
-        return ConvLayer(h, w, cg, oc // attrs.get("group", 1), (kh, kw),
+        depthwise = self.depthwise(a_shape, b_shape, attrs)
+        return ConvLayer(h, w, oc if depthwise else cg,
+                         oc if depthwise else oc // attrs.get("group", 1), (kh, kw),
                          tuple(attrs.get("strides", [1, 1])),
                          tuple(attrs.get("pads", [0, 0, 0, 0])),
-                         act_flip=a_dtype == "uint8", out_int32=out_int32, name=name)
+                         act_flip=a_dtype == "uint8", out_int32=out_int32, name=name,
+                         depthwise=depthwise)
 
-    def prefers_direct(self, layer, a_shape, b_shape, attrs, a_dtype, out_int32, name):
+    def prefers_direct(self, layers, a_shape, b_shape, attrs, a_dtype, out_int32, name):
         """Whether the convolution runs straight from its input (``sw.kernels.emit_conv``)
-        rather than as a GEMM on the host's im2col: the cost model's
-        :func:`sw.kernels.preferred` of the two programs."""
+        rather than as GEMMs on the host's im2col, one per group: the cost model's
+        :func:`sw.kernels.preferred` of the two, per image."""
         conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
         try:
             direct = predict_program(self.config, emit_conv(self.config, conv))
         except LayerError:
             return False
+        layer = layers[0]
         K = layer["K"]
         gemm = GemmLayer(layer["M"], K, layer["N"], 0, 0, 0, 0, act_flip=a_dtype == "uint8",
                          out_int32=out_int32, name=name, a_pitch=a_pitch(self.config, K))
         try:
-            im2col = predict_program(self.config, emit_gemm(self.config, gemm))
+            one_group = predict_program(self.config, emit_gemm(self.config, gemm))
         except LayerError:
             return True
+        groups = 1 if not conv.depthwise else attrs["group"]
+        im2col = replace(one_group, **{key: getattr(one_group, key) * groups for key in
+                                       ("cycles", "dma_read_bytes", "dma_write_bytes")})
         return preferred([im2col, direct]) == 1
 
     def weight_split(self, b):

@@ -40,7 +40,7 @@ from sw.asm import Program
 
 
 __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
-           "pack_conv_weights", "im2col", "a_pitch", "param_bytes", "conv_pad_bytes",
+           "pack_conv_weights", "pack_depthwise_weights", "im2col", "a_pitch", "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
            "plan_conv", "emit_conv", "preferred", "predict_program"]
 
@@ -254,6 +254,8 @@ class ConvLayer:
     :func:`pack_conv_weights` bytes. ``param_addr``, ``y_addr``, ``out_int32`` and
     ``y_pitch`` as in :class:`GemmLayer`; the output is the ``(OH·OW) × N`` matrix, one
     output pixel per row (NHWC). ``pads`` is (top, left, bottom, right), as ONNX gives them.
+    ``depthwise``: output channel ``n`` reads input channel ``n`` only (``N == C``, ONNX
+    ``group == C``); its weight tiles are diagonal, one per kernel position.
     """
     H: int
     W: int
@@ -271,6 +273,7 @@ class ConvLayer:
     out_int32: bool = False
     name: str = "conv"
     y_pitch: int = 0
+    depthwise: bool = False
 
     @property
     def OH(self):
@@ -295,8 +298,10 @@ def _pixel_bytes(config, layer):
 
 
 def conv_k_tiles(config, layer):
-    """K-tiles of ``layer``: one per kernel position and slot of input channels."""
-    return layer.kernel[0] * layer.kernel[1] * -(-layer.C // config.rows)
+    """K-tiles of ``layer`` per N-tile: one per kernel position and slot of input channels
+    (depthwise: the one slot of the N-tile's own channels)."""
+    slots = 1 if layer.depthwise else -(-layer.C // config.rows)
+    return layer.kernel[0] * layer.kernel[1] * slots
 
 
 def pack_conv_weights(config, w):
@@ -308,6 +313,18 @@ def pack_conv_weights(config, w):
     k = np.zeros((kh, kw, ct * R, N), np.int8)
     k[:, :, :C, :] = np.asarray(w).transpose(2, 3, 1, 0)
     return pack_weights(config, k.reshape(-1, N))
+
+
+def pack_depthwise_weights(config, w):
+    """``w`` (C × 1 × kh × kw int8, ONNX's depthwise weights) tiled for :func:`emit_conv`:
+    per N-tile, one diagonal tile per kernel position (row ``r`` of the tile, input channel
+    ``r`` of the N-tile's slot, feeds column ``r`` only)."""
+    C, _, kh, kw = w.shape
+    R = config.rows
+    k = np.zeros((kh, kw, R, C), np.int8)
+    channels = np.arange(C)
+    k[:, :, channels % R, channels] = np.asarray(w)[:, 0].transpose(1, 2, 0)
+    return pack_weights(config, k.reshape(-1, C))
 
 
 def conv_pad_bytes(config, layer):
@@ -368,11 +385,14 @@ class _ConvOperand:
                                          L.W, L.C, L.C, pixel))
         return out
 
-    def vectors(self, kt, rows, p0, pn, buffer):
+    def vectors(self, kt, rows, p0, pn, buffer, n):
         L = self.layer
         sh, sw = L.strides
-        i, rest = divmod(kt, L.kernel[1] * self.ct)
-        j, t = divmod(rest, self.ct)
+        if L.depthwise:
+            (i, j), t = divmod(kt, L.kernel[1]), n
+        else:
+            i, rest = divmod(kt, L.kernel[1] * self.ct)
+            j, t = divmod(rest, self.ct)
         base = buffer + i * self.line + j * self.pixel + t * self.slot
         _, n, _ = self.band(0, rows)
         if self.wide:
@@ -409,6 +429,9 @@ def _conv_limits(config, layer, wide):
         raise LayerError(f"{L.name}: int32 outputs need a power-of-two column count")
     if L.OH < 1 or L.OW < 1:
         raise LayerError(f"{L.name}: the kernel is larger than the padded input")
+    if L.depthwise and (R != C or L.N != L.C):
+        raise LayerError(f"{L.name}: a depthwise convolution runs directly only with N = C "
+                         f"on a square array")
     if L.strides[1] * pixel // slot_bytes(R) > 255 or line >= 1 << 16 or L.W * L.C >= 1 << 16 \
             or L.W >= 1 << 12 or L.H >= 1 << 12:
         raise LayerError(f"{L.name}: a row of {L.W} pixels of {L.C} channels exceeds one transfer")
@@ -469,6 +492,9 @@ def emit_conv(config, layer, program=None, plan=None):
     """Append the instructions of ``layer`` (a :class:`ConvLayer`) and a closing barrier to
     ``program``; return it. ``plan`` as for :func:`emit_gemm`."""
     program = Program() if program is None else program
+    if layer.depthwise and layer.N > config.channel_depth * config.cols:
+        raise LayerError(f"{layer.name}: a depthwise convolution of {layer.N} channels exceeds "
+                         f"the {config.channel_depth * config.cols} the channel-parameter table holds")
     slices = _slices(config, layer, conv_k_tiles(config, layer))
     assert plan is None or len(slices) == 1
     for part in slices:
@@ -522,9 +548,9 @@ class _MatrixOperand:
         return [_transfer(Opcode.LOAD, layer.a_addr + m0 * pitch + k_first, buffer, rows,
                           min(layer.K, (p0 + pn) * R) - k_first, pitch, pn * self.slot)]
 
-    def vectors(self, kt, rows, p0, pn, buffer):
+    def vectors(self, kt, rows, p0, pn, buffer, n):
         """(act_addr, act_stride, count, first output-buffer row) of each MATMUL of K-tile
-        ``kt``; the accumulator rows are the output-buffer rows."""
+        ``kt`` of N-tile ``n``; the accumulator rows are the output-buffer rows."""
         return [(buffer + (kt - p0) * self.slot, pn, rows, 0)]
 
     def pieces(self, rows):
@@ -590,7 +616,7 @@ def _emit_tiled(config, layer, operand, plan, program):
         for kt in range(k0, k0 + kn):
             emit = kt == plan.k_tiles - 1
             for act_addr, act_stride, count, row in operand.vectors(
-                    kt, rows, p0, pn, act_buffers[a_loads[s] % 2]):
+                    kt, rows, p0, pn, act_buffers[a_loads[s] % 2], n):
                 insn = dict(opcode=Opcode.MATMUL,
                             weight_addr=weight_buffers[s % 2] + (kt - k0) * R * weight_slot,
                             act_addr=act_addr, act_stride=act_stride, count=count, acc_addr=row,

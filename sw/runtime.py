@@ -22,7 +22,7 @@ from hw.config import DEFAULT_CONFIG
 from hw.registers import ErrorCode
 from sw import host_ops
 from sw.driver import RunStatus
-from sw.kernels import im2col, pack_conv_weights, pack_weights
+from sw.kernels import im2col, pack_conv_weights, pack_depthwise_weights, pack_weights
 from sw.simulator import NPUSimulator, pack_channel_params
 
 
@@ -215,6 +215,10 @@ class Runtime:
         b = env[step["b"]["tensor"]]
         za = self._param(env, step["a"]["zero_point"], a.dtype)
         kind, attrs = step["kind"], step["attrs"]
+        if kind == "conv" and layer.get("depthwise"):
+            # Every channel at once: W holds each channel's kernel in its own column.
+            return a[layer["batch"]].transpose(1, 2, 0), b.reshape(b.shape[0], -1).T.astype(np.int64), \
+                slice(None)
         if kind == "conv":
             group, batch = layer["group"], layer["batch"]
             oc, cg = b.shape[:2]
@@ -269,7 +273,8 @@ class Runtime:
                 await self.backend.write_memory(
                     layer["pad_addr"], np.full(layer["pad_bytes"], za, a_dtype).tobytes())
                 kernel = env[step["b"]["tensor"]].shape[2:]
-                weights = pack_conv_weights(config, W.T.reshape(N, -1, *kernel).astype(np.int8))
+                pack = pack_depthwise_weights if layer.get("depthwise") else pack_conv_weights
+                weights = pack(config, W.T.reshape(N, -1, *kernel).astype(np.int8))
             else:
                 pitch = layer.get("a_pitch", A.shape[1])
                 rows = np.zeros((A.shape[0], pitch), a_dtype)

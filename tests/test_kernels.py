@@ -107,6 +107,20 @@ def _check_conv(config, shape, plan, act_flip, out_int32, seed):
         assert wrong == 0, f"{name} with {plan}: {wrong} of {total} bytes wrong"
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_every_candidate_depthwise_tiling_computes_the_convolution(seed):
+    """Depthwise convolutions (diagonal weight tiles, an N-tile reading its own channel
+    slot), stride 1 and 2, channel counts that do and do not fill the array."""
+    rng = np.random.default_rng(seed)
+    print(f"seed {seed}")
+    for strides, C in [((1, 1), int(rng.integers(9, 40))), ((2, 2), 16)]:
+        shape = dict(H=int(rng.integers(3, 14)), W=int(rng.integers(3, 14)), C=C, N=C,
+                     kernel=(3, 3), strides=strides, pads=(1, 1, 1, 1))
+        layer = ConvLayer(**shape, depthwise=True)
+        for plan in candidate_conv_plans(DEFAULT_CONFIG, layer):
+            _check_conv(DEFAULT_CONFIG, dict(shape, depthwise=True), plan, bool(seed), False, seed)
+
+
 def test_wide_conv_outputs_beyond_the_channel_table_and_other_arrays():
     """A convolution with more output channels than the channel-parameter table holds
     (one emit_conv per slice), and one on a 4 x 6 array (slots wider than the rows)."""

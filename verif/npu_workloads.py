@@ -12,7 +12,7 @@ import numpy as np
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
 from sw.kernels import (ConvLayer, GemmLayer, a_pitch, conv_pad_bytes, emit_conv, emit_gemm, im2col,
-                        pack_conv_weights, pack_weights)
+                        pack_conv_weights, pack_depthwise_weights, pack_weights)
 from sw.simulator import pack_channel_params
 from verif.golden import requantize
 from verif.stimulus import int8_full_range, random_channel_params
@@ -146,22 +146,29 @@ def conv_workload(config, rng, channels=32, out_channels=32, size=16, kernel=3, 
 
 def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
                          pads=(1, 1, 1, 1), act_flip=True, out_int32=False, image=None,
-                         plan=None):
+                         plan=None, depthwise=False):
     """A convolution run straight from its NHWC input (``sw.kernels.emit_conv``), with
-    full-range activations and weights and a random input zero point. The expected output
+    full-range activations and weights and a random input zero point; ``depthwise``: each
+    of the ``N = C`` output channels reads its own input channel. The expected output
     comes from the convolution's definition (NumPy, padding with the zero point)."""
     image = image or MemoryImage()
     x = rng.integers(0, 256, size=(C, H, W)) if act_flip else int8_full_range(rng, (C, H, W))
     zero_point = int(rng.integers(0, 256)) if act_flip else int(rng.integers(-128, 128))
-    w = int8_full_range(rng, (N, C, *kernel))
+    if depthwise:
+        N = C
+        w = np.zeros((N, C, *kernel), np.int64)
+        w[np.arange(C), np.arange(C)] = int8_full_range(rng, (C, *kernel))
+    else:
+        w = int8_full_range(rng, (N, C, *kernel))
     params = random_channel_params(rng, N)
-    params["multiplier"] = (params["multiplier"] *
-                            np.float32(1 / np.sqrt(C * kernel[0] * kernel[1]))).astype(np.float32)
+    fan_in = (1 if depthwise else C) * kernel[0] * kernel[1]
+    params["multiplier"] = (params["multiplier"] * np.float32(1 / np.sqrt(fan_in))).astype(np.float32)
     pt, pl, pb, pr = pads
     padded = np.pad(x, ((0, 0), (pt, pb), (pl, pr)), constant_values=zero_point).astype(np.int64)
     layer = ConvLayer(H, W, C, N, tuple(kernel), tuple(strides), tuple(pads),
-                      act_flip=act_flip, out_int32=out_int32,
-                      name=f"conv{kernel[0]}x{kernel[1]}/{strides[0]} {C}->{N} {H}x{W}")
+                      act_flip=act_flip, out_int32=out_int32, depthwise=depthwise,
+                      name=f"conv{kernel[0]}x{kernel[1]}/{strides[0]} {C}->{N} {H}x{W}"
+                      f"{' depthwise' if depthwise else ''}")
     OH, OW = layer.OH, layer.OW
     offset = 128 if act_flip else 0
     # The NPU computes sum((x - offset) w); the zero point folds into the bias.
@@ -183,14 +190,16 @@ def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
     layer.x_addr = image.place(x.transpose(1, 2, 0).astype(dtype))
     layer.pad_addr = image.place(np.full(max(conv_pad_bytes(config, layer), 1), zero_point, np.int64)
                                  .astype(dtype))
-    layer.weight_addr = image.place(pack_conv_weights(config, w))
+    layer.weight_addr = image.place(
+        pack_depthwise_weights(config, w[np.arange(C), np.arange(C)][:, None]) if depthwise
+        else pack_conv_weights(config, w))
     padded_params = {key: np.resize(value, -(-N // config.cols) * config.cols)
                      for key, value in hw_params.items()}
     layer.param_addr = image.place(pack_channel_params(config, padded_params))
     layer.y_addr = image.reserve(OH * OW * N * (4 if out_int32 else 1))
     program = emit_conv(config, layer, plan=plan)
     return _finish(config, image, program, [(layer.name, layer.y_addr, expected)],
-                   OH * OW * N * C * kernel[0] * kernel[1])
+                   OH * OW * N * fan_in)
 
 
 def random_program(config, rng, layers=3):

@@ -166,8 +166,9 @@ async def random_programs(dut):
 @cocotb.test()
 async def conv_layers(dut):
     """Convolutions with zero points and random pauses: a 3x3 one with ReLU as a GEMM on
-    im2col in software, and two run straight from their NHWC input on the NPU (stride 1,
-    one MATMUL per band; stride 2 with 12 channels, uneven padding and int8 activations)."""
+    im2col in software, and three run straight from their NHWC input on the NPU (stride 1,
+    one MATMUL per band; stride 2 with 12 channels, uneven padding and int8 activations;
+    depthwise, with diagonal weight tiles)."""
     bench = NPUBench(dut)
     await bench.start(pause=0.1)
     size = bench.params.get("conv_size", 8)
@@ -178,7 +179,9 @@ async def conv_layers(dut):
                                                        16, 20)),
         ("conv direct, stride 2", direct_conv_workload(
             bench.config, bench.rng, size + 1, size, 12, 9, strides=(2, 2), pads=(1, 0, 1, 2),
-            act_flip=False))]
+            act_flip=False)),
+        ("conv depthwise", direct_conv_workload(bench.config, bench.rng, size, size, 20, 20,
+                                                depthwise=True))]
     for name, workload in workloads:
         status = await bench.run(workload)
         bench.report(name, workload, status)
