@@ -33,7 +33,7 @@ from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
 from sw.kernels import (ConvLayer, GemmLayer, LayerError, a_pitch, conv_pad_bytes, emit_conv, emit_gemm,
                         pack_conv_weights, pack_depthwise_weights, pack_weights, param_bytes,
-                        predict_program, preferred)
+                        predict_program, preferred, LOWERING_TOLERANCE)
 from sw.npu_file import CompiledModel
 
 
@@ -335,7 +335,8 @@ class _Compiler:
     def prefers_direct(self, layers, a_shape, b_shape, attrs, a_dtype, out_int32, name):
         """Whether the convolution runs straight from its input (``sw.kernels.emit_conv``)
         rather than as GEMMs on the host's im2col, one per group: the cost model's
-        :func:`sw.kernels.preferred` of the two, per image."""
+        :func:`sw.kernels.preferred` of the two, per image, with the lowering's tolerance
+        (:data:`sw.kernels.LOWERING_TOLERANCE`)."""
         conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
         try:
             direct = predict_program(self.config, emit_conv(self.config, conv))
@@ -352,7 +353,7 @@ class _Compiler:
         groups = 1 if not conv.depthwise else attrs["group"]
         im2col = replace(one_group, **{key: getattr(one_group, key) * groups for key in
                                        ("cycles", "dma_read_bytes", "dma_write_bytes")})
-        return preferred([im2col, direct]) == 1
+        return preferred([im2col, direct], LOWERING_TOLERANCE) == 1
 
     def weight_split(self, b):
         """How many int8 weight matrices ``w - zero_point`` needs (1 to 3).

@@ -42,7 +42,8 @@ from sw.asm import Program
 __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
            "pack_conv_weights", "pack_depthwise_weights", "im2col", "a_pitch", "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
-           "plan_conv", "emit_conv", "preferred", "predict_program"]
+           "plan_conv", "emit_conv", "preferred", "predict_program", "CYCLE_TOLERANCE",
+           "LOWERING_TOLERANCE"]
 
 
 class LayerError(ValueError):
@@ -116,8 +117,8 @@ class GemmPlan:
     per output group (one output buffer, stored as one 2-D STORE); ``chunk_tiles``: K-tiles
     of weights per LOAD (one weight buffer); ``panel_tiles``: K-tiles of A per activation
     buffer (a longer K is reduced panel after panel, A reloaded for each N-tile).
-    ``wide``: a stride-1 convolution (:func:`emit_conv`) streams each band of output rows
-    in one MATMUL per K-tile (see :func:`_wide_rows`) rather than one per output row.
+    ``wide``: a stride-1 convolution (:func:`emit_conv`) streams this many output rows of a
+    band in one MATMUL per K-tile (see :func:`_wide_rows`); 0: a MATMUL per output row.
     """
     k_tiles: int
     n_tiles: int
@@ -125,7 +126,7 @@ class GemmPlan:
     group_tiles: int
     chunk_tiles: int
     panel_tiles: int
-    wide: bool = False
+    wide: int = 0
 
 
 def a_pitch(config, K):
@@ -200,15 +201,18 @@ def plan_gemm(config, layer):
 #: bytes: the cycle model sees one NPU with its memory to itself, not the energy and the
 #: shared bandwidth that off-chip traffic costs on a board.
 CYCLE_TOLERANCE = 0.03
+#: The same, for the choice between a convolution's two lowerings (:func:`emit_conv` and a
+#: GEMM on im2col), whose DRAM bytes differ several-fold rather than by a few percent.
+LOWERING_TOLERANCE = 0.10
 
 
-def preferred(predictions):
+def preferred(predictions, tolerance=CYCLE_TOLERANCE):
     """Index of the preferred of ``predictions`` (:class:`sw.cost_model.Prediction`): the
-    fewest DRAM bytes among those within :data:`CYCLE_TOLERANCE` of the fewest cycles."""
+    fewest DRAM bytes among those within ``tolerance`` of the fewest cycles."""
     fastest = min(p.cycles for p in predictions)
     return min((p.dma_read_bytes + p.dma_write_bytes, p.cycles, i)
                for i, p in enumerate(predictions)
-               if p.cycles <= fastest * (1 + CYCLE_TOLERANCE))[2]
+               if p.cycles <= fastest * (1 + tolerance))[2]
 
 
 def predict_program(config, program):
@@ -336,8 +340,8 @@ class _ConvOperand:
     """The activations of a :class:`ConvLayer`: an M-block is a band of whole output rows,
     and its activation buffer holds the padded input rows the band reads, each pixel's
     channels in ``ct`` slots. Each K-tile (kernel position, channel slot) is one MATMUL
-    per output row, whose ``OW`` vectors are ``stride · ct`` slots apart, or, ``wide``
-    (stride 1 only), one MATMUL for the whole band (see :func:`_wide_rows`)."""
+    per output row, whose ``OW`` vectors are ``stride · ct`` slots apart, or, with stride
+    1, one MATMUL per ``wide`` output rows (see :func:`_wide_rows`)."""
 
     def __init__(self, config, layer, wide):
         self.config, self.layer = config, layer
@@ -396,7 +400,8 @@ class _ConvOperand:
         base = buffer + i * self.line + j * self.pixel + t * self.slot
         _, n, _ = self.band(0, rows)
         if self.wide:
-            return [(base, self.ct, _wide_rows(L, n), 0)]
+            return [(base + r * self.line, self.ct, _wide_rows(L, min(self.wide, n - r)),
+                     r * L.padded_width) for r in range(0, n, self.wide)]
         return [(base + r * sh * self.line, sw * self.ct, L.OW, r * L.OW) for r in range(n)]
 
     def pieces(self, rows):
@@ -408,8 +413,8 @@ class _ConvOperand:
 
 
 def _wide_rows(layer, n):
-    """Output-buffer rows of a band of ``n`` output rows computed *wide*: with stride 1, one
-    MATMUL per K-tile streams the band's padded input rows end to end, so each output row
+    """Output-buffer rows of ``n`` output rows computed *wide*: with stride 1, one MATMUL
+    per K-tile streams their padded input rows end to end, so each output row but the last
     is followed by ``padded_width − OW`` vectors whose results are never stored."""
     return (n - 1) * layer.padded_width + layer.OW
 
@@ -453,8 +458,8 @@ def _conv_limits(config, layer, wide):
 
 def candidate_conv_plans(config, layer):
     """The tilings :func:`plan_conv` chooses from: a MATMUL per output row, or wide (stride
-    1); bands of output rows as tall as the buffers allow, and shorter; N-groups as wide as
-    the output buffer allows, and half as wide."""
+    1: per band or per pair of rows); bands of output rows as tall as the buffers allow, and
+    shorter; N-groups as wide as the output buffer allows, and half as wide."""
     S = config.scratchpad_bytes
     out_slot = slot_bytes(config.cols) * (4 if layer.out_int32 else 1)
     plans = []
@@ -474,9 +479,12 @@ def candidate_conv_plans(config, layer):
             buffer_rows = _wide_rows(layer, band) if wide else rows
             widest = min(n_tiles, (3 * S // 32) // (buffer_rows * out_slot))
             for group in sorted({widest, -(-widest // 2)}):
-                plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, k_tiles, wide)
-                if plan not in plans:
-                    plans.append(plan)
+                # Wide: the whole band in one MATMUL, or in pairs of rows (less waste).
+                for per_matmul in sorted({band, min(band, 2)}) if wide else (0,):
+                    plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, k_tiles,
+                                    per_matmul)
+                    if plan not in plans:
+                        plans.append(plan)
     if not plans:
         raise error
     return plans
