@@ -172,7 +172,12 @@ def cmd_info(args):
         if step["op"] == "gemm":
             shapes = ", ".join(f"{l['M']}x{l['K']}x{l['N']}" for l in step["layers"][:3])
             more = f" (+{len(step['layers']) - 3} more)" if len(step["layers"]) > 3 else ""
-            details = f"{step['kind']}: GEMM {shapes}{more}, {step['instructions']} instructions"
+            kind = step["kind"]
+            if kind == "conv":
+                first = step["layers"][0]
+                kind += " (depthwise, direct)" if first.get("depthwise") else \
+                    " (direct)" if first.get("direct") else " (im2col)"
+            details = f"{kind}: GEMM {shapes}{more}, {step['instructions']} instructions"
         print(f"  {index:<5} {where:<5} {step['op']:<16} {step.get('node', ''):<32} {details}")
 
 

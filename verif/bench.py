@@ -11,7 +11,8 @@ The suite (issue 7):
    package (shapes from ``onnx.shape_inference``);
 4. end to end: the digits model (``models/digits_int8.onnx``) and ResNet-8 quantized by
    onnxruntime's ``quantize_static``, through ``sw.compiler`` and ``sw.runtime`` as
-   ``npu run`` runs them (the host runs im2col, pooling and additions between NPU steps).
+   ``npu run`` runs them (the host runs pooling, additions and, for the convolutions the
+   compiler lowers to GEMMs, im2col between NPU steps).
 
 Layers run as one-node quantized models (random int8 weights) through the same compiler
 and runtime, with their outputs checked bit for bit against onnxruntime; a layer the
@@ -19,8 +20,8 @@ compiler refuses is listed with the compiler's reason. Every row runs on
 :class:`verif.bench_top.BenchTop` (the NPU with RTL memory, so no Python runs per cycle)
 and is reported with the NPU's own counters: cycles, MAC utilization (MACs / (rows · cols ·
 cycles)), DRAM bytes read and written against the compulsory bytes (each 8-bit input,
-weight and output byte once; for layers those of the layer itself, so the im2col inflation
-shows; end to end, the model's weights, biases and quantization parameters, its input and
+weight and output byte once; for layers those of the layer itself, so the inflation of an
+im2col lowering shows; end to end, the model's weights, biases and quantization parameters, its input and
 its output), time per inference, and ``sw.cost_model``'s predictions with their error.
 
 Writes ``build/bench/results.json``, ``results.md``, ``utilization.png`` and ``dram.png``;
@@ -58,8 +59,8 @@ GEMMS = [(64, 64, 64), (128, 128, 128), (256, 256, 256), (512, 512, 512), (1, 25
 #: Layers of the topologies shipped with onnx: (model, file, {node: name}). Chosen among
 #: those whose memory image fits 1 MiB: the bench memory follows the largest row, and
 #: converting it to Verilog takes about a minute per MiB (Amaranth writes its initial
-#: contents bit by bit). ResNet-50's 3x3 convolutions need 3 MiB or more (the host's im2col
-#: and, past K = 2040, A reloaded for every N-tile), and so does SqueezeNet's conv10.
+#: contents bit by bit). ResNet-50's stride-2 3x3 convolutions need 3 MiB or more (the
+#: compiler lowers them to GEMMs on the host's im2col), and SqueezeNet's conv10 2 MiB.
 ONNX_LAYERS = [
     ("ResNet-50", "light_resnet50.onnx",
      {"n4": "res2a 1x1 reduce", "n42": "res3a 1x1 expand", "n48": "res3b 1x1 reduce"}),
