@@ -194,7 +194,7 @@ LONG_PROGRAM = 20_000
 def plan_gemm(config, layer):
     """The :func:`preferred` tiling of ``layer`` by the predictions of :mod:`sw.cost_model`;
     raises :class:`LayerError` if the layer cannot fit."""
-    return _best_plan(config, layer, candidate_plans(config, layer), emit_gemm)[0]
+    return _best_plan(config, layer, candidate_plans, emit_gemm)[0]
 
 
 #: A tiling at most this much slower than the fastest is preferred when it moves fewer DRAM
@@ -222,12 +222,24 @@ def predict_program(config, program):
     return predict(config, Program().extend(program).end())
 
 
-def _best_plan(config, layer, plans, emit):
-    """(plan, :class:`sw.cost_model.Prediction`) of the :func:`preferred` of ``plans``,
-    each emitted by ``emit(config, layer, plan=plan)``."""
+#: Plans already chosen, by configuration and layer shape (addresses and names aside).
+_chosen = {}
+
+
+def _best_plan(config, layer, candidates, emit):
+    """(plan, :class:`sw.cost_model.Prediction`) of the :func:`preferred` of
+    ``candidates(config, layer)``, each emitted by ``emit(config, layer, plan=plan)``.
+    The choice is remembered for the layer's shape: where its tensors live hardly changes
+    the predictions."""
+    shape = replace(layer, **{f: 0 for f in ("a_addr", "x_addr", "pad_addr", "weight_addr",
+                                              "param_addr", "y_addr") if hasattr(layer, f)},
+                    name="")
+    key = (config, type(layer), repr(shape))
+    if key in _chosen:
+        return _chosen[key]
     tried = []
     fewest_rows = None
-    for plan in plans:
+    for plan in candidates(config, layer):
         if fewest_rows is not None and plan.block_rows < fewest_rows:
             continue
         program = emit(config, layer, plan=plan)
@@ -236,7 +248,8 @@ def _best_plan(config, layer, plans, emit):
             # A large, compute-bound layer: smaller blocks would only add weight traffic,
             # and predicting them takes seconds.
             fewest_rows = plan.block_rows
-    return tried[preferred([p for _, p in tried])]
+    _chosen[key] = tried[preferred([p for _, p in tried])]
+    return _chosen[key]
 
 
 def _transfer(opcode, mem_addr, sp_addr, rows, row_bytes, mem_stride, sp_stride):
@@ -493,7 +506,7 @@ def candidate_conv_plans(config, layer):
 def plan_conv(config, layer):
     """(plan, prediction) of ``layer`` run by :func:`emit_conv`, as :func:`plan_gemm`
     chooses; raises :class:`LayerError` if it cannot run that way."""
-    return _best_plan(config, layer, candidate_conv_plans(config, layer), emit_conv)
+    return _best_plan(config, layer, candidate_conv_plans, emit_conv)
 
 
 def emit_conv(config, layer, program=None, plan=None):
