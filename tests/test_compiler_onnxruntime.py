@@ -6,6 +6,7 @@ quantize_static in both formats, with per-tensor and per-channel weight scales."
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from sw.compiler import compile_model
 from sw.runtime import GoldenBackend, Runtime
@@ -32,3 +33,39 @@ def test_random_quantized_cnns_match_onnxruntime(quant_format, per_channel, seed
             want = session.run(None, {"input": x})[0]
             assert np.array_equal(got, want), \
                 f"model {index} ({quant_format}, per_channel={per_channel}): {got} != {want}"
+
+
+@pytest.mark.parametrize("group, depthwise", [(2, False), (12, True)])
+def test_direct_grouped_convolutions_on_a_batch_match_onnxruntime(group, depthwise, seed):
+    """QLinearConv on a batch of two int8 images, grouped (each group its own direct
+    convolution over its slice of channels) or depthwise (one over every channel), with
+    uneven padding and per-channel weight scales, against onnxruntime bit for bit."""
+    rng = np.random.default_rng(seed)
+    C, H, W = 12, 11, 13
+    N = C if depthwise else 16
+    w = rng.integers(-128, 128, size=(N, C // group, 3, 3)).astype(np.int8)
+    x_scale, y_scale = np.float32(0.02), np.float32(0.3 if depthwise else 0.9)
+    inits = [numpy_helper.from_array(np.asarray(value), name) for name, value in [
+        ("x_scale", x_scale), ("x_zero_point", np.int8(rng.integers(-20, 20))), ("w", w),
+        ("w_scale", rng.uniform(0.002, 0.02, size=N).astype(np.float32)),
+        ("w_zero_point", np.zeros(N, np.int8)), ("y_scale", y_scale),
+        ("y_zero_point", np.int8(-3)), ("bias", rng.integers(-2**12, 2**12, size=N).astype(np.int32))]]
+    node = helper.make_node(
+        "QLinearConv", ["x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point",
+                        "y_scale", "y_zero_point", "bias"], ["y"], name="grouped",
+        kernel_shape=[3, 3], pads=[1, 0, 2, 1], group=group)
+    graph = helper.make_graph(
+        [node], "grouped", [helper.make_tensor_value_info("x", TensorProto.INT8, [2, C, H, W])],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, [2, N, H + 1, W - 1])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    x = rng.integers(-128, 128, size=(2, C, H, W)).astype(np.int8)
+    compiled = compile_model(model)
+    layers = compiled.steps[0]["layers"]
+    assert all(layer.get("direct") for layer in layers)
+    assert len(layers) == (2 if depthwise else 2 * group)
+    runtime = Runtime(compiled, GoldenBackend(compiled.config, compiled.memory_bytes))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
+    assert np.count_nonzero((want > -128) & (want < 127)) > want.size // 2, "outputs saturate"
+    np.testing.assert_array_equal(runtime.infer_sync({"x": x})["y"], want)
