@@ -402,11 +402,11 @@ class _ConvOperand:
                                          L.W, L.C, L.C, pixel))
         return out
 
-    def vectors(self, kt, rows, p0, pn, buffer, n):
+    def vectors(self, kt, rows, p0, pn, buffer, n_tile):
         L = self.layer
         sh, sw = L.strides
         if L.depthwise:
-            (i, j), t = divmod(kt, L.kernel[1]), n
+            (i, j), t = divmod(kt, L.kernel[1]), n_tile
         else:
             i, rest = divmod(kt, L.kernel[1] * self.ct)
             j, t = divmod(rest, self.ct)
@@ -569,9 +569,9 @@ class _MatrixOperand:
         return [_transfer(Opcode.LOAD, layer.a_addr + m0 * pitch + k_first, buffer, rows,
                           min(layer.K, (p0 + pn) * R) - k_first, pitch, pn * self.slot)]
 
-    def vectors(self, kt, rows, p0, pn, buffer, n):
+    def vectors(self, kt, rows, p0, pn, buffer, n_tile):
         """(act_addr, act_stride, count, first output-buffer row) of each MATMUL of K-tile
-        ``kt`` of N-tile ``n``; the accumulator rows are the output-buffer rows."""
+        ``kt`` of N-tile ``n_tile``; the accumulator rows are the output-buffer rows."""
         return [(buffer + (kt - p0) * self.slot, pn, rows, 0)]
 
     def pieces(self, rows):
