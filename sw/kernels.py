@@ -117,8 +117,8 @@ class GemmPlan:
     per output group (one output buffer, stored as one 2-D STORE); ``chunk_tiles``: K-tiles
     of weights per LOAD (one weight buffer); ``panel_tiles``: K-tiles of A per activation
     buffer (a longer K is reduced panel after panel, A reloaded for each N-tile).
-    ``wide``: a stride-1 convolution (:func:`emit_conv`) streams this many output rows of a
-    band in one MATMUL per K-tile (see :func:`_wide_rows`); 0: a MATMUL per output row.
+    ``wide``: a convolution (:func:`emit_conv`) streams this many output rows of a band in
+    one MATMUL per K-tile (see :func:`_wide_rows`); 0: a MATMUL per output row.
     """
     k_tiles: int
     n_tiles: int
@@ -353,8 +353,9 @@ class _ConvOperand:
     """The activations of a :class:`ConvLayer`: an M-block is a band of whole output rows,
     and its activation buffer holds the padded input rows the band reads, each pixel's
     channels in ``ct`` slots. Each K-tile (kernel position, channel slot) is one MATMUL
-    per output row, whose ``OW`` vectors are ``stride · ct`` slots apart, or, with stride
-    1, one MATMUL per ``wide`` output rows (see :func:`_wide_rows`)."""
+    per output row, whose ``OW`` vectors are ``stride · ct`` slots apart, or one MATMUL per
+    ``wide`` output rows (see :func:`_wide_rows`; with a stride ``s`` > 1, the input is
+    split into ``s × s`` phases, :meth:`load_phases`)."""
 
     def __init__(self, config, layer, wide):
         self.config, self.layer = config, layer
@@ -363,6 +364,12 @@ class _ConvOperand:
         self.pixel = self.ct * self.slot
         self.line = layer.padded_width * self.pixel
         self.wide = wide
+        self.phase_line = _phase_width(layer) * self.pixel
+
+    def phase(self, a, b, n, buffer):
+        """Scratchpad address of phase (a, b) of a band of ``n`` output rows computed wide."""
+        s = self.layer.strides[0]
+        return buffer + (a * s + b) * _phase_rows(self.layer, n) * self.phase_line
 
     def band(self, m0, rows):
         """(first output row, output rows, padded input rows) of the block."""
@@ -371,6 +378,8 @@ class _ConvOperand:
         return m0 // L.OW, n, (n - 1) * L.strides[0] + L.kernel[0]
 
     def load(self, m0, rows, p0, pn, buffer):
+        if self.wide and self.layer.strides[0] > 1:
+            return self.load_phases(m0, rows, buffer)
         L, line, pixel = self.layer, self.line, self.pixel
         pt, pl, _, pr = L.pads
         o0, _, in_rows = self.band(m0, rows)
@@ -402,6 +411,50 @@ class _ConvOperand:
                                          L.W, L.C, L.C, pixel))
         return out
 
+    def load_phases(self, m0, rows, buffer):
+        """The band's padded input rows split into ``s × s`` phases for a wide stride-``s``
+        convolution: phase (a, b) holds padded pixel (a + s·y, b + s·x) at (y, x), so that
+        each kernel position reads one phase with stride 1."""
+        L, pixel, phase_line = self.layer, self.pixel, self.phase_line
+        s, (pt, pl, _, _) = L.strides[0], L.pads
+        o0, n, _ = self.band(m0, rows)
+        width = _phase_width(L)
+        padded_rows = L.H + L.pads[0] + L.pads[2]
+        out = []
+
+        def pad(sp_addr, count, row_bytes, sp_stride=phase_line):
+            if count > 0 and row_bytes > 0:
+                out.append(dict(opcode=Opcode.LOAD, mem_addr=L.pad_addr, sp_addr=sp_addr,
+                                rows=count, row_bytes=row_bytes, mem_stride=0,
+                                sp_stride=sp_stride))
+
+        for a in range(s):
+            # Padded rows top + a + s·y: those of the image, and padding above and below.
+            ys = [y for y in range(_phase_rows(L, n)) if o0 * s + a + s * y < padded_rows]
+            image = [y for y in ys if pt <= o0 * s + a + s * y < pt + L.H]
+            for b in range(s):
+                phase = self.phase(a, b, n, buffer)
+                above = image[0] if image else len(ys)
+                pad(phase, above, width * pixel)
+                below = image[-1] + 1 if image else len(ys)
+                pad(phase + below * phase_line, len(ys) - below, width * pixel)
+                if not image:
+                    continue
+                # Phase columns x: padded column b + s·x, image column b + s·x − pl.
+                left = max(0, -(-(pl - b) // s))
+                right = min(width, -(-(pl + L.W - b) // s))
+                edge = min(width, -(-(L.padded_width - b) // s))
+                pad(phase + image[0] * phase_line, len(image), left * pixel)
+                pad(phase + image[0] * phase_line + right * pixel, len(image),
+                    (edge - right) * pixel)
+                for y in image:
+                    h = o0 * s + a + s * y - pt
+                    out.append(_transfer(
+                        Opcode.LOAD, L.x_addr + (h * L.W + b + s * left - pl) * L.C,
+                        phase + y * phase_line + left * pixel, right - left, L.C, s * L.C,
+                        pixel))
+        return out
+
     def vectors(self, kt, rows, p0, pn, buffer, n_tile):
         L = self.layer
         sh, sw = L.strides
@@ -410,26 +463,42 @@ class _ConvOperand:
         else:
             i, rest = divmod(kt, L.kernel[1] * self.ct)
             j, t = divmod(rest, self.ct)
-        base = buffer + i * self.line + j * self.pixel + t * self.slot
         _, n, _ = self.band(0, rows)
         if self.wide:
-            return [(base + r * self.line, self.ct, _wide_rows(L, min(self.wide, n - r)),
-                     r * L.padded_width) for r in range(0, n, self.wide)]
+            width = _phase_width(L)
+            base = self.phase(i % sh, j % sh, n, buffer) + \
+                (i // sh) * self.phase_line + (j // sh) * self.pixel + t * self.slot
+            return [(base + r * self.phase_line, self.ct, _wide_rows(L, min(self.wide, n - r)),
+                     r * width) for r in range(0, n, self.wide)]
+        base = buffer + i * self.line + j * self.pixel + t * self.slot
         return [(base + r * sh * self.line, sw * self.ct, L.OW, r * L.OW) for r in range(n)]
 
     def pieces(self, rows):
         L = self.layer
         _, n, _ = self.band(0, rows)
-        if not self.wide or L.padded_width == L.OW:
+        width = _phase_width(L)
+        if not self.wide or width == L.OW:
             return [(0, 0, rows)]
-        return [(r * L.padded_width, r * L.OW, L.OW) for r in range(n)]
+        return [(r * width, r * L.OW, L.OW) for r in range(n)]
+
+
+def _phase_width(layer):
+    """Pixels per row of a wide convolution's input in the scratchpad: the padded width
+    with stride 1, a phase's width (``OW`` plus the kernel's reach) with stride ``s``."""
+    return layer.OW + (layer.kernel[1] - 1) // layer.strides[1]
+
+
+def _phase_rows(layer, n):
+    """Rows of each phase (with stride 1, the one padded input) of ``n`` output rows
+    computed wide."""
+    return n + (layer.kernel[0] - 1) // layer.strides[0]
 
 
 def _wide_rows(layer, n):
-    """Output-buffer rows of ``n`` output rows computed *wide*: with stride 1, one MATMUL
-    per K-tile streams their padded input rows end to end, so each output row but the last
-    is followed by ``padded_width − OW`` vectors whose results are never stored."""
-    return (n - 1) * layer.padded_width + layer.OW
+    """Output-buffer rows of ``n`` output rows computed *wide*: one MATMUL per K-tile
+    streams their (phase) input rows end to end, so each output row but the last is
+    followed by ``(kw − 1) // stride`` vectors whose results are never stored."""
+    return (n - 1) * _phase_width(layer) + layer.OW
 
 
 def _conv_limits(config, layer, wide):
@@ -455,10 +524,13 @@ def _conv_limits(config, layer, wide):
         raise LayerError(f"{L.name}: a row of {L.W} pixels of {L.C} channels exceeds one transfer")
     buffer_rows = min(config.acc_depth, (3 * S // 32) // out_slot, 4095)
     if wide:
-        band_rows = (buffer_rows - L.OW) // L.padded_width + 1 if buffer_rows >= L.OW else 0
+        width, s = _phase_width(L), L.strides[0]
+        band_rows = (buffer_rows - L.OW) // width + 1 if buffer_rows >= L.OW else 0
+        input_rows = (S // 4) // (s * s * width * pixel) - (L.kernel[0] - 1) // s
     else:
         band_rows = buffer_rows // L.OW
-    rows = min(L.OH, band_rows, ((S // 4) // line - L.kernel[0]) // L.strides[0] + 1)
+        input_rows = ((S // 4) // line - L.kernel[0]) // L.strides[0] + 1
+    rows = min(L.OH, band_rows, input_rows)
     chunk_tiles = min(k_tiles, (S // 8) // (R * weight_slot))
     if rows < 1 or chunk_tiles < 1 or S // 16 < CHANNEL_PARAM_BYTES * weight_slot:
         raise LayerError(f"{L.name}: an output row of the {L.H}x{L.W}x{L.C} -> {L.N} "
@@ -470,14 +542,14 @@ def _conv_limits(config, layer, wide):
 
 
 def candidate_conv_plans(config, layer):
-    """The tilings :func:`plan_conv` chooses from: a MATMUL per output row, or wide (stride
-    1: per band or per pair of rows); bands of output rows as tall as the buffers allow, and
-    shorter; N-groups as wide as the output buffer allows, and half as wide."""
+    """The tilings :func:`plan_conv` chooses from: a MATMUL per output row, or wide (per
+    band or per pair of rows; equal strides only); bands of output rows as tall as the
+    buffers allow, and shorter; N-groups as wide as the output buffer allows, and half."""
     S = config.scratchpad_bytes
     out_slot = slot_bytes(config.cols) * (4 if layer.out_int32 else 1)
     plans = []
     error = None
-    for wide in (False, True) if tuple(layer.strides) == (1, 1) else (False,):
+    for wide in (False, True) if layer.strides[0] == layer.strides[1] else (False,):
         try:
             k_tiles, n_tiles, max_rows, chunk_tiles = _conv_limits(config, layer, wide)
         except LayerError as refused:
