@@ -428,11 +428,11 @@ class _ConvOperand:
                                 rows=count, row_bytes=row_bytes, mem_stride=0,
                                 sp_stride=sp_stride))
 
-        for a in range(s):
+        for a in range(min(s, L.kernel[0])):      # phases no kernel position reads stay empty
             # Padded rows top + a + s·y: those of the image, and padding above and below.
             ys = [y for y in range(_phase_rows(L, n)) if o0 * s + a + s * y < padded_rows]
             image = [y for y in ys if pt <= o0 * s + a + s * y < pt + L.H]
-            for b in range(s):
+            for b in range(min(s, L.kernel[1])):
                 phase = self.phase(a, b, n, buffer)
                 above = image[0] if image else len(ys)
                 pad(phase, above, width * pixel)
