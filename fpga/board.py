@@ -25,7 +25,7 @@ from hw.npu import NPU
 from hw.uart_bridge import MemoryBusSignature, UartBridge
 
 
-__all__ = ["AXI4Memory", "BoardDesign", "DEFAULT_MEMORY_BYTES"]
+__all__ = ["AXI4Memory", "ICE40SPRAM", "BoardDesign", "DEFAULT_MEMORY_BYTES"]
 
 
 DEFAULT_MEMORY_BYTES = 256 * 1024
@@ -45,6 +45,10 @@ class AXI4Memory(wiring.Component):
         AXI data width (the memory's word width).
     memory_bytes : int
         Size, a power of two and a multiple of ``data_width // 8``.
+    spram : bool
+        Build the memory from iCE40UP single-port RAMs (``SB_SPRAM256KA``, 16 K × 16 bits
+        each, see :class:`ICE40SPRAM`) instead of ``lib.memory.Memory``, which Yosys does
+        not map to them. The AXI and byte-port behaviour is the same.
 
     Members
     -------
@@ -64,8 +68,9 @@ class AXI4Memory(wiring.Component):
     ``host.rdata`` the cycle after it is accepted.
     """
 
-    def __init__(self, data_width, memory_bytes):
+    def __init__(self, data_width, memory_bytes, *, spram=False):
         self.data_width = data_width
+        self.spram = spram
         self.word_bytes = data_width // 8
         if memory_bytes < self.word_bytes or memory_bytes & (memory_bytes - 1):
             raise ValueError(f"memory_bytes must be a power of two of at least "
@@ -82,11 +87,23 @@ class AXI4Memory(wiring.Component):
         offset_bits = exact_log2(self.word_bytes)
         depth = self.memory_bytes // self.word_bytes
         index_bits = ceil_log2(depth)
-        m.submodules.memory = memory = Memory(shape=self.data_width, depth=depth, init=[])
-        write = memory.write_port(granularity=8)
-        read = memory.read_port(domain="sync")
         address = Signal(index_bits)
-        m.d.comb += [write.addr.eq(address), read.addr.eq(address)]
+        read_en = Signal()
+        read_data = Signal(self.data_width)
+        write_en = Signal(self.word_bytes)
+        write_data = Signal(self.data_width)
+        if self.spram:
+            m.submodules.memory = memory = ICE40SPRAM(self.data_width, depth)
+            m.d.comb += [memory.addr.eq(address), memory.ren.eq(read_en),
+                         read_data.eq(memory.rdata), memory.wen.eq(write_en),
+                         memory.wdata.eq(write_data)]
+        else:
+            m.submodules.memory = memory = Memory(shape=self.data_width, depth=depth, init=[])
+            write = memory.write_port(granularity=8)
+            read = memory.read_port(domain="sync")
+            m.d.comb += [write.addr.eq(address), read.addr.eq(address), read.en.eq(read_en),
+                         read_data.eq(read.data), write.en.eq(write_en),
+                         write.data.eq(write_data)]
 
         def outside(word):
             return word[index_bits:] != 0
@@ -99,9 +116,9 @@ class AXI4Memory(wiring.Component):
         txn_id = Signal(1)
         lane = Signal(range(self.word_bytes))
         m.d.comb += [
-            port.rdata.eq(read.data.word_select(lane, 8)),
+            port.rdata.eq(read_data.word_select(lane, 8)),
             axi.rid.eq(txn_id), axi.bid.eq(txn_id),
-            axi.rdata.eq(Mux(error, 0, read.data)),
+            axi.rdata.eq(Mux(error, 0, read_data)),
             axi.rresp.eq(Mux(error, Resp.DECERR, Resp.OKAY)),
             axi.rlast.eq(last == 0),
             axi.rvalid.eq(rvalid),
@@ -109,13 +126,13 @@ class AXI4Memory(wiring.Component):
         ]
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [port.ready.eq(1), read.en.eq(1),
+                m.d.comb += [port.ready.eq(1), read_en.eq(1),
                              address.eq(port.addr[offset_bits:])]
                 with m.If(port.valid):
                     m.d.sync += lane.eq(port.addr[:offset_bits])
                     with m.If(port.write):
-                        m.d.comb += [write.en.eq(1 << port.addr[:offset_bits]),
-                                     write.data.eq(port.wdata.replicate(self.word_bytes))]
+                        m.d.comb += [write_en.eq(1 << port.addr[:offset_bits]),
+                                     write_data.eq(port.wdata.replicate(self.word_bytes))]
                 with m.Elif(axi.awvalid):
                     m.d.comb += axi.awready.eq(1)
                     m.d.sync += [word.eq(axi.awaddr[offset_bits:]), txn_id.eq(axi.awid),
@@ -127,13 +144,13 @@ class AXI4Memory(wiring.Component):
                                  beats.eq(axi.arlen + 1), last.eq(axi.arlen), rvalid.eq(0)]
                     m.next = "READ"
             with m.State("WRITE"):
-                m.d.comb += [axi.wready.eq(1), address.eq(word), write.data.eq(axi.wdata)]
+                m.d.comb += [axi.wready.eq(1), address.eq(word), write_data.eq(axi.wdata)]
                 with m.If(axi.wvalid):
                     m.d.sync += word.eq(word + 1)
                     with m.If(outside(word)):
                         m.d.sync += error.eq(1)
                     with m.Else():
-                        m.d.comb += write.en.eq(axi.wstrb)
+                        m.d.comb += write_en.eq(axi.wstrb)
                     with m.If(axi.wlast):
                         m.next = "RESPOND"
             with m.State("RESPOND"):
@@ -143,7 +160,7 @@ class AXI4Memory(wiring.Component):
             with m.State("READ"):
                 advance = ~rvalid | axi.rready
                 fetch = advance & (beats != 0)
-                m.d.comb += [address.eq(word), read.en.eq(fetch)]
+                m.d.comb += [address.eq(word), read_en.eq(fetch)]
                 with m.If(fetch):
                     m.d.sync += [word.eq(word + 1), beats.eq(beats - 1), error.eq(outside(word))]
                 with m.If(advance):
@@ -153,6 +170,90 @@ class AXI4Memory(wiring.Component):
                     with m.If(last == 0):
                         m.next = "IDLE"
         return m
+
+
+class ICE40SPRAM(wiring.Component):
+    """A single-port memory of ``depth`` words of ``data_width`` bits built from iCE40UP
+    ``SB_SPRAM256KA`` blocks (16 K × 16 bits): ``data_width / 16`` side by side per 16 K
+    words. Outside an iCE40 build (simulation) a ``lib.memory.Memory`` stands in.
+
+    A write takes the cycle: a read requested in the same cycle returns nothing defined.
+
+    Members
+    -------
+    addr : ``In(range(depth))``
+    wdata : ``In(data_width)``
+        The word written where ``wen`` is set.
+    wen : ``In(data_width // 8)``
+        Byte write enables.
+    ren : ``In(1)``
+        Read ``addr`` (when no byte is written).
+    rdata : ``Out(data_width)``
+        The word read, the cycle after ``ren``; held while ``ren`` is low.
+    """
+
+    WORDS = 16 * 1024
+
+    def __init__(self, data_width, depth):
+        if data_width % 16:
+            raise ValueError(f"data_width must be a multiple of 16, not {data_width}")
+        self.data_width = data_width
+        self.depth = depth
+        if depth > self.WORDS and depth % self.WORDS:
+            raise ValueError(f"depth must be at most {self.WORDS} or a multiple of it, not {depth}")
+        self.banks = max(1, depth // self.WORDS)
+        super().__init__({
+            "addr": In(range(depth)),
+            "wdata": In(data_width),
+            "wen": In(data_width // 8),
+            "ren": In(1),
+            "rdata": Out(data_width),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        columns = self.data_width // 16
+        write = self.wen.any()
+        bank_bits = ceil_log2(self.banks)
+        bank = self.addr[ceil_log2(self.WORDS):][:bank_bits] if bank_bits else C(0, 1)
+        read_bank = Signal.like(bank)
+        with m.If(self.ren & ~write):
+            m.d.sync += read_bank.eq(bank)
+        outputs = []
+        for b in range(self.banks):
+            select = (bank == b) & (self.ren | write)
+            words = []
+            for c in range(columns):
+                mask = Cat(self.wen[2 * c].replicate(2), self.wen[2 * c + 1].replicate(2))
+                data_out = Signal(16, name=f"bank{b}_column{c}")
+                _spram_block(m, f"spram{b}_{c}", platform, Cat(self.addr, C(0, 14))[:14],
+                             self.wdata[16 * c:16 * (c + 1)], mask, write, select, data_out)
+                words.append(data_out)
+            outputs.append(Cat(*words))
+        m.d.comb += self.rdata.eq(Array(outputs)[read_bank] if self.banks > 1 else outputs[0])
+        return m
+
+
+def _spram_block(m, name, platform, address, data_in, mask, write, select, data_out):
+    """One ``SB_SPRAM256KA`` (or, without a platform, its behaviour: a read when selected
+    and not writing, nibble write enables)."""
+    if platform is not None:
+        m.submodules[name] = Instance(
+            "SB_SPRAM256KA",
+            i_ADDRESS=address, i_DATAIN=data_in, i_MASKWREN=mask, i_WREN=write,
+            i_CHIPSELECT=select, i_CLOCK=ClockSignal("sync"), i_STANDBY=0, i_SLEEP=0,
+            i_POWEROFF=1, o_DATAOUT=data_out)
+        return
+    memory = Memory(shape=16, depth=2 ** len(address), init=[])
+    m.submodules[name] = memory
+    write_port = memory.write_port(granularity=4)
+    read_port = memory.read_port(domain="sync")
+    m.d.comb += [
+        write_port.addr.eq(address), write_port.data.eq(data_in),
+        write_port.en.eq(Mux(select & write, mask, 0)),
+        read_port.addr.eq(address), read_port.en.eq(select & ~write),
+        data_out.eq(read_port.data),
+    ]
 
 
 class BoardDesign(wiring.Component):
@@ -165,6 +266,8 @@ class BoardDesign(wiring.Component):
         On-chip memory, a power of two (256 KiB by default).
     divisor : int
         Clock cycles per UART bit: ``round(clock_hz / baud)``.
+    spram : bool
+        The memory in iCE40UP SPRAM (see :class:`AXI4Memory`).
 
     Members
     -------
@@ -180,17 +283,20 @@ class BoardDesign(wiring.Component):
     uart_tx: Out(1, init=1)
     irq: Out(1)
 
-    def __init__(self, config=NPUConfig(), memory_bytes=DEFAULT_MEMORY_BYTES, divisor=217):
+    def __init__(self, config=NPUConfig(), memory_bytes=DEFAULT_MEMORY_BYTES, divisor=217, *,
+                 spram=False):
         self.config = config
         self.memory_bytes = memory_bytes
         self.divisor = divisor
+        self.spram = spram
         super().__init__()
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.bridge = bridge = UartBridge(self.divisor)
         m.submodules.npu = npu = NPU(self.config)
-        m.submodules.memory = memory = AXI4Memory(self.config.bus_width, self.memory_bytes)
+        m.submodules.memory = memory = AXI4Memory(self.config.bus_width, self.memory_bytes,
+                                                  spram=self.spram)
         wiring.connect(m, bridge.m_axil, npu.s_axil)
         wiring.connect(m, bridge.mem, memory.host)
         wiring.connect(m, npu.m_axi, memory.axi)

@@ -90,7 +90,7 @@ class BuildError(Exception):
 def board_design(board):
     """The platform-independent design of ``board`` (a :class:`fpga.configs.BoardBuild`)."""
     from .board import BoardDesign
-    return BoardDesign(board.config, board.memory_bytes, board.divisor)
+    return BoardDesign(board.config, board.memory_bytes, board.divisor, spram=board.spram)
 
 
 def board_top(board, design=None):

@@ -37,6 +37,25 @@ class NPUConfig:
         AXI4 address width, in bits.
     queue_depth : int
         Instructions each engine's queue holds.
+    output_lanes : int
+        Lanes of the output stage (a divisor of ``cols``; 0: one per column). With fewer
+        lanes than columns a result row takes ``cols / output_lanes`` cycles in it.
+    output_stages : int
+        Pipeline registers of the output stage, 1 to 15: fewer for a slower clock.
+    fetch_depth : int
+        Instructions the fetcher's prefetch FIFO holds.
+    fetch_burst : int
+        Instructions per fetch burst (at most ``fetch_depth``).
+    dma_queue_depth : int
+        Descriptors the DMA's queue holds.
+    dma_outstanding : int
+        Bursts the DMA keeps in flight at most; also the depth of its internal buffers.
+    read_slices : bool
+        Register slices on the compute engine's scratchpad read requests (for timing).
+    serial_products : bool
+        The products of the range checks and byte counts (decoder, DMA, transfer engines)
+        by shift and add over several cycles instead of multipliers, for devices with few
+        DSP blocks.
     """
 
     rows: int = 8
@@ -48,6 +67,14 @@ class NPUConfig:
     bus_width: int = 64
     addr_width: int = 32
     queue_depth: int = 8
+    output_lanes: int = 0
+    output_stages: int = 15
+    fetch_depth: int = 32
+    fetch_burst: int = 8
+    dma_queue_depth: int = 4
+    dma_outstanding: int = 8
+    read_slices: bool = True
+    serial_products: bool = False
 
     def __post_init__(self):
         for name in ("rows", "cols", "acc_depth", "channel_depth", "scratchpad_banks"):
@@ -56,6 +83,22 @@ class NPUConfig:
                 raise ValueError(f"NPUConfig.{name} must be positive, not {value}")
         if self.bus_width not in (32, 64, 128, 256):
             raise ValueError(f"NPUConfig.bus_width must be 32, 64, 128 or 256, not {self.bus_width}")
+        if self.output_lanes < 0 or self.cols % self.output_stage_lanes:
+            raise ValueError(f"NPUConfig.output_lanes must divide cols ({self.cols}), "
+                             f"not {self.output_lanes}")
+        if not 1 <= self.output_stages <= 15:
+            raise ValueError(f"NPUConfig.output_stages must be 1 to 15, not {self.output_stages}")
+        for name in ("queue_depth", "fetch_burst", "dma_queue_depth", "dma_outstanding"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"NPUConfig.{name} must be positive, not {getattr(self, name)}")
+        if self.fetch_depth < self.fetch_burst:
+            raise ValueError(f"NPUConfig.fetch_depth must be at least fetch_burst "
+                             f"({self.fetch_burst}), not {self.fetch_depth}")
+
+    @property
+    def output_stage_lanes(self):
+        """Lanes of the output stage."""
+        return self.output_lanes or self.cols
 
     @property
     def macs_per_cycle(self):

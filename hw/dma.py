@@ -45,7 +45,8 @@ may change or withdraw a request that has not been granted.
 
 Timing
 ------
-Scratchpad requests leave through a three-entry register slice and R data reaches the
+With ``config.serial_products`` the range checks take one more cycle per bit of the
+descriptor's ``rows`` field (16). Scratchpad requests leave through a three-entry register slice and R data reaches the
 realigner through a three-entry buffer, so no combinational path crosses from the
 scratchpad's grant or from the memory's R channel into the engine. A descriptor taken
 from the queue spends two cycles in its range checks and one cycle per row setting the
@@ -126,6 +127,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
+from hw.arith import serial_product
 from hw.axi import AXI4Signature, BOUNDARY, MAX_BURST_BEATS, Burst, Resp
 from hw.config import DEFAULT_CONFIG
 from hw.scratchpad import DMAPortSignature
@@ -300,7 +302,8 @@ class DMA(wiring.Component):
     queue_depth : int
         Descriptors the queue holds.
     max_outstanding : int
-        Bursts in flight at most.
+        Bursts in flight at most; also the depth, up to 8, of the queues of row commands
+        and of words read from the scratchpad.
     """
 
     def __init__(self, config=DEFAULT_CONFIG, *, id_width=1, tag_width=8, rows_width=16,
@@ -347,6 +350,10 @@ class DMA(wiring.Component):
                 return f, f.w_data, f.r_data
             return f, data.View(shape, f.w_data), data.View(shape, f.r_data)
 
+        # Row commands and words read from the scratchpad: as deep as the bursts in flight,
+        # eight at most; the register slices three at most (two halve their throughput).
+        buffers = min(8, self.max_outstanding)
+
         # Descriptor queue.
         queue, _, queued = fifo("queue", layout, self.queue_depth, reset=flush_queue)
         err = Signal(self.error.shape())
@@ -374,17 +381,17 @@ class DMA(wiring.Component):
         # Rows for the scratchpad reader (scratchpad to memory).
         rd_cmds, rd_cmds_w, rd_cmds_r = fifo("rd_cmds", data.StructLayout({
             "base": unsigned(self.sp_addr_width), "count": range(self.scratchpad_bytes // W + 2),
-        }), 8)
+        }), buffers)
         # Words read from the scratchpad, waiting for the realigner.
-        sp_depth = 8
+        sp_depth = buffers
         sp_data, _, _ = fifo("sp_data", unsigned(8 * W), sp_depth)
         # R data on its way to the realigner: a register slice between memory and realigner.
-        r_buffer, _, _ = fifo("r_buffer", unsigned(8 * W), 3)
+        r_buffer, _, _ = fifo("r_buffer", unsigned(8 * W), min(3, buffers))
 
         rl = _Realigner(W, self.scratchpad_bytes, unsigned(self.sp_addr_width),
                         data.StructLayout({"id": tag_shape, "last_row": unsigned(1)}))
         m.submodules.realigner = ResetInserter(flush)(rl)
-        rl_cmds, rl_cmds_w, _ = fifo("rl_cmds", rl.cmd.p.shape(), 8)
+        rl_cmds, rl_cmds_w, _ = fifo("rl_cmds", rl.cmd.p.shape(), buffers)
         m.d.comb += [
             rl.cmd.valid.eq(rl_cmds.r_rdy),
             rl.cmd.payload.eq(rl_cmds.r_data),
@@ -409,20 +416,29 @@ class DMA(wiring.Component):
         # rest of each extent load from the queue's head together with ``d`` and hold with
         # it; the compares are registered from them, valid from the cycle after MEASURE.
         # Rows are non-zero where it matters.
-        def extent_parts(addr, stride, name):
-            product = Signal(len(queued.rows) + len(stride), name=f"{name}_product")
+        # With ``config.serial_products`` the products are made by shift and add (one
+        # cycle per bit of ``rows``) while the walker waits in MEASURE.
+        products_done = []
+
+        def extent_parts(addr, stride, held_stride, name):
             base = Signal(signed(max(len(addr), len(stride), len(queued.row_bytes)) + 2),
                           name=f"{name}_base")
+            if self.config.serial_products:
+                product, done = serial_product(m, held_stride, queued.rows, queue.r_en, name)
+                products_done.append(done)
+            else:
+                product = Signal(len(queued.rows) + len(stride), name=f"{name}_product")
+                with m.If(queue.r_en):
+                    m.d.sync += product.eq(queued.rows * stride)
             with m.If(queue.r_en):
-                m.d.sync += [product.eq(queued.rows * stride),
-                             base.eq(addr + queued.row_bytes - stride)]
+                m.d.sync += base.eq(addr + queued.row_bytes - stride)
             return product + base
         sp_over, mem_over = Signal(), Signal()
         m.d.sync += [
-            sp_over.eq(extent_parts(queued.sp_addr, queued.sp_stride, "extent_sp") >
-                       self.scratchpad_bytes),
-            mem_over.eq(extent_parts(queued.mem_addr, queued.mem_stride, "extent_mem") >
-                        (1 << aw)),
+            sp_over.eq(extent_parts(queued.sp_addr, queued.sp_stride, d.sp_stride,
+                                    "extent_sp") > self.scratchpad_bytes),
+            mem_over.eq(extent_parts(queued.mem_addr, queued.mem_stride, d.mem_stride,
+                                     "extent_mem") > (1 << aw)),
         ]
         empty = (d.rows == 0) | (d.row_bytes == 0)
 
@@ -464,7 +480,7 @@ class DMA(wiring.Component):
             "req": self.sp.req.p.shape(),
             "end": unsigned(1),
             "id":  finish_id.shape(),
-        }), 3)
+        }), min(3, buffers))
 
         m.d.sync += pending.eq(pending + start - finish)
 
@@ -483,7 +499,11 @@ class DMA(wiring.Component):
                     m.next = "MEASURE"
 
             with m.State("MEASURE"):
-                m.next = "CHECK"
+                if products_done:
+                    with m.If(Cat(*products_done).all()):
+                        m.next = "CHECK"
+                else:
+                    m.next = "CHECK"
 
             with m.State("CHECK"):
                 with m.If(abort):
@@ -595,7 +615,7 @@ class DMA(wiring.Component):
         rd_active = Signal()
         rd_addr = Signal(self.sp_addr_width)
         rd_left = Signal.like(rd_cmds_r.count)
-        rd_pending = Signal(range(8))   # reads in the slice or in the scratchpad
+        rd_pending = Signal(range(max(sp_depth, 8)))   # reads in the slice or in the scratchpad
         rd_valid = rd_active & ~abort & (sp_data.level + rd_pending < sp_depth)
         rd_fire = rd_valid & sp_slice.w_rdy
         m.d.sync += rd_pending.eq(rd_pending + rd_fire - self.sp.rvalid)

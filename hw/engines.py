@@ -11,6 +11,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
+from .arith import serial_product
 from .config import NPUConfig
 from .dma import Descriptor
 from .fetcher import fetched_layout
@@ -105,7 +106,17 @@ class TransferEngine(wiring.Component):
         header = Header(word[:8])
         transfer = Transfer(word[:Shape.cast(Transfer).width])
         is_sync = word[:4] == Opcode.SYNC.value
-        size = Signal(32)
+        serial = self.config.serial_products
+        if serial:
+            # The byte count by shift and add while the transfer runs (it takes longer);
+            # the instruction holds still at the queue's head until it completes.
+            start = Signal()
+            product, size_done = serial_product(m, transfer.row_bytes, transfer.rows, start,
+                                                "size")
+            size = Mux(is_sync, 0, product)
+        else:
+            size = Signal(32)
+            size_done = C(1)
 
         m.d.comb += [
             self.desc.p.direction.eq(self.direction),
@@ -123,10 +134,13 @@ class TransferEngine(wiring.Component):
                 m.d.comb += [self.blocked.eq(self.insn.valid & ~ok), self.stalled.eq(self.blocked)]
                 with m.If(self.insn.valid & ok & ~self.halt):
                     _pop(m, header, self.tokens)
-                    m.d.sync += size.eq(Mux(is_sync, 0, transfer.rows * transfer.row_bytes))
+                    if not serial:
+                        m.d.sync += size.eq(Mux(is_sync, 0, transfer.rows * transfer.row_bytes))
                     with m.If(is_sync):
                         m.next = "COMPLETE"
                     with m.Else():
+                        if serial:
+                            m.d.comb += start.eq(1)
                         m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [self.busy.eq(1), self.desc.valid.eq(1), self.stalled.eq(~self.desc.ready)]
@@ -137,9 +151,11 @@ class TransferEngine(wiring.Component):
                 with m.If(self.done):
                     m.next = "COMPLETE"
             with m.State("COMPLETE"):
-                m.d.comb += [self.busy.eq(1), self.insn.ready.eq(1), self.completed_bytes.eq(size)]
-                _push(m, header, self.tokens)
-                m.next = "IDLE"
+                m.d.comb += self.busy.eq(1)
+                with m.If(size_done):
+                    m.d.comb += [self.insn.ready.eq(1), self.completed_bytes.eq(size)]
+                    _push(m, header, self.tokens)
+                    m.next = "IDLE"
         return m
 
 
@@ -247,12 +263,14 @@ class ComputeEngine(wiring.Component):
         })
         completion = data.StructLayout({"emit": unsigned(1), "push_prev": unsigned(1),
                                         "push_next": unsigned(1)})
+        # Four MATMULs in flight (two with a queue shallower than that), eight completions.
+        cmd_depth = min(4, max(2, config.queue_depth))
         m.submodules.weight_cmds = weight_cmds = fifo.SyncFIFOBuffered(
-            width=Shape.cast(weight_cmd).width, depth=4)
+            width=Shape.cast(weight_cmd).width, depth=cmd_depth)
         m.submodules.act_cmds = act_cmds = fifo.SyncFIFOBuffered(
-            width=Shape.cast(act_cmd).width, depth=4)
+            width=Shape.cast(act_cmd).width, depth=cmd_depth)
         m.submodules.completions = completions = fifo.SyncFIFOBuffered(
-            width=Shape.cast(completion).width, depth=8)
+            width=Shape.cast(completion).width, depth=2 * cmd_depth)
 
         # --- Dispatch -------------------------------------------------------------------
         drain = Signal()            # the last MATMUL dispatched emits

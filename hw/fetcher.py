@@ -13,6 +13,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
+from .arith import serial_product
 from .axi import AXI4Signature, Burst, Resp
 from .config import NPUConfig
 from .isa import (CHANNEL_PARAM_BYTES, INSTRUCTION_BITS, INSTRUCTION_BYTES, Config, Engine,
@@ -20,8 +21,14 @@ from .isa import (CHANNEL_PARAM_BYTES, INSTRUCTION_BITS, INSTRUCTION_BYTES, Conf
 from .registers import ErrorCode
 
 
-__all__ = ["fetched_layout", "InstructionFetcher", "InstructionChecker", "engine_of"]
+__all__ = ["fetched_layout", "InstructionFetcher", "InstructionChecker", "engine_of",
+           "SERIAL_STEPS"]
 
+
+#: Cycles of the checker's products with ``config.serial_products``: one per bit of the
+#: 12-bit ``rows`` and ``count`` fields.
+SERIAL_STEPS = max(data.Layout.cast(Transfer)["rows"].shape.width,
+                   data.Layout.cast(Matmul)["count"].shape.width)
 
 fetched_layout = data.StructLayout({
     "word": unsigned(INSTRUCTION_BITS),
@@ -181,20 +188,28 @@ class InstructionChecker(wiring.Component):
     code : ``Out(ErrorCode)``
         Its :class:`ErrorCode` (``NONE`` when legal).
 
+    start : ``In(1)``
+        With ``config.serial_products``: high in the first cycle of a new ``word``, which
+        then holds still for :attr:`latency` cycles. Unused otherwise.
+
     Timing
     ------
     A free-running pipeline: ``code`` in cycle ``t +`` :attr:`latency` is the check of
     ``word`` in cycle ``t``. Stage 1 registers the address products (multipliers with
     registered inputs and outputs) and the checks without arithmetic, stage 2 the range
-    ends, stage 3 the code.
+    ends, stage 3 the code. With ``config.serial_products`` the products take
+    :data:`SERIAL_STEPS` more cycles (shift and add, from ``start``).
     """
 
     latency = 3
 
     def __init__(self, config=NPUConfig()):
         self.config = config
+        if config.serial_products:
+            self.latency = type(self).latency + SERIAL_STEPS
         super().__init__({
             "word": In(INSTRUCTION_BITS),
+            "start": In(1),
             "code": Out(ErrorCode),
         })
 
@@ -239,8 +254,15 @@ class InstructionChecker(wiring.Component):
         misaligned = reg(Mux(opcode == Opcode.MATMUL.value, matmul_misaligned,
                              (opcode == Opcode.CONFIG.value) & config_misaligned), "misaligned_s1")
         transfer_nonzero = reg((transfer.rows != 0) & (transfer.row_bytes != 0), "transfer_nonzero_s1")
+        if config.serial_products:
+            def product(a, b, name):
+                value, _ = serial_product(m, a, b, self.start, name)
+                return value
+        else:
+            def product(a, b, name):
+                return reg(a * b, name)
         # (rows - 1) * stride as rows * stride - stride: no subtraction before a multiplier.
-        transfer_product = reg(transfer.rows * transfer.sp_stride, "transfer_product_s1")
+        transfer_product = product(transfer.sp_stride, transfer.rows, "transfer_product_s1")
         transfer_base = reg(transfer.sp_addr + transfer.row_bytes - transfer.sp_stride,
                             "transfer_base_s1")
         matmul_nonzero = reg(count != 0, "matmul_nonzero_s1")
@@ -249,10 +271,10 @@ class InstructionChecker(wiring.Component):
             (matmul.acc_addr + count > config.acc_depth) |
             (matmul.channel >= config.channel_depth), "matmul_fixed_s1")
         emit = reg(matmul.emit, "emit_s1")
-        out_product = reg(count * matmul.out_stride, "out_product_s1")
+        out_product = product(matmul.out_stride, count, "out_product_s1")
         out_base = reg(matmul.out_addr + Mux(matmul.out_int32, 4 * weight_slot, weight_slot) -
                        matmul.out_stride, "out_base_s1")
-        act_product = reg(count * matmul.act_stride, "act_product_s1")
+        act_product = product(matmul.act_stride, count, "act_product_s1")
         act_base = reg(matmul.act_addr + act_slot - matmul.act_stride * act_slot, "act_base_s1")
         config_range = reg((cfg.channel + cfg.count > config.channel_depth) |
                            (cfg.sp_addr + cfg.count * (config.cols * CHANNEL_PARAM_BYTES) > size),

@@ -110,7 +110,8 @@ class MatrixUnit(wiring.Component):
         m.submodules.array = array = SystolicArray(config.rows, C, tag_shape=self._sideband)
         m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(
             width=Shape.cast(self._emitted).width, depth=self.fifo_depth)
-        m.submodules.output_stage = output_stage = OutputStage(C, tag_shape=self.tag_shape)
+        m.submodules.output_stage = output_stage = OutputStage(
+            C, tag_shape=self.tag_shape, units=config.output_stage_lanes, stages=config.output_stages)
         m.submodules.accumulators = accumulators = memory.Memory(
             shape=data.ArrayLayout(signed(32), C), depth=config.acc_depth, init=[])
         m.submodules.channel_table = channel_table = memory.Memory(

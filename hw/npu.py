@@ -82,8 +82,10 @@ class NPU(wiring.Component):
         wiring.connect(m, wiring.flipped(self.s_axil), registers.bus)
         m.d.comb += self.irq.eq(registers.irq)
 
-        fetcher = core("fetcher", InstructionFetcher(config))
-        dma = core("dma", DMA(config, id_width=1))
+        fetcher = core("fetcher", InstructionFetcher(config, burst=config.fetch_burst,
+                                                     depth=config.fetch_depth))
+        dma = core("dma", DMA(config, id_width=1, queue_depth=config.dma_queue_depth,
+                              max_outstanding=config.dma_outstanding))
         scratchpad = core("scratchpad", Scratchpad(config, tag_shape=act_tag_layout(config)))
         load = core("load", TransferEngine(config, direction=Direction.MEM_TO_SP,
                                            engine_id=Engine.LOAD.value))
@@ -100,13 +102,13 @@ class NPU(wiring.Component):
         # --- Scratchpad: DMA side and compute side ----------------------------------------------
         wiring.connect(m, dma.sp, scratchpad.dma)
         # Read requests pass through register slices (the compute engine's address logic
-        # then never meets the scratchpad's arbiters in one cycle); responses and result
-        # writes connect directly.
+        # then never meets the scratchpad's arbiters in one cycle) unless
+        # ``config.read_slices`` is off; responses and result writes connect directly.
         for port in ("act_req", "act_resp", "wgt_req", "wgt_resp", "res"):
             a, b = getattr(compute, port), getattr(scratchpad, port)
             if port.endswith("resp"):
                 a, b = b, a
-            if port.endswith("req"):
+            if port.endswith("req") and config.read_slices:
                 request = core(f"{port}_slice", fifo.SyncFIFOBuffered(
                     width=Shape.cast(a.p.shape()).width, depth=3))
                 m.d.comb += [request.w_en.eq(a.valid), request.w_data.eq(a.p),
@@ -160,6 +162,8 @@ class NPU(wiring.Component):
         insn = Signal(fetched_layout)
         m.submodules.checker = checker = InstructionChecker(config)
         m.d.comb += checker.word.eq(insn.word)
+        if config.serial_products:
+            m.d.sync += checker.start.eq(fetcher.insn.valid & fetcher.insn.ready & ~clear)
         code = checker.code
         # The check's result arrives ``checker.latency`` cycles after the instruction.
         wait = Signal(range(checker.latency + 1))

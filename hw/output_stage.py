@@ -40,6 +40,15 @@ of :attr:`stages` (15) registers without enables, then a FIFO. ``inp.ready`` is 
 the output FIFOs (:attr:`fifo_depth` beats) have room for one more beat besides those in
 flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
 cycle. ``inp.ready`` depends only on registers.
+
+Smaller configurations
+----------------------
+``OutputStage(lanes, units=u, stages=n)`` computes with ``u`` lane circuits (a divisor of
+``lanes``) instead of one per lane: a beat's lanes go through them in ``lanes / u``
+groups on consecutive cycles, and ``inp.ready`` rises with the last group, so it
+accepts a beat every ``lanes / u`` cycles. Its pipeline has ``n`` registers (1 to 15)
+spread over the 15 steps above, with :attr:`latency` ``n + 2`` from the beat's
+handshake. The results are the same bit for bit.
 """
 
 from amaranth import *
@@ -67,6 +76,10 @@ def _as_signed(value):
     return Cat(value, Const(0, 1)).as_signed()
 
 
+#: Steps of the computation below, each registered in the default 15-stage pipeline.
+LOGICAL_STAGES = 15
+
+
 def _shift_right_parts(value, amount, width):
     """``value >> amount`` truncated to ``width`` bits, and whether rounding it half to even
     adds one; ``amount`` >= 1 (a Value). Guard and sticky bits, so no wide compare."""
@@ -79,16 +92,31 @@ def _shift_right_parts(value, amount, width):
 
 
 class OutputStage(wiring.Component):
-    #: Pipeline registers between ``inp`` and the output FIFO.
+    #: Pipeline registers between ``inp`` and the output FIFO (the default; see ``stages``).
     stages = 15
     #: Cycles from an accepted ``inp`` beat to its ``out`` beat, output FIFO included.
     latency = stages + 2
     #: Beats the output FIFOs hold: every beat in the pipeline has its place reserved.
     fifo_depth = 1 << ceil_log2(latency + 4)
 
-    def __init__(self, lanes=8, tag_shape=unsigned(1)):
+    def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=15):
+        if units is None:
+            units = lanes
+        if units < 1 or lanes % units:
+            raise ValueError(f"units must divide lanes ({lanes}), not {units}")
+        if not 1 <= stages <= LOGICAL_STAGES:
+            raise ValueError(f"stages must be 1 to {LOGICAL_STAGES}, not {stages}")
         self.lanes = lanes
+        self.units = units
+        self.groups = lanes // units
         self.tag_shape = tag_shape
+        if stages != type(self).stages:
+            self.stages = stages
+            self.latency = stages + 2
+            self.fifo_depth = 1 << ceil_log2(self.latency + 4)
+        # Logical stages (1 to 15) whose results are registered: evenly spread, the
+        # last one (the output register) always.
+        self.registered = {round(LOGICAL_STAGES * (i + 1) / stages) for i in range(stages)}
         super().__init__({
             "inp": In(stream.Signature(data.StructLayout({
                 "acc":    data.ArrayLayout(signed(32), lanes),
@@ -116,25 +144,60 @@ class OutputStage(wiring.Component):
         m.submodules.result_fifo = result_fifo = fifo.SyncFIFOBuffered(
             width=8 * self.lanes, depth=self.fifo_depth)
         accept = Signal()
+        if self.groups == 1:
+            enter = accept
+            group_last = C(1, 1)
+            lanes_in = [(self.inp.p.acc[lane], self.inp.p.params[lane])
+                        for lane in range(self.lanes)]
+            m.d.comb += self.inp.ready.eq(sideband_fifo.w_rdy)
+        else:
+            # One group of ``units`` lanes enters per cycle; the beat is accepted with its
+            # last group. The sideband FIFO's room, checked at the first group, lasts
+            # until then: nothing else writes it.
+            group = Signal(range(self.groups))
+            enter = Signal()
+            group_last = group == self.groups - 1
+            m.d.comb += [enter.eq(self.inp.valid & sideband_fifo.w_rdy),
+                         self.inp.ready.eq(sideband_fifo.w_rdy & group_last)]
+            with m.If(enter):
+                m.d.sync += group.eq(Mux(group_last, 0, group + 1))
+            lanes_in = []
+            for unit in range(self.units):
+                acc = Array(self.inp.p.acc[g * self.units + unit] for g in range(self.groups))
+                params = Array(self.inp.p.params[g * self.units + unit]
+                               for g in range(self.groups))
+                lanes_in.append((acc[group], params[group]))
         m.d.comb += [
-            self.inp.ready.eq(sideband_fifo.w_rdy),
             accept.eq(self.inp.valid & self.inp.ready),
             sideband_fifo.w_en.eq(accept),
             sideband_fifo.w_data.eq(Cat(self.inp.p.acc, self.inp.p.tag)),
         ]
 
-        def stage(value, name):
-            """One pipeline register."""
+        def stage(value, name, logical):
+            """The register of logical stage ``logical``, or ``value`` itself when that
+            stage is not registered."""
+            if logical not in self.registered:
+                return value
             reg = Signal(Value.cast(value).shape(), name=name)
             m.d.sync += reg.eq(value)
             return reg
 
-        valid = accept
+        valid, last = enter, group_last
         for i in range(self.stages):
-            valid = stage(valid, f"valid_s{i + 1}")
-        q = [self._lane(m, stage, self.inp.p.acc[lane], self.inp.p.params[lane], lane)
-             for lane in range(self.lanes)]
-        m.d.comb += [result_fifo.w_en.eq(valid), result_fifo.w_data.eq(Cat(*q))]
+            valid = stage(valid, f"valid_s{i + 1}", LOGICAL_STAGES)
+            if self.groups > 1:
+                last = stage(last, f"last_s{i + 1}", LOGICAL_STAGES)
+        q = [self._lane(m, stage, acc, params, unit)
+             for unit, (acc, params) in enumerate(lanes_in)]
+        if self.groups == 1:
+            m.d.comb += [result_fifo.w_en.eq(valid), result_fifo.w_data.eq(Cat(*q))]
+        else:
+            # The earlier groups' outputs wait here for the last one.
+            earlier = Signal(8 * (self.lanes - self.units))
+            with m.If(valid & ~last):
+                m.d.sync += earlier.eq(Cat(earlier[8 * self.units:], *q))
+            m.d.comb += [result_fifo.w_en.eq(valid & last),
+                         result_fifo.w_data.eq(Cat(earlier, *q))]
 
         head = Signal(sideband)
         m.d.comb += [
@@ -149,8 +212,13 @@ class OutputStage(wiring.Component):
         return m
 
     def _lane(self, m, stage, acc, params, lane):
+        step = [1]                  # the logical stage being built
+
         def s(value, name):
-            return stage(value, f"l{lane}_{name}")
+            return stage(value, f"l{lane}_{name}", step[0])
+
+        def at(logical):
+            step[0] = logical
 
         # Stage 1: bias add (int32 wrap-around) and multiplier decode.
         x = s((acc + params.bias)[:32].as_signed(), "x")
@@ -167,6 +235,7 @@ class OutputStage(wiring.Component):
             sign = s(sign, f"sign_{n}")
             carried = {name: s(v, f"{name}_{n}") for name, v in carried.items()}
 
+        at(2)
         # Stage 2: magnitude of x; stage 3: its bit length.
         negative = x < 0
         magnitude = s(Mux(negative, -x, x)[:32], "magnitude")
@@ -177,11 +246,13 @@ class OutputStage(wiring.Component):
         for bit in range(32):
             with m.If(magnitude[bit]):
                 m.d.comb += length_c.eq(bit + 1)
+        at(3)
         length = s(length_c, "length")
         magnitude = s(magnitude, "magnitude_3")
         forward(3)
         mult_sig, mult_exp = s(mult_sig, "mult_sig_3"), s(mult_exp, "mult_exp_3")
 
+        at(4)
         # Stages 4-6: int32 -> float32: x = sig * 2^exp with a 24-bit significand, rounded
         # to nearest even when the magnitude needs more than 24 bits. Stage 4: the shifts.
         small = s(length <= 24, "small")
@@ -191,6 +262,7 @@ class OutputStage(wiring.Component):
         magnitude = s(magnitude, "magnitude_4")
         forward(4)
         mult_sig, mult_exp = s(mult_sig, "mult_sig_4"), s(mult_exp, "mult_exp_4")
+        at(5)
         # Stage 5: shifted significands and the rounding bit.
         sig_small = s((magnitude << up_shift)[:24], "sig_small")
         truncated, round_up = _shift_right_parts(magnitude, down_shift, 25)
@@ -199,6 +271,7 @@ class OutputStage(wiring.Component):
             s(length, "length_5")
         forward(5)
         mult_sig, mult_exp = s(mult_sig, "mult_sig_5"), s(mult_exp, "mult_exp_5")
+        at(6)
         # Stage 6: the rounded significand and the exponent.
         sig_rounded = (truncated + round_up)[:25]
         carry_out = sig_rounded[24]
@@ -209,19 +282,29 @@ class OutputStage(wiring.Component):
         forward(6)
         mult_sig, mult_exp = s(mult_sig, "mult_sig_6"), s(mult_exp, "mult_exp_6")
 
+        at(7)
         # Stages 7-8: exact 24 x 24 significand product, as four products of the 18-bit
-        # multipliers (stage 7) and their sum (stage 8).
-        x_lo, x_hi = x_sig[:18], x_sig[18:]
-        m_lo, m_hi = mult_sig[:18], mult_sig[18:]
-        p_ll, p_lh = s(x_lo * m_lo, "p_ll"), s(x_lo * m_hi, "p_lh")
-        p_hl, p_hh = s(x_hi * m_lo, "p_hl"), s(x_hi * m_hi, "p_hh")
+        # multipliers (stage 7) and their sum (stage 8). Without the stage 7 register, one
+        # product, which synthesis splits for the device's multipliers.
+        split = 7 in self.registered
+        if split:
+            x_lo, x_hi = x_sig[:18], x_sig[18:]
+            m_lo, m_hi = mult_sig[:18], mult_sig[18:]
+            p_ll, p_lh = s(x_lo * m_lo, "p_ll"), s(x_lo * m_hi, "p_lh")
+            p_hl, p_hh = s(x_hi * m_lo, "p_hl"), s(x_hi * m_hi, "p_hh")
         # value = product * 2^(x_exp + mult_exp - 127 - 23)
         exp4 = s((x_exp + _as_signed(mult_exp) - 150)[:10].as_signed(), "exp_7")
         forward(7)
-        product = s((p_ll + ((p_lh + p_hl) << 18) + (p_hh << 36))[:48], "product")
+        at(8)
+        if split:
+            full = p_ll + ((p_lh + p_hl) << 18) + (p_hh << 36)
+        else:
+            full = x_sig * mult_sig
+        product = s(full[:48], "product")
         exp4 = s(exp4, "exp_8")
         forward(8)
 
+        at(9)
         # Stage 9: round the product to 24 significant bits (the float32 multiply).
         wide = product[47]
         truncated = Mux(wide, product[24:48], product[23:48])
@@ -231,6 +314,7 @@ class OutputStage(wiring.Component):
         q_exp = s((exp4 + Mux(wide, 24, 23))[:10].as_signed(), "q_exp")
         forward(9)
 
+        at(10)
         # Stages 10-12: to an integer, rounding half to even. |q_sig| <= 2^24, so a right
         # shift of 25 or more gives 0; left shifts beyond 8 exceed any clamp range.
         # Stage 10: the shifts.
@@ -240,20 +324,24 @@ class OutputStage(wiring.Component):
         vanishes = s(q_exp < -24, "vanishes")
         q_sig = s(q_sig, "q_sig_10")
         forward(10)
+        at(11)
         # Stage 11: both shifts and the rounding bit.
         shifted_left = s((q_sig << left_amount)[:34], "shifted_left")
         truncated, round_up = _shift_right_parts(q_sig, right_amount, 25)
         truncated, round_up = s(truncated, "truncated_11"), s(round_up, "round_up_11")
         left, vanishes = s(left, "left_11"), s(vanishes, "vanishes_11")
         forward(11)
+        at(12)
         # Stage 12: the integer; stage 13: capped.
         shifted_right = Mux(vanishes, 0, truncated + round_up)
         integer = s(Mux(left, shifted_left, shifted_right), "integer")
         forward(12)
+        at(13)
         limit = 1 << 17
         capped = s(Mux(integer > limit, limit, integer)[:18], "capped")
         forward(13)
 
+        at(14)
         # Stage 14: sign, zero point and the clamp bounds; stage 15: saturation and
         # activation clamp.
         value = s(Mux(sign, -_as_signed(capped), _as_signed(capped)) + carried["zero_point"],
@@ -265,4 +353,5 @@ class OutputStage(wiring.Component):
         hi = s(Mux(carried["clamp_hi"] < qmax, carried["clamp_hi"], qmax), "hi")
         clamped_lo = Mux(value < lo, lo, value)
         clamped = Mux(clamped_lo > hi, hi, clamped_lo)
+        at(15)
         return s(clamped[:8], "q")

@@ -11,3 +11,12 @@ def test_output_stage_matches_golden(lanes, seed, waves):
     simulate(OutputStage(lanes=lanes, tag_shape=16), name=f"output_stage_{lanes}",
              test_module="verif.tb_output_stage", params={"lanes": lanes, "beats": 1500 // lanes * 4},
              seed=seed, waves=waves)
+
+
+@pytest.mark.parametrize("lanes, units, stages", [(2, 1, 5), (4, 2, 3)])
+def test_small_output_stage_matches_golden(lanes, units, stages, seed, waves):
+    """Fewer lane circuits than lanes (groups on consecutive cycles) and fewer registers."""
+    simulate(OutputStage(lanes=lanes, tag_shape=16, units=units, stages=stages),
+             name=f"output_stage_{lanes}_u{units}_s{stages}", test_module="verif.tb_output_stage",
+             params={"lanes": lanes, "units": units, "stages": stages, "beats": 1500 // lanes * 4},
+             seed=seed, waves=waves)

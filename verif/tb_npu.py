@@ -107,8 +107,11 @@ class NPUBench:
     def memory(self, size):
         return np.frombuffer(self.ram.read(0, size), np.uint8)
 
-    async def run(self, workload, timeout=2_000_000):
-        """Run ``workload`` on the RTL and on the simulator; compare; return the status."""
+    async def run(self, workload, timeout=None):
+        """Run ``workload`` on the RTL and on the simulator; compare; return the status.
+        ``timeout`` (cycles) defaults to the ``timeout`` parameter, else 2,000,000."""
+        if timeout is None:
+            timeout = self.params.get("timeout", 2_000_000)
         self.load(workload.image)
         status = await self.driver.run(workload.program_addr, timeout)
         size = len(workload.image.data)

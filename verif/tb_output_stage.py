@@ -13,7 +13,8 @@ from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock
 
 def _layouts():
     params = tb_params()
-    stage = OutputStage(lanes=params["lanes"], tag_shape=16)
+    stage = OutputStage(lanes=params["lanes"], tag_shape=16, units=params.get("units"),
+                        stages=params.get("stages", OutputStage.stages))
     return params, stage.inp.p.shape(), stage.out.p.shape()
 
 
