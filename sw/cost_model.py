@@ -3,9 +3,9 @@
 :func:`predict` replays a program's instruction list (``sw.asm.Program``, as
 ``sw.kernels.emit_gemm`` builds it) through a timing model of the hardware:
 
-* **fetch and decode**: in order, one instruction every ``InstructionChecker.latency + 1``
-  cycles (the decoder holds each instruction while ``hw.fetcher.InstructionChecker``
-  checks it; the prefetching ``hw.fetcher.InstructionFetcher`` keeps it fed) or
+* **fetch and decode**: in order, one instruction every ``latency + 1`` cycles of the
+  configuration's ``hw.fetcher.InstructionChecker`` (the decoder holds each instruction
+  while it checks it; the prefetching ``hw.fetcher.InstructionFetcher`` keeps it fed) or
   ``16 / bus bytes`` cycles if the bus is slower, held back while the target engine's
   queue (``queue_depth``) is full;
 * **load / store**: descriptors in the order the engines issue them, on a DMA shared by
@@ -17,7 +17,8 @@
   ``rows`` weight rows have entered the array; weight rows of consecutive tiles follow
   each other ``WEIGHT_GAP`` cycles apart, into the weight bank the last-but-one tile
   used once that tile has left every column (the interlocks of ``hw.systolic_array``);
-  an emitting MATMUL completes ``rows + cols + DRAIN`` cycles after its last vector, and
+  an emitting MATMUL completes ``rows + cols`` and the configuration's output-stage
+  latency plus one (:func:`drain`) cycles after its last vector, and
   the next MATMUL waits for it (``hw.engines.ComputeEngine`` ordering);
 * **tokens**: each pop waits for the matching push (FIFO per counter), as the
   ``sw.simulator`` does, so load, compute and store overlap through the double buffers
@@ -27,6 +28,7 @@ DRAM bytes are exact: the sum of LOAD and STORE sizes (the hardware counters cou
 same). Cycle constants are calibrated against the RTL by ``make bench``.
 """
 
+import functools
 from collections import deque
 from dataclasses import dataclass
 
@@ -43,9 +45,20 @@ __all__ = ["Prediction", "predict", "predict_gemm", "compulsory_bytes"]
 #: writes (every B response back).
 READ_COMPLETION = 8
 WRITE_COMPLETION = 13
-#: Cycles from an emitting tile's last result leaving the array to its tokens: the output
-#: stage's pipeline and one cycle to write the scratchpad.
-DRAIN = OutputStage.latency + 1
+
+
+@functools.cache
+def drain(config):
+    """Cycles from an emitting tile's last result leaving the array to its tokens: the
+    output stage's pipeline and one cycle to write the scratchpad. (An output stage with
+    fewer lanes than columns also takes longer per result; that is not modelled.)"""
+    return OutputStage(config.cols, stages=config.output_stages).latency + 1
+
+
+@functools.cache
+def decode_cycles(config):
+    """Cycles the decoder spends on each instruction: the legality check's latency + 1."""
+    return InstructionChecker(config).latency + 1
 #: Cycles a transfer instruction spends in its engine besides the DMA (start, complete).
 TRANSFER_OVERHEAD = 2
 #: Cycles each AXI burst adds to its data beats with a memory serving one burst per
@@ -85,7 +98,8 @@ def predict(config, program):
     """A :class:`Prediction` for ``program`` (a ``sw.asm.Program``) on ``config``."""
     R, C = config.rows, config.cols
     bus = config.bus_width // 8
-    fetch_cost = max(InstructionChecker.latency + 1, INSTRUCTION_BYTES // bus)
+    fetch_cost = max(decode_cycles(config), INSTRUCTION_BYTES // bus)
+    emit_drain = drain(config)
     insns = _instructions(program)
     per_engine = {e: [i for i, (_, engine, _) in enumerate(insns) if engine is e] for e in Engine}
     position = {i: k for e in Engine for k, i in enumerate(per_engine[e])}
@@ -178,7 +192,7 @@ def predict(config, program):
                 bank_free[bank] = array_free - 1 + C
                 bank ^= 1
                 mac_cycles += count
-                done = array_free + (R + C + DRAIN if f["emit"] else 0)
+                done = array_free + (R + C + emit_drain if f["emit"] else 0)
                 pending_emit = bool(f["emit"])
                 outstanding = max(outstanding, done)
                 dequeued[index] = start + 1
