@@ -270,8 +270,9 @@ class Runtime:
                     np.full(N, int(env[step["bias"]].reshape(-1)[0]))
             if layer.get("direct"):
                 await self.backend.write_memory(layer["x_addr"], np.ascontiguousarray(A).tobytes())
-                await self.backend.write_memory(
-                    layer["pad_addr"], np.full(layer["pad_bytes"], za, a_dtype).tobytes())
+                if layer["pad_bytes"]:
+                    await self.backend.write_memory(
+                        layer["pad_addr"], np.full(layer["pad_bytes"], za, a_dtype).tobytes())
                 kernel = env[step["b"]["tensor"]].shape[2:]
                 pack = pack_depthwise_weights if layer.get("depthwise") else pack_conv_weights
                 weights = pack(config, W.T.reshape(N, -1, *kernel).astype(np.int8))
