@@ -149,8 +149,7 @@ def _limits(config, layer):
     k_tiles, n_tiles = -(-layer.K // R), -(-layer.N // C)
     # An activation row holds at most 255 slots (the MATMUL's act_stride).
     panel_tiles = min(k_tiles, 255, (S // 4) // act_slot)
-    if layer.out_int32 and weight_slot != C:
-        raise LayerError(f"{layer.name}: int32 outputs need a power-of-two column count")
+    _check_outputs(config, layer)
     out_slot = weight_slot * (4 if layer.out_int32 else 1)
     max_rows = min(layer.M, config.acc_depth, 4095, (S // 4) // (panel_tiles * act_slot),
                    (3 * S // 32) // out_slot)
@@ -158,10 +157,20 @@ def _limits(config, layer):
             S // 16 < CHANNEL_PARAM_BYTES * weight_slot:
         raise LayerError(f"{layer.name}: a {layer.M}x{layer.K}x{layer.N} GEMM does not fit "
                          f"the {S}-byte scratchpad even when tiled")
-    if n_tiles > config.channel_depth:
+    _check_outputs(config, layer)
+    return k_tiles, n_tiles, max_rows, panel_tiles
+
+
+def _check_outputs(config, layer):
+    """:class:`LayerError` if ``layer``'s outputs cannot be produced: int32 outputs on
+    columns that are not a power of two, or more output channels than the
+    channel-parameter table holds."""
+    C = config.cols
+    if layer.out_int32 and slot_bytes(C) != C:
+        raise LayerError(f"{layer.name}: int32 outputs need a power-of-two column count")
+    if -(-layer.N // C) > config.channel_depth:
         raise LayerError(f"{layer.name}: N = {layer.N} exceeds the {config.channel_depth * C} "
                          f"output channels the channel-parameter table holds")
-    return k_tiles, n_tiles, max_rows, panel_tiles
 
 
 def candidate_plans(config, layer):
@@ -512,8 +521,7 @@ def _conv_limits(config, layer, wide):
     line = L.padded_width * pixel
     k_tiles, n_tiles = conv_k_tiles(config, L), -(-L.N // C)
     out_slot = weight_slot * (4 if L.out_int32 else 1)
-    if L.out_int32 and weight_slot != C:
-        raise LayerError(f"{L.name}: int32 outputs need a power-of-two column count")
+    _check_outputs(config, L)
     if L.OH < 1 or L.OW < 1:
         raise LayerError(f"{L.name}: the kernel is larger than the padded input")
     if L.depthwise and (R != C or L.N != L.C):
@@ -535,9 +543,6 @@ def _conv_limits(config, layer, wide):
     if rows < 1 or chunk_tiles < 1 or S // 16 < CHANNEL_PARAM_BYTES * weight_slot:
         raise LayerError(f"{L.name}: an output row of the {L.H}x{L.W}x{L.C} -> {L.N} "
                          f"convolution does not fit the {S}-byte scratchpad")
-    if n_tiles > config.channel_depth:
-        raise LayerError(f"{L.name}: N = {L.N} exceeds the {config.channel_depth * C} "
-                         f"output channels the channel-parameter table holds")
     return k_tiles, n_tiles, rows, chunk_tiles
 
 
