@@ -31,9 +31,9 @@ from onnx import numpy_helper
 from hw.config import DEFAULT_CONFIG
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
-from sw.kernels import (ConvLayer, GemmLayer, LayerError, a_pitch, conv_pad_bytes, emit_conv, emit_gemm,
-                        pack_conv_weights, pack_depthwise_weights, pack_weights, param_bytes,
-                        predict_program, preferred, LOWERING_TOLERANCE)
+from sw.kernels import (ConvLayer, GemmLayer, LayerError, a_pitch, conv_k_tiles, conv_pad_bytes,
+                        emit_conv, emit_gemm, param_bytes, predict_program, preferred, weight_bytes,
+                        LOWERING_TOLERANCE)
 from sw.npu_file import CompiledModel
 
 
@@ -272,17 +272,16 @@ class _Compiler:
             try:
                 if direct:
                     conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
+                    pad_bytes = conv_pad_bytes(self.config, conv)
                     conv.x_addr = self.memory.alloc(conv.H * conv.W * conv.C)
-                    conv.pad_addr = self.memory.alloc(conv_pad_bytes(self.config, conv))
-                    conv.weight_addr = self.memory.alloc(len(
-                        pack_depthwise_weights(self.config, np.zeros((N, 1, *conv.kernel), np.int8))
-                        if conv.depthwise else
-                        pack_conv_weights(self.config, np.zeros((N, conv.C, *conv.kernel), np.int8))))
+                    conv.pad_addr = self.memory.alloc(pad_bytes)
+                    conv.weight_addr = self.memory.alloc(
+                        weight_bytes(self.config, conv_k_tiles(self.config, conv), N))
                     conv.param_addr = self.memory.alloc(param_bytes(self.config, N))
                     conv.y_addr = self.memory.alloc(M * N * out_bytes)
                     emit_conv(self.config, conv, program)
                     geometry.append(dict(layer, direct=True, x_addr=conv.x_addr,
-                                         pad_addr=conv.pad_addr, pad_bytes=conv_pad_bytes(self.config, conv),
+                                         pad_addr=conv.pad_addr, pad_bytes=pad_bytes,
                                          weight_addr=conv.weight_addr, param_addr=conv.param_addr,
                                          y_addr=conv.y_addr))
                     continue
@@ -291,7 +290,7 @@ class _Compiler:
                                  weight_addr=0, param_addr=0, y_addr=0,
                                  act_flip=a_dtype == "uint8", out_int32=out_int32, name=name,
                                  a_pitch=pitch)
-                gemm.weight_addr = self.memory.alloc(len(pack_weights(self.config, np.zeros((K, N), np.int8))))
+                gemm.weight_addr = self.memory.alloc(weight_bytes(self.config, -(-K // self.config.rows), N))
                 gemm.param_addr = self.memory.alloc(param_bytes(self.config, N))
                 gemm.y_addr = self.memory.alloc(M * N * out_bytes)
                 emit_gemm(self.config, gemm, program)

@@ -45,6 +45,13 @@ __all__ = ["Prediction", "predict", "predict_gemm", "compulsory_bytes"]
 #: writes (every B response back).
 READ_COMPLETION = 8
 WRITE_COMPLETION = 13
+#: Cycles a transfer instruction spends in its engine besides the DMA (start, complete).
+TRANSFER_OVERHEAD = 2
+#: Cycles each AXI burst adds to its data beats with a memory serving one burst per
+#: direction at a time.
+BURST_OVERHEAD = 2
+#: Cycles between the weight rows of consecutive tiles on the weight read path.
+WEIGHT_GAP = 2
 
 
 @functools.cache
@@ -59,13 +66,7 @@ def drain(config):
 def decode_cycles(config):
     """Cycles the decoder spends on each instruction: the legality check's latency + 1."""
     return InstructionChecker(config).latency + 1
-#: Cycles a transfer instruction spends in its engine besides the DMA (start, complete).
-TRANSFER_OVERHEAD = 2
-#: Cycles each AXI burst adds to its data beats with a memory serving one burst per
-#: direction at a time.
-BURST_OVERHEAD = 2
-#: Cycles between the weight rows of consecutive tiles on the weight read path.
-WEIGHT_GAP = 2
+
 
 _NEIGHBOURS = {Engine.LOAD: (None, Engine.COMPUTE), Engine.COMPUTE: (Engine.LOAD, Engine.STORE),
                Engine.STORE: (Engine.COMPUTE, None)}

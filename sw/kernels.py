@@ -40,7 +40,8 @@ from sw.asm import Program
 
 
 __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
-           "pack_conv_weights", "pack_depthwise_weights", "im2col", "a_pitch", "param_bytes", "conv_pad_bytes",
+           "pack_conv_weights", "pack_depthwise_weights", "im2col", "a_pitch", "weight_bytes",
+           "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
            "plan_conv", "emit_conv", "preferred", "predict_program", "CYCLE_TOLERANCE",
            "LOWERING_TOLERANCE"]
@@ -135,6 +136,12 @@ def a_pitch(config, K):
     return -(-K // config.rows) * slot_bytes(config.rows)
 
 
+def weight_bytes(config, k_tiles, N):
+    """Bytes of ``N`` output channels' weights, ``k_tiles`` K-tiles each, as
+    :func:`pack_weights` (and :func:`pack_conv_weights`) lay them out."""
+    return -(-N // config.cols) * k_tiles * config.rows * slot_bytes(config.cols)
+
+
 def param_bytes(config, N):
     """Bytes of :func:`sw.simulator.pack_channel_params` for ``N`` output channels."""
     return -(-N // config.cols) * CHANNEL_PARAM_BYTES * slot_bytes(config.cols)
@@ -173,6 +180,21 @@ def _check_outputs(config, layer):
                          f"output channels the channel-parameter table holds")
 
 
+def _block_counts(fewest, most):
+    """How many M-blocks (or bands) the candidate tilings cut a layer into: as few as the
+    buffers allow, and more (smaller blocks overlap their loads, compute and stores
+    better), at most ``most``."""
+    return [b for b in sorted({fewest, fewest + 1, 2 * fewest, 4 * fewest}) if b <= most]
+
+
+def _group_widths(config, layer, n_tiles, buffer_rows):
+    """N-tiles per output group in the candidate tilings: as many as the output buffer
+    holds for ``buffer_rows`` rows, and half as many."""
+    out_slot = slot_bytes(config.cols) * (4 if layer.out_int32 else 1)
+    widest = min(n_tiles, (3 * config.scratchpad_bytes // 32) // (buffer_rows * out_slot))
+    return sorted({widest, -(-widest // 2)})
+
+
 def candidate_plans(config, layer):
     """The tilings :func:`plan_gemm` chooses from: M cut into as few blocks as the
     activation buffer allows, and into more (smaller blocks overlap their loads, compute and
@@ -180,16 +202,11 @@ def candidate_plans(config, layer):
     R, C = config.rows, config.cols
     S = config.scratchpad_bytes
     k_tiles, n_tiles, max_rows, panel_tiles = _limits(config, layer)
-    out_slot = slot_bytes(C) * (4 if layer.out_int32 else 1)
     chunk_tiles = min(panel_tiles, (S // 8) // (R * slot_bytes(C)))
-    fewest = -(-layer.M // max_rows)
     plans = []
-    for blocks in sorted({fewest, fewest + 1, 2 * fewest, 4 * fewest}):
-        if blocks > layer.M:
-            continue
+    for blocks in _block_counts(-(-layer.M // max_rows), layer.M):
         rows = -(-layer.M // blocks)
-        widest = min(n_tiles, (3 * S // 32) // (rows * out_slot))
-        for group in sorted({widest, -(-widest // 2)}):
+        for group in _group_widths(config, layer, n_tiles, rows):
             plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, panel_tiles)
             if plan not in plans:
                 plans.append(plan)
@@ -243,7 +260,7 @@ def _best_plan(config, layer, candidates, emit):
     shape = replace(layer, **{f: 0 for f in ("a_addr", "x_addr", "pad_addr", "weight_addr",
                                               "param_addr", "y_addr") if hasattr(layer, f)},
                     name="")
-    key = (config, type(layer), repr(shape))
+    key = (config, repr(shape))
     if key in _chosen:
         return _chosen[key]
     tried = []
@@ -550,8 +567,6 @@ def candidate_conv_plans(config, layer):
     """The tilings :func:`plan_conv` chooses from: a MATMUL per output row, or wide (per
     band or per pair of rows; equal strides only); bands of output rows as tall as the
     buffers allow, and shorter; N-groups as wide as the output buffer allows, and half."""
-    S = config.scratchpad_bytes
-    out_slot = slot_bytes(config.cols) * (4 if layer.out_int32 else 1)
     plans = []
     error = None
     for wide in (False, True) if layer.strides[0] == layer.strides[1] else (False,):
@@ -560,15 +575,11 @@ def candidate_conv_plans(config, layer):
         except LayerError as refused:
             error = refused
             continue
-        fewest = -(-layer.OH // max_rows)
-        for bands in sorted({fewest, fewest + 1, 2 * fewest, 4 * fewest}):
-            if bands > layer.OH:
-                continue
+        for bands in _block_counts(-(-layer.OH // max_rows), layer.OH):
             band = -(-layer.OH // bands)
             rows = band * layer.OW
             buffer_rows = _wide_rows(layer, band) if wide else rows
-            widest = min(n_tiles, (3 * S // 32) // (buffer_rows * out_slot))
-            for group in sorted({widest, -(-widest // 2)}):
+            for group in _group_widths(config, layer, n_tiles, buffer_rows):
                 # Wide: the whole band in one MATMUL, or in pairs of rows (less waste).
                 for per_matmul in sorted({band, min(band, 2)}) if wide else (0,):
                     plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, k_tiles,
@@ -610,7 +621,7 @@ def _slices(config, layer, k_tiles):
         return [layer]
     out_bytes = 4 if layer.out_int32 else 1
     return [replace(layer, N=min(slice_n, layer.N - n0),
-                    weight_addr=layer.weight_addr + n0 // C * k_tiles * config.rows * slot_bytes(C),
+                    weight_addr=layer.weight_addr + weight_bytes(config, k_tiles, n0),
                     param_addr=layer.param_addr + param_bytes(config, n0),
                     y_addr=layer.y_addr + n0 * out_bytes,
                     y_pitch=layer.y_pitch or layer.N * out_bytes)

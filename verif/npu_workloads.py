@@ -155,9 +155,12 @@ def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
     x = rng.integers(0, 256, size=(C, H, W)) if act_flip else int8_full_range(rng, (C, H, W))
     zero_point = int(rng.integers(0, 256)) if act_flip else int(rng.integers(-128, 128))
     if depthwise:
+        # ONNX's depthwise weights (C × 1 × kh × kw), and the same as a dense C × C kernel
+        # for the reference below.
         N = C
+        w_depthwise = int8_full_range(rng, (C, 1, *kernel))
         w = np.zeros((N, C, *kernel), np.int64)
-        w[np.arange(C), np.arange(C)] = int8_full_range(rng, (C, *kernel))
+        w[np.arange(C), np.arange(C)] = w_depthwise[:, 0]
     else:
         w = int8_full_range(rng, (N, C, *kernel))
     params = random_channel_params(rng, N)
@@ -191,7 +194,7 @@ def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
     layer.pad_addr = image.place(np.full(max(conv_pad_bytes(config, layer), 1), zero_point, np.int64)
                                  .astype(dtype))
     layer.weight_addr = image.place(
-        pack_depthwise_weights(config, w[np.arange(C), np.arange(C)][:, None]) if depthwise
+        pack_depthwise_weights(config, w_depthwise) if depthwise
         else pack_conv_weights(config, w))
     padded_params = {key: np.resize(value, -(-N // config.cols) * config.cols)
                      for key, value in hw_params.items()}
