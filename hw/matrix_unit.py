@@ -38,7 +38,7 @@ results : ``Out(stream.Signature(...))``
 Latency
 -------
 An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier than
-``t + rows + cols + 4 + OutputStage.latency`` (array, accumulator read-modify-write,
+``t + rows + cols + 5 + OutputStage.latency`` (array, accumulator read-modify-write,
 FIFO, parameter lookup, output stage). Throughput: one activation vector per cycle, with
 weight loading hidden as described in :mod:`hw.systolic_array`.
 """

@@ -10,11 +10,11 @@ adds the partial sum arriving from above; partial sums leave the bottom of each 
 and are de-skewed, so that one output vector ``sum_k a[m][k] * W[k][n]`` (``cols``
 int32 values) leaves the array per cycle, in input order::
 
-    cycle        t     t+1    t+2   ...   t+R+C
+    cycle        t     t+1    t+2   ...   t+R+C+1
     acts.p      a[m]  a[m+1] a[m+2]
     PE(0,0)           a[m]0  a[m+1]0
     PE(1,0)                  a[m]1
-    PE(r,c)           (a[m]r arrives at t+1+r+c)
+    PE(r,c)           (a[m]r arrives at t+1+r+c, its product is registered at t+2+r+c)
     results.p                            y[m]         (R = rows, C = cols)
 
 Weights are double-buffered: each PE holds two weights, and every activation carries the
@@ -46,7 +46,7 @@ results : ``Out(stream.Signature(ResultBeat, always_ready=True))``
 Latency
 -------
 A vector accepted on ``acts`` in cycle ``t`` appears on ``results`` in cycle
-``t + rows + cols`` (:attr:`latency`).
+``t + rows + cols + 1`` (:attr:`latency`): each PE registers its product, then its sum.
 """
 
 from amaranth import *
@@ -77,7 +77,7 @@ class SystolicArray(wiring.Component):
         self.rows = rows
         self.cols = cols
         self.tag_shape = tag_shape
-        self.latency = rows + cols
+        self.latency = rows + cols + 1
         super().__init__({
             "weights": In(stream.Signature(data.ArrayLayout(signed(8), cols))),
             "acts":    In(stream.Signature(activation_layout(rows, tag_shape))),
@@ -135,33 +135,45 @@ class SystolicArray(wiring.Component):
             m.d.sync += compute_bank.eq(~compute_bank)
 
         # --- Input skew: row r's element (and its bank) is delayed r + 1 cycles -------
+        # Each stage registers an activation with its bank and with the weight of the PE
+        # it enters next, already selected from that bank (no multiplexer between a
+        # register and a multiplier).
+        def selected(r, c, bank):
+            return Mux(bank, weight[1][r][c], weight[0][r][c])
+
         row_in = []
         for r in range(R):
-            act = Signal(signed(8), name=f"skew_act{r}_0")
-            bank = Signal(name=f"skew_bank{r}_0")
-            m.d.sync += [act.eq(self.acts.p.data[r]), bank.eq(compute_bank)]
-            for i in range(1, r + 1):
+            act, bank = self.acts.p.data[r], compute_bank
+            for i in range(r + 1):
                 next_act = Signal(signed(8), name=f"skew_act{r}_{i}")
                 next_bank = Signal(name=f"skew_bank{r}_{i}")
                 m.d.sync += [next_act.eq(act), next_bank.eq(bank)]
+                if i == r:
+                    chosen = Signal(signed(8), name=f"weight{r}_0")
+                    m.d.sync += chosen.eq(selected(r, 0, bank))
                 act, bank = next_act, next_bank
-            row_in.append((act, bank))
+            row_in.append((act, bank, chosen))
 
         # --- PE grid ----------------------------------------------------------------
         psum_above = [Const(0, signed(32))] * C
         for r in range(R):
-            act, bank = row_in[r]
+            act, bank, chosen = row_in[r]
             psum_row = []
             for c in range(C):
-                product = act * Mux(bank, weight[1][r][c], weight[0][r][c])
+                # The product is registered (the multiplier's output register), the sum
+                # one cycle later: every PE adds the same cycle of latency.
+                product = Signal(signed(16), name=f"product{r}_{c}")
+                m.d.sync += product.eq(act * chosen)
                 psum = Signal(signed(32), name=f"psum{r}_{c}")
                 m.d.sync += psum.eq(psum_above[c] + product)
                 psum_row.append(psum)
                 if c != C - 1:
                     act_right = Signal(signed(8), name=f"act{r}_{c + 1}")
                     bank_right = Signal(name=f"bank{r}_{c + 1}")
-                    m.d.sync += [act_right.eq(act), bank_right.eq(bank)]
-                    act, bank = act_right, bank_right
+                    chosen_right = Signal(signed(8), name=f"weight{r}_{c + 1}")
+                    m.d.sync += [act_right.eq(act), bank_right.eq(bank),
+                                 chosen_right.eq(selected(r, c + 1, bank))]
+                    act, bank, chosen = act_right, bank_right, chosen_right
             psum_above = psum_row
 
         # --- Output de-skew: column c is delayed C - 1 - c more cycles ----------------
@@ -173,7 +185,7 @@ class SystolicArray(wiring.Component):
                 value = delayed
             m.d.comb += self.results.p.data[c].eq(value)
 
-        # --- Sideband: valid and tag travel alongside, latency rows + cols ------------
+        # --- Sideband: valid and tag travel alongside, latency rows + cols + 1 ------------
         valid, tag = acts_accepted, self.acts.p.tag
         for i in range(self.latency):
             next_valid = Signal(name=f"valid_d{i}")

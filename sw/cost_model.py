@@ -17,7 +17,7 @@
   ``rows`` weight rows have entered the array; weight rows of consecutive tiles follow
   each other ``WEIGHT_GAP`` cycles apart, into the weight bank the last-but-one tile
   used once that tile has left every column (the interlocks of ``hw.systolic_array``);
-  an emitting MATMUL completes ``rows + cols`` and the configuration's output-stage
+  an emitting MATMUL completes the array's latency and the configuration's output-stage
   latency plus one (:func:`drain`) cycles after its last vector, and
   the next MATMUL waits for it (``hw.engines.ComputeEngine`` ordering);
 * **tokens**: each pop waits for the matching push (FIFO per counter), as the
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.fetcher import InstructionChecker
 from hw.output_stage import OutputStage
+from hw.systolic_array import SystolicArray
 from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
 
 
@@ -56,10 +57,12 @@ WEIGHT_GAP = 2
 
 @functools.cache
 def drain(config):
-    """Cycles from an emitting tile's last result leaving the array to its tokens: the
-    output stage's pipeline and one cycle to write the scratchpad. (An output stage with
-    fewer lanes than columns also takes longer per result; that is not modelled.)"""
-    return OutputStage(config.cols, stages=config.output_stages).latency + 1
+    """Cycles from an emitting tile's last vector entering the array to its tokens: the
+    array's latency, the output stage's pipeline and one cycle to write the scratchpad.
+    (An output stage with fewer lanes than columns also takes longer per result; that is
+    not modelled.)"""
+    return (SystolicArray(config.rows, config.cols).latency +
+            OutputStage(config.cols, stages=config.output_stages).latency + 1)
 
 
 @functools.cache
@@ -193,7 +196,7 @@ def predict(config, program):
                 bank_free[bank] = array_free - 1 + C
                 bank ^= 1
                 mac_cycles += count
-                done = array_free + (R + C + emit_drain if f["emit"] else 0)
+                done = array_free + (emit_drain if f["emit"] else 0)
                 pending_emit = bool(f["emit"])
                 outstanding = max(outstanding, done)
                 dequeued[index] = start + 1
