@@ -15,6 +15,7 @@ with the bridge's register commands.
 
 from amaranth import *
 from amaranth.lib import wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -39,6 +40,13 @@ class AXI4Memory(wiring.Component):
     transaction (a read or a write burst) is served at a time, one beat per cycle; the
     byte port is served between transactions, before waiting AXI requests.
 
+    In block RAM, the memory is split into up to :attr:`MAX_BANKS` banks by its top
+    address bits, and a read goes through two registers: the block RAM's own, then the
+    bank multiplexer's. Read beats (with their ID) wait in a FIFO of
+    :attr:`R_FIFO_DEPTH`, so the read data reaches ``RDATA`` from a register and a large
+    memory spread over the device costs latency, not clock frequency; the next
+    transaction starts as soon as a read burst's last beat is fetched.
+
     Parameters
     ----------
     data_width : int
@@ -48,7 +56,8 @@ class AXI4Memory(wiring.Component):
     spram : bool
         Build the memory from iCE40UP single-port RAMs (``SB_SPRAM256KA``, 16 K × 16 bits
         each, see :class:`ICE40SPRAM`) instead of ``lib.memory.Memory``, which Yosys does
-        not map to them. The AXI and byte-port behaviour is the same.
+        not map to them. One read register, and R beats straight from the memory (the
+        small build has no room for the FIFO). The AXI and byte-port behaviour is the same.
 
     Members
     -------
@@ -62,11 +71,18 @@ class AXI4Memory(wiring.Component):
 
     Timing
     ------
-    Read bursts: the first ``R`` beat two cycles after the ``AR`` handshake, then one beat
-    per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the cycle after the
-    ``AW`` handshake; ``BVALID`` the cycle after the last beat. A byte read's data is on
+    Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 4 in
+    block RAM (:attr:`read_latency` cycles from a read to its data, plus the FIFO), then
+    one beat per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the cycle after the ``AW``
+    handshake; ``BVALID`` the cycle after the last beat. A byte read is accepted
+    :attr:`read_latency` ``- 1`` cycles after it is offered, and its data is on
     ``host.rdata`` the cycle after it is accepted.
     """
+
+    #: Block RAM banks at most (each with its own output register).
+    MAX_BANKS = 8
+    #: R beats buffered in block RAM: the reads in flight while ``RREADY`` is low.
+    R_FIFO_DEPTH = 4
 
     def __init__(self, data_width, memory_bytes, *, spram=False):
         self.data_width = data_width
@@ -76,10 +92,35 @@ class AXI4Memory(wiring.Component):
             raise ValueError(f"memory_bytes must be a power of two of at least "
                              f"{self.word_bytes}, not {memory_bytes}")
         self.memory_bytes = memory_bytes
+        self.read_latency = 1 if spram else 2
         super().__init__({
             "axi": In(AXI4Signature(data_width=data_width, addr_width=32, id_width=1)),
             "host": In(MemoryBusSignature()),
         })
+
+    def _block_ram(self, m, depth, address, read_en, write_en, write_data):
+        """Banks of block RAM with registered outputs: the word read at ``address`` in
+        cycle ``t`` is returned, from a register, in cycle ``t + 2``."""
+        banks = max(1, min(self.MAX_BANKS, depth // 512))
+        bank_depth = depth // banks
+        row_bits = exact_log2(bank_depth)
+        bank = address[row_bits:]
+        read_bank = Signal(range(banks))
+        m.d.sync += read_bank.eq(bank)
+        outputs = []
+        for k in range(banks):
+            memory = Memory(shape=self.data_width, depth=bank_depth, init=[])
+            m.submodules[f"bank{k}"] = memory
+            write = memory.write_port(granularity=8)
+            read = memory.read_port(domain="sync")
+            selected = bank == k if banks > 1 else C(1)
+            m.d.comb += [write.addr.eq(address[:row_bits]), read.addr.eq(address[:row_bits]),
+                         read.en.eq(read_en & selected), write.data.eq(write_data),
+                         write.en.eq(Mux(selected, write_en, 0))]
+            outputs.append(read.data)
+        registered = Signal(self.data_width)
+        m.d.sync += registered.eq(Array(outputs)[read_bank])
+        return registered
 
     def elaborate(self, platform):
         m = Module()
@@ -89,50 +130,83 @@ class AXI4Memory(wiring.Component):
         index_bits = ceil_log2(depth)
         address = Signal(index_bits)
         read_en = Signal()
-        read_data = Signal(self.data_width)
         write_en = Signal(self.word_bytes)
         write_data = Signal(self.data_width)
         if self.spram:
+            read_data = Signal(self.data_width)
             m.submodules.memory = memory = ICE40SPRAM(self.data_width, depth)
             m.d.comb += [memory.addr.eq(address), memory.ren.eq(read_en),
                          read_data.eq(memory.rdata), memory.wen.eq(write_en),
                          memory.wdata.eq(write_data)]
         else:
-            m.submodules.memory = memory = Memory(shape=self.data_width, depth=depth, init=[])
-            write = memory.write_port(granularity=8)
-            read = memory.read_port(domain="sync")
-            m.d.comb += [write.addr.eq(address), read.addr.eq(address), read.en.eq(read_en),
-                         read_data.eq(read.data), write.en.eq(write_en),
-                         write.data.eq(write_data)]
+            read_data = self._block_ram(m, depth, address, read_en, write_en, write_data)
 
         def outside(word):
             return word[index_bits:] != 0
 
         word = Signal(32 - offset_bits)         # index of the next beat of the burst
         beats = Signal(9)                       # read beats still to fetch
-        last = Signal(8)                        # read beats still to send after this one
-        rvalid = Signal()
-        error = Signal()                        # the beat on R, or a past W beat, was outside
+        error = Signal()                        # a past W beat was outside
         txn_id = Signal(1)
         lane = Signal(range(self.word_bytes))
         m.d.comb += [
             port.rdata.eq(read_data.word_select(lane, 8)),
-            axi.rid.eq(txn_id), axi.bid.eq(txn_id),
-            axi.rdata.eq(Mux(error, 0, read_data)),
-            axi.rresp.eq(Mux(error, Resp.DECERR, Resp.OKAY)),
-            axi.rlast.eq(last == 0),
-            axi.rvalid.eq(rvalid),
+            axi.bid.eq(txn_id),
             axi.bresp.eq(Mux(error, Resp.DECERR, Resp.OKAY)),
         ]
+
+        # Each fetched beat's ``outside`` and ``last`` travel beside its read.
+        fetch = Signal()
+        beat_valid, beat_outside, beat_last, beat_id = fetch, outside(word), beats == 1, txn_id
+        for i in range(self.read_latency):
+            beat_valid, beat_outside, beat_last, beat_id = [
+                self._delay(m, value, f"{name}_d{i}")
+                for name, value in (("beat_valid", beat_valid), ("beat_outside", beat_outside),
+                                    ("beat_last", beat_last), ("beat_id", beat_id))]
+        beat_data = Mux(beat_outside, 0, read_data)
+        beat_resp = Mux(beat_outside, Resp.DECERR, Resp.OKAY)
+        if self.spram:
+            # One beat on R at a time: the next is fetched as this one is taken.
+            rvalid = Signal()
+            held = Signal(self.data_width + 3)
+            m.d.comb += [
+                axi.rid.eq(txn_id),
+                Cat(axi.rdata, axi.rresp, axi.rlast).eq(Mux(beat_valid, Cat(beat_data, beat_resp,
+                                                                              beat_last), held)),
+                axi.rvalid.eq(rvalid),
+            ]
+            with m.If(beat_valid):
+                m.d.sync += held.eq(Cat(beat_data, beat_resp, beat_last))
+            room = ~rvalid | axi.rready
+            with m.If(room):
+                m.d.sync += rvalid.eq(fetch)
+        else:
+            m.submodules.r_fifo = r_fifo = SyncFIFOBuffered(
+                width=self.data_width + 4, depth=self.R_FIFO_DEPTH)
+            in_flight = Signal(range(self.read_latency + 1))
+            m.d.sync += in_flight.eq(in_flight + fetch - beat_valid)
+            m.d.comb += [
+                r_fifo.w_en.eq(beat_valid),
+                r_fifo.w_data.eq(Cat(beat_data, beat_resp, beat_last, beat_id)),
+                Cat(axi.rdata, axi.rresp, axi.rlast, axi.rid).eq(r_fifo.r_data),
+                axi.rvalid.eq(r_fifo.r_rdy),
+                r_fifo.r_en.eq(axi.rready),
+            ]
+            room = (r_fifo.level + in_flight) < self.R_FIFO_DEPTH
+
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [port.ready.eq(1), read_en.eq(1),
-                             address.eq(port.addr[offset_bits:])]
-                with m.If(port.valid):
+                with m.If(port.valid & port.write):
+                    m.d.comb += [port.ready.eq(1), address.eq(port.addr[offset_bits:]),
+                                 write_en.eq(1 << port.addr[:offset_bits]),
+                                 write_data.eq(port.wdata.replicate(self.word_bytes))]
+                with m.Elif(port.valid):
+                    m.d.comb += [read_en.eq(1), address.eq(port.addr[offset_bits:])]
                     m.d.sync += lane.eq(port.addr[:offset_bits])
-                    with m.If(port.write):
-                        m.d.comb += [write_en.eq(1 << port.addr[:offset_bits]),
-                                     write_data.eq(port.wdata.replicate(self.word_bytes))]
+                    if self.read_latency == 1:
+                        m.d.comb += port.ready.eq(1)
+                    else:
+                        m.next = "HOST_READ_0"
                 with m.Elif(axi.awvalid):
                     m.d.comb += axi.awready.eq(1)
                     m.d.sync += [word.eq(axi.awaddr[offset_bits:]), txn_id.eq(axi.awid),
@@ -141,8 +215,16 @@ class AXI4Memory(wiring.Component):
                 with m.Elif(axi.arvalid):
                     m.d.comb += axi.arready.eq(1)
                     m.d.sync += [word.eq(axi.araddr[offset_bits:]), txn_id.eq(axi.arid),
-                                 beats.eq(axi.arlen + 1), last.eq(axi.arlen), rvalid.eq(0)]
+                                 beats.eq(axi.arlen + 1)]
                     m.next = "READ"
+            # The byte read's data leaves the pipeline the cycle after it is accepted.
+            for i in range(self.read_latency - 1):
+                with m.State(f"HOST_READ_{i}"):
+                    if i == self.read_latency - 2:
+                        m.d.comb += port.ready.eq(1)
+                        m.next = "IDLE"
+                    else:
+                        m.next = f"HOST_READ_{i + 1}"
             with m.State("WRITE"):
                 m.d.comb += [axi.wready.eq(1), address.eq(word), write_data.eq(axi.wdata)]
                 with m.If(axi.wvalid):
@@ -158,18 +240,25 @@ class AXI4Memory(wiring.Component):
                 with m.If(axi.bready):
                     m.next = "IDLE"
             with m.State("READ"):
-                advance = ~rvalid | axi.rready
-                fetch = advance & (beats != 0)
-                m.d.comb += [address.eq(word), read_en.eq(fetch)]
+                m.d.comb += [fetch.eq(room & (beats != 0)), address.eq(word),
+                             read_en.eq(fetch)]
                 with m.If(fetch):
-                    m.d.sync += [word.eq(word + 1), beats.eq(beats - 1), error.eq(outside(word))]
-                with m.If(advance):
-                    m.d.sync += rvalid.eq(fetch)
-                with m.If(rvalid & axi.rready):
-                    m.d.sync += last.eq(last - 1)
-                    with m.If(last == 0):
+                    m.d.sync += [word.eq(word + 1), beats.eq(beats - 1)]
+                if self.spram:
+                    with m.If(axi.rvalid & axi.rready & axi.rlast):
+                        m.next = "IDLE"
+                else:
+                    # The next transaction may start while the FIFO drains: each beat
+                    # carries its ID.
+                    with m.If(fetch & (beats == 1)):
                         m.next = "IDLE"
         return m
+
+    @staticmethod
+    def _delay(m, value, name):
+        delayed = Signal(Value.cast(value).shape(), name=name)
+        m.d.sync += delayed.eq(value)
+        return delayed
 
 
 class ICE40SPRAM(wiring.Component):
