@@ -141,6 +141,8 @@ class SystolicArray(wiring.Component):
         def selected(r, c, bank):
             return Mux(bank, weight[1][r][c], weight[0][r][c])
 
+        # Each operand register is kept with the value it loads (``*_next``): an ECP5
+        # multiplier takes that value into its own input register (see _product).
         row_in = []
         for r in range(R):
             act, bank = self.acts.p.data[r], compute_bank
@@ -149,10 +151,12 @@ class SystolicArray(wiring.Component):
                 next_bank = Signal(name=f"skew_bank{r}_{i}")
                 m.d.sync += [next_act.eq(act), next_bank.eq(bank)]
                 if i == r:
+                    chosen_next = selected(r, 0, bank)
                     chosen = Signal(signed(8), name=f"weight{r}_0")
-                    m.d.sync += chosen.eq(selected(r, 0, bank))
+                    m.d.sync += chosen.eq(chosen_next)
+                    act_next = act
                 act, bank = next_act, next_bank
-            row_in.append((act, bank, chosen))
+            row_in.append(((act, act_next), bank, (chosen, chosen_next)))
 
         # --- PE grid ----------------------------------------------------------------
         psum_above = [Const(0, signed(32))] * C
@@ -160,10 +164,9 @@ class SystolicArray(wiring.Component):
             act, bank, chosen = row_in[r]
             psum_row = []
             for c in range(C):
-                # The product is registered (the multiplier's output register), the sum
-                # one cycle later: every PE adds the same cycle of latency.
-                product = Signal(signed(16), name=f"product{r}_{c}")
-                m.d.sync += product.eq(act * chosen)
+                # The product is registered, the sum one cycle later: every PE adds the
+                # same cycle of latency.
+                product = self._product(m, platform, act, chosen, f"product{r}_{c}")
                 psum = Signal(signed(32), name=f"psum{r}_{c}")
                 m.d.sync += psum.eq(psum_above[c] + product)
                 psum_row.append(psum)
@@ -171,9 +174,11 @@ class SystolicArray(wiring.Component):
                     act_right = Signal(signed(8), name=f"act{r}_{c + 1}")
                     bank_right = Signal(name=f"bank{r}_{c + 1}")
                     chosen_right = Signal(signed(8), name=f"weight{r}_{c + 1}")
-                    m.d.sync += [act_right.eq(act), bank_right.eq(bank),
-                                 chosen_right.eq(selected(r, c + 1, bank))]
-                    act, bank, chosen = act_right, bank_right, chosen_right
+                    chosen_next = selected(r, c + 1, bank)
+                    m.d.sync += [act_right.eq(act[0]), bank_right.eq(bank),
+                                 chosen_right.eq(chosen_next)]
+                    act, bank = (act_right, act[0]), bank_right
+                    chosen = (chosen_right, chosen_next)
             psum_above = psum_row
 
         # --- Output de-skew: column c is delayed C - 1 - c more cycles ----------------
@@ -195,3 +200,34 @@ class SystolicArray(wiring.Component):
         m.d.comb += [self.results.valid.eq(valid), self.results.p.tag.eq(tag)]
 
         return m
+
+    @staticmethod
+    def _product(m, platform, act, weight, name):
+        """``act * weight`` registered: the product of the operand registers' values.
+
+        ``act`` and ``weight`` are (register, the value it loads) pairs. On ECP5 the
+        multiplier is a ``MULT18X18D`` with its input and output registers on, fed with
+        the values the operand registers load, so its input registers hold the same
+        operands and no fabric routing lies between a multiplier and its registers.
+        """
+        product = Signal(signed(16), name=name)
+        if getattr(platform, "family", None) != "ecp5":
+            m.d.sync += product.eq(act[0] * weight[0])
+            return product
+        a, b = Signal(signed(18), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b")
+        p = Signal(36, name=f"{name}_p")
+        m.d.comb += [a.eq(act[1]), b.eq(weight[1]), product.eq(p[:16])]
+        ports = {f"i_A{i}": a[i] for i in range(18)}
+        ports |= {f"i_B{i}": b[i] for i in range(18)}
+        ports |= {f"i_C{i}": C(0) for i in range(18)}
+        ports |= {f"o_P{i}": p[i] for i in range(36)}
+        m.submodules[name] = Instance(
+            "MULT18X18D",
+            p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+            p_REG_INPUTA_CE="CE0", p_REG_INPUTB_CE="CE0", p_REG_OUTPUT_CE="CE0",
+            p_REG_INPUTA_RST="RST0", p_REG_INPUTB_RST="RST0", p_REG_OUTPUT_RST="RST0",
+            p_GSR="DISABLED", p_RESETMODE="SYNC",
+            i_SIGNEDA=C(1), i_SIGNEDB=C(1), i_SOURCEA=C(0), i_SOURCEB=C(0),
+            i_CLK0=ClockSignal(), i_CE0=C(1), i_RST0=C(0),
+            **ports)
+        return product
