@@ -217,10 +217,17 @@ class NPU(wiring.Component):
             m.d.sync += deadlock_count.eq(0)
         # The lowest blocked instruction address, registered: it holds still during the
         # DEADLOCK_CYCLES a deadlock takes to be reported.
+        # Compares side by side, not chained: engine i wins when it is blocked and no other
+        # blocked engine has a lower address (ties to the earlier engine).
+        addrs = [engines[e].insn.p.addr for e in order]
+        blocked = [engines[e].blocked for e in order]
+        def lower(i, j):
+            return addrs[i] <= addrs[j] if i < j else addrs[i] < addrs[j]
+        wins = [blocked[i] & Cat(~blocked[j] | lower(i, j) for j in range(len(order)) if j != i).all()
+                for i in range(len(order))]
         lowest = Const(0xFFFF_FFFF, 32)
-        for e in order:
-            addr = engines[e].insn.p.addr
-            lowest = Mux(engines[e].blocked & (addr < lowest), addr, lowest)
+        for win, addr in zip(wins, addrs):
+            lowest = Mux(win, addr, lowest)
         blocked_addr = Signal(32)
         m.d.sync += blocked_addr.eq(lowest)
         # The instruction whose DMA descriptor failed.
