@@ -15,9 +15,9 @@ activation beat names the accumulator row it adds into:
 * ``last``: the final activation vector of the weight tile (the array switches weight
   banks after it).
 
-Accumulators are read and written back in the same cycle they leave the array
-(read-modify-write with a write-transparent read port), so consecutive beats may name the
-same row. Emitted rows go through a FIFO reserved by credits: an activation is accepted
+Accumulators are read in the cycle a result leaves the array and written back two
+cycles later (read-modify-write with a write-transparent read port and forwarding of the
+sum to a result one cycle behind), so consecutive beats may name the same row. Emitted rows go through a FIFO reserved by credits: an activation is accepted
 only when its result has room, so the array never needs back-pressure and the
 ``results`` consumer may stall at will.
 
@@ -38,7 +38,7 @@ results : ``Out(stream.Signature(...))``
 Latency
 -------
 An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier than
-``t + rows + cols + 5 + OutputStage.latency`` (array, accumulator read-modify-write,
+``t + rows + cols + 6 + OutputStage.latency`` (array, accumulator read-modify-write,
 FIFO, parameter lookup, output stage). Throughput: one activation vector per cycle, with
 weight loading hidden as described in :mod:`hw.systolic_array`.
 """
@@ -143,6 +143,11 @@ class MatrixUnit(wiring.Component):
         ]
 
         # --- Accumulator read-modify-write -------------------------------------------
+        # A result is read from its accumulator row in the cycle it leaves the array,
+        # its row's data registered in the next (``held``), and the sum written in the
+        # one after. A result one cycle behind on the same row takes the sum being
+        # written instead of the data read, which missed it; two or more cycles behind,
+        # the read port's transparency gives it the written sum.
         acc_write = accumulators.write_port()
         acc_read = accumulators.read_port(transparent_for=(acc_write,))
         m.d.comb += acc_read.addr.eq(array.results.p.tag.acc_addr)
@@ -153,22 +158,32 @@ class MatrixUnit(wiring.Component):
         m.d.sync += [partial.eq(array.results.p.data), sideband.eq(array.results.p.tag),
                      valid.eq(array.results.valid)]
 
+        held = Signal.like(acc_read.data)
+        held_partial = Signal.like(partial)
+        held_sideband = Signal(self._sideband)
+        held_valid = Signal()
         total = Signal(data.ArrayLayout(signed(32), C))
+        writes = held_valid & ~held_sideband.emit
+        follows = writes & (sideband.acc_addr == held_sideband.acc_addr)
+        m.d.sync += [held.eq(Mux(follows, total, acc_read.data)), held_partial.eq(partial),
+                     held_sideband.eq(sideband), held_valid.eq(valid)]
+
         for c in range(C):
-            m.d.comb += total[c].eq(Mux(sideband.first, partial[c], acc_read.data[c] + partial[c]))
+            m.d.comb += total[c].eq(Mux(held_sideband.first, held_partial[c],
+                                        held[c] + held_partial[c]))
         m.d.comb += [
-            acc_write.addr.eq(sideband.acc_addr),
+            acc_write.addr.eq(held_sideband.acc_addr),
             acc_write.data.eq(total),
-            acc_write.en.eq(valid & ~sideband.emit),
+            acc_write.en.eq(writes),
         ]
 
         emitted = Signal(self._emitted)
         m.d.comb += [
             emitted.acc.eq(total),
-            emitted.channel.eq(sideband.channel),
-            emitted.tag.eq(sideband.tag),
+            emitted.channel.eq(held_sideband.channel),
+            emitted.tag.eq(held_sideband.tag),
             results_fifo.w_data.eq(emitted),
-            results_fifo.w_en.eq(valid & sideband.emit),
+            results_fifo.w_en.eq(held_valid & held_sideband.emit),
         ]
 
         accepted_emit = self.acts.valid & self.acts.ready & self.acts.p.emit

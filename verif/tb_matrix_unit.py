@@ -5,7 +5,7 @@ import json
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, ReadOnly
+from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
 
 from hw.config import NPUConfig
 from hw.matrix_unit import MatrixUnit
@@ -88,8 +88,9 @@ class MatrixUnitBench:
                                                       "data": fields}))
         await drive_stream(self.dut.clk, port(self.dut, "params"), beats, self.rng)
 
-    async def run_batch(self, problems, idle=0.0, stall=0.0):
-        """Stream every problem back to back; return (tiles, cycles, accepted act beats)."""
+    async def run_batch(self, problems, idle=0.0, stall=0.0, acts_after=0):
+        """Stream every problem back to back, the activations from ``acts_after`` cycles
+        on; return (tiles, cycles, accepted act beats)."""
         await self.write_params(problems)
         weights, acts, expected = [], [], {}
         tiles = 0
@@ -103,8 +104,8 @@ class MatrixUnitBench:
         cocotb.start_soon(drive_stream(dut.clk, port(dut, "weights"),
                                        [pack(self.weight_layout, b) for b in weights],
                                        self.rng, idle))
-        cocotb.start_soon(drive_stream(dut.clk, port(dut, "acts"),
-                                       [pack(self.act_layout, b) for b in acts], self.rng, idle))
+        cocotb.start_soon(self._after(acts_after, drive_stream(
+            dut.clk, port(dut, "acts"), [pack(self.act_layout, b) for b in acts], self.rng, idle)))
         counter = cocotb.start_soon(self.count_cycles())
         received = await collect_stream(dut.clk, port(dut, "results"), len(expected),
                                         self.rng, stall)
@@ -112,9 +113,14 @@ class MatrixUnitBench:
         self.check(received, expected)
         return tiles, self.cycles, self.accepted
 
+    async def _after(self, cycles, coroutine):
+        await ClockCycles(self.dut.clk, cycles)
+        await coroutine
+
     async def count_cycles(self):
         """Cycles from the first accepted activation, and activations accepted."""
         self.cycles = self.accepted = 0
+        self.accept_cycles = []
         started = False
         valid, _, ready = port(self.dut, "acts")
         while True:
@@ -124,6 +130,8 @@ class MatrixUnitBench:
             started |= hit
             self.cycles += started
             self.accepted += hit
+            if hit:
+                self.accept_cycles.append(self.cycles)
 
     def check(self, received, expected):
         mismatches = 0
@@ -168,6 +176,25 @@ async def random_gemm_tiles(dut):
         tiles, _, _ = await bench.run_batch(problems, idle=0.2, stall=0.2)
         total_tiles += tiles
     dut._log.info("%d weight tiles bit-exact against the golden model", total_tiles)
+
+
+@cocotb.test()
+async def back_to_back_accumulation(dut):
+    """One-row GEMMs whose two K-tiles enter on consecutive cycles (both weight banks
+    loaded before the activations start): the second adds into the row the first is
+    still writing."""
+    bench = MatrixUnitBench(dut)
+    config, rng = bench.config, bench.rng
+    await start_clock_and_reset(dut)
+    R, C = config.rows, config.cols
+    for _ in range(20):
+        a = int8_full_range(rng, (1, 2 * R))
+        w = int8_full_range(rng, (2 * R, C))
+        problem = GemmProblem(a, w, random_channel_params(rng, C), 0, C)
+        await bench.run_batch([problem], acts_after=4 * R)
+        assert bench.accept_cycles == [1, 2], \
+            f"the two K-tiles entered at cycles {bench.accept_cycles}, not back to back"
+    dut._log.info("20 back-to-back accumulations bit-exact")
 
 
 @cocotb.test()
