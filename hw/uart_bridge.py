@@ -223,8 +223,8 @@ class UartRx(wiring.Component):
     Timing
     ------
     Each bit is sampled at its middle (two cycles late, through the synchroniser);
-    ``data.valid`` is high in the cycle the stop bit is sampled, half a bit time before
-    the line may carry the next start bit.
+    ``data.valid`` is high, from a register, in the cycle after the stop bit is sampled,
+    half a bit time before the line may carry the next start bit.
     """
 
     rx: In(1, init=1)
@@ -244,6 +244,7 @@ class UartRx(wiring.Component):
         shift = Signal(8)
         with m.If(timer != 0):
             m.d.sync += timer.eq(timer - 1)
+        m.d.sync += self.data.valid.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~line):
@@ -265,7 +266,7 @@ class UartRx(wiring.Component):
             with m.State("STOP"):
                 with m.If(timer == 0):
                     with m.If(line):
-                        m.d.comb += self.data.valid.eq(1)
+                        m.d.sync += self.data.valid.eq(1)
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "BREAK"
