@@ -409,16 +409,25 @@ class DMA(wiring.Component):
         row_mem = Signal(aw)
         row_sp = Signal(ceil_log2(self.scratchpad_bytes))
         cur = Signal(aw)
-        row_end = Signal(aw + 1)
+        # Beats from ``cur`` to the end of its row and to the next 4 KiB boundary, in
+        # registers set per row and stepped per burst, so that a burst's length is a short
+        # compare of registers.
+        to_end = Signal(range((2 * (W - 1) + self.scratchpad_bytes) // W + 1))
+        to_boundary = Signal(range(BOUNDARY // W + 1))
         held = Signal()         # AxVALID is up and must stay up until the handshake
 
-        # Range checks, registered in two steps: the products ``rows * stride`` and the
-        # rest of each extent load from the queue's head together with ``d`` and hold with
-        # it; the compares are registered from them, valid from the cycle after MEASURE.
+        # Range checks, registered in steps: the products ``rows * stride`` (from ``d``,
+        # in MEASURE's first two cycles) and the rest of each extent (from the queue's
+        # head, together with ``d``); the compares are registered from them, valid from
+        # the cycle after MEASURE, which lasts three cycles.
         # Rows are non-zero where it matters.
         # With ``config.serial_products`` the products are made by shift and add (one
         # cycle per bit of ``rows``) while the walker waits in MEASURE.
         products_done = []
+        if not self.config.serial_products:
+            popped = Signal(2)
+            measured = Signal()
+            m.d.sync += [popped.eq(Cat(queue.r_en, popped[0])), measured.eq(popped[1])]
 
         def extent_parts(addr, stride, held_stride, name):
             base = Signal(signed(max(len(addr), len(stride), len(queued.row_bytes)) + 2),
@@ -427,9 +436,16 @@ class DMA(wiring.Component):
                 product, done = serial_product(m, held_stride, queued.rows, queue.r_en, name)
                 products_done.append(done)
             else:
+                # From ``d``'s registers: two multiplier-sized products of 17-bit pieces
+                # of the stride in MEASURE's first cycle, their sum in its second; ready
+                # in its third, when ``measured`` rises.
+                low = Signal(len(queued.rows) + 17, name=f"{name}_low")
+                high = Signal(len(queued.rows) + max(len(stride) - 17, 1), name=f"{name}_high")
                 product = Signal(len(queued.rows) + len(stride), name=f"{name}_product")
-                with m.If(queue.r_en):
-                    m.d.sync += product.eq(queued.rows * stride)
+                m.d.sync += [low.eq(d.rows * held_stride[:17]),
+                             high.eq(d.rows * held_stride[17:]),
+                             product.eq(low + (high << 17))]
+                products_done.append(measured)
             with m.If(queue.r_en):
                 m.d.sync += base.eq(addr + queued.row_bytes - stride)
             return product + base
@@ -440,11 +456,11 @@ class DMA(wiring.Component):
             mem_over.eq(extent_parts(queued.mem_addr, queued.mem_stride, d.mem_stride,
                                      "extent_mem") > (1 << aw)),
         ]
-        empty = (d.rows == 0) | (d.row_bytes == 0)
+        empty = Signal()        # ``d`` moves nothing, registered with it
+        with m.If(queue.r_en):
+            m.d.sync += empty.eq((queued.rows == 0) | (queued.row_bytes == 0))
 
         beat = cur[lw:]
-        to_end = (row_end + (W - 1))[lw:] - beat
-        to_boundary = BOUNDARY // W - cur[lw:exact_log2(BOUNDARY)]
         beats = Signal(range(MAX_BURST_BEATS + 1))
         m.d.comb += beats.eq(MAX_BURST_BEATS)
         with m.If(to_boundary < MAX_BURST_BEATS):
@@ -452,7 +468,7 @@ class DMA(wiring.Component):
         with m.If((to_end < MAX_BURST_BEATS) & (to_end < to_boundary)):
             m.d.comb += beats.eq(to_end)
         next_addr = Cat(Const(0, lw), beat + beats)
-        row_done = next_addr >= row_end
+        row_done = beats == to_end
 
         a_valid = Signal()
         a_ready = Mux(to_mem, axi.awready, axi.arready)
@@ -545,7 +561,8 @@ class DMA(wiring.Component):
                     m.d.comb += [rl_cmds.w_en.eq(1), rd_cmds.w_en.eq(from_sp)]
                     m.d.sync += [
                         cur.eq(row_mem),
-                        row_end.eq(row_mem + d.row_bytes),
+                        to_end.eq((row_mem[:lw] + d.row_bytes + (W - 1)) >> lw),
+                        to_boundary.eq(BOUNDARY // W - row_mem[lw:exact_log2(BOUNDARY)]),
                         row_mem.eq(row_mem + d.mem_stride),
                         row_sp.eq(row_sp + d.sp_stride),
                         rows_left.eq(rows_left - 1),
@@ -563,7 +580,12 @@ class DMA(wiring.Component):
                 m.d.sync += held.eq(a_valid & ~a_ready)
                 with m.If(a_valid & a_ready):
                     m.d.comb += [inflight.w_en.eq(1), wbursts.w_en.eq(to_mem)]
-                    m.d.sync += cur.eq(next_addr)
+                    m.d.sync += [
+                        cur.eq(next_addr),
+                        to_end.eq(to_end - beats),
+                        to_boundary.eq(Mux(beats == to_boundary, BOUNDARY // W,
+                                           to_boundary - beats)),
+                    ]
                     with m.If(row_done):
                         m.next = "ROW"
                         with m.If(rows_left == 0):
@@ -653,7 +675,7 @@ class DMA(wiring.Component):
         m.d.comb += [
             r_buffer.w_en.eq(axi.rvalid & r_ok & ~abort & ~to_mem),
             r_buffer.w_data.eq(axi.rdata),
-            axi.rready.eq(abort | ~r_ok | (~to_mem & r_buffer.w_rdy)),
+            axi.rready.eq(abort | (~to_mem & r_buffer.w_rdy)),
             rl.inp.valid.eq(Mux(to_mem, sp_data.r_rdy, r_buffer.r_rdy)),
             rl.inp.payload.eq(Mux(to_mem, sp_data.r_data, r_buffer.r_data)),
             sp_data.r_en.eq(to_mem & rl.inp.ready),
