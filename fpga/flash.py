@@ -56,8 +56,8 @@ def explain(board, returncode, output):
     if library:
         name = library.group(1)
         package = LIBRARY_PACKAGES.get(name, name)
-        return (f"openFPGALoader cannot start: the shared library {name} is missing "
-                f"(on Debian/Ubuntu: sudo apt-get install {package})")
+        return (f"cannot program the {board.title}: openFPGALoader cannot start, the shared "
+                f"library {name} is missing (on Debian/Ubuntu: sudo apt-get install {package})")
     if re.search(r"LIBUSB_ERROR_ACCESS|[Pp]ermission denied|unable to claim", output):
         return (f"{board.title} found on USB but it cannot be opened: check permissions "
                 "(udev rule for the FTDI device, or the plugdev group)")

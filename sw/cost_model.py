@@ -48,6 +48,9 @@ READ_COMPLETION = 8
 WRITE_COMPLETION = 13
 #: Cycles a transfer instruction spends in its engine besides the DMA (start, complete).
 TRANSFER_OVERHEAD = 2
+#: Cycles from a transfer's start to its first burst on an idle DMA: the descriptor queue
+#: and the walker's range checks (``hw.dma``: MEASURE takes three cycles).
+DESCRIPTOR_SETUP = 4
 #: Cycles each AXI burst adds to its data beats with a memory serving one burst per
 #: direction at a time.
 BURST_OVERHEAD = 2
@@ -172,7 +175,7 @@ def predict(config, program):
                 # Same direction: the data follows the previous descriptor's; a change
                 # of direction waits for its completion.
                 available = dma_free if opcode is dma_direction else dma_done
-                begin = max(start + 2, available)
+                begin = max(start + DESCRIPTOR_SETUP, available)
                 dma_free = begin + beats
                 dma_done = dma_free + (READ_COMPLETION if opcode is Opcode.LOAD
                                        else WRITE_COMPLETION)

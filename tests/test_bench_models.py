@@ -3,13 +3,13 @@ reference models have their published layers and MAC counts, and the one-layer m
 bench runs give onnxruntime's outputs through the compiler and the golden runtime."""
 
 import numpy as np
-import onnxruntime
 import pytest
 
 from hw.config import DEFAULT_CONFIG
 from sw.compiler import compile_model
 from sw.runtime import GoldenBackend, Runtime
 from verif import bench_models
+from verif.oracle import onnxruntime_session
 
 
 def _layers(name):
@@ -40,8 +40,7 @@ def test_layer_models_match_onnxruntime_through_the_compiler(index):
     """DS-CNN's conv, depthwise, pointwise and fully-connected layers as one-node models."""
     layer = bench_models.distinct(_layers("DS-CNN"))[index]
     model, inputs = bench_models.layer_model(layer, np.random.default_rng(index))
-    session = onnxruntime.InferenceSession(model.SerializeToString(),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model)
     want = session.run(None, inputs)[0]
     compiled = compile_model(model)
     runtime = Runtime(compiled, GoldenBackend(DEFAULT_CONFIG, compiled.memory_bytes))
@@ -60,7 +59,7 @@ def test_resnet8_end_to_end_matches_onnxruntime(tmp_path):
     path = quantize(bench_models.resnet8(rng), tmp_path / "resnet8_int8.onnx", rng,
                     quant_format="QOperator", per_channel=True)
     x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(path)
     name = session.get_inputs()[0].name
     want = session.run(None, {name: x})[0]
     compiled = compile_model(str(path))

@@ -8,11 +8,11 @@ import sys
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from verif.random_models import quantize, random_float_cnn
+from verif.oracle import onnxruntime_session
 
 
 def npu(*args):
@@ -65,7 +65,7 @@ def test_compile_info_disasm_and_run(quantized, tmp_path):
     np.save(x, np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32))
     code, stdout, stderr = npu("run", out, "--input", x, "--output", tmp_path / "y.npy")
     assert code == 0, stderr
-    session = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(quantized)
     want = session.run(None, {"input": np.load(x)})[0]
     assert np.array_equal(np.load(tmp_path / "y.npy"), want), "npu run differs from onnxruntime"
 

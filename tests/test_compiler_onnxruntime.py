@@ -4,12 +4,12 @@ global average pooling, a fully-connected layer) quantized by onnxruntime's
 quantize_static in both formats, with per-tensor and per-channel weight scales."""
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from sw.compiler import compile_model
 from sw.runtime import GoldenBackend, Runtime
+from verif.oracle import onnxruntime_session
 from verif.random_models import quantize, random_float_cnn
 
 VARIANTS = [(fmt, per_channel) for fmt in ("QOperator", "QDQ") for per_channel in (False, True)]
@@ -26,7 +26,7 @@ def test_random_quantized_cnns_match_onnxruntime(quant_format, per_channel, seed
         path = quantize(model, tmp_path / f"model{index}.onnx", rng, quant_format, per_channel)
         compiled = compile_model(path)
         runtime = Runtime(compiled, GoldenBackend(compiled.config, compiled.memory_bytes))
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = onnxruntime_session(path)
         for _ in range(4):
             x = (rng.standard_normal((1, channels, size, size)) * rng.uniform(0.5, 3)).astype(np.float32)
             got = runtime.infer_sync({"input": x})["logits"]
@@ -65,7 +65,7 @@ def test_direct_grouped_convolutions_on_a_batch_match_onnxruntime(group, depthwi
     assert all(layer.get("direct") for layer in layers)
     assert len(layers) == (2 if depthwise else 2 * group)
     runtime = Runtime(compiled, GoldenBackend(compiled.config, compiled.memory_bytes))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model)
     want = session.run(None, {"x": x})[0]
     assert np.count_nonzero((want > -128) & (want < 127)) > want.size // 2, "outputs saturate"
     np.testing.assert_array_equal(runtime.infer_sync({"x": x})["y"], want)

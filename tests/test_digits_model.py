@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+
+from verif.oracle import onnxruntime_session
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -25,7 +26,7 @@ def test_int8_accuracy():
     data = np.load(MODELS / "digits_test.npz")
     images, labels = data["images"], data["labels"]
     assert images.shape == (len(labels), 1, 8, 8) and images.dtype == np.float32
-    session = ort.InferenceSession(str(MODELS / "digits_int8.onnx"), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(MODELS / "digits_int8.onnx")
     predictions = np.array([np.argmax(session.run(["logits"], {"input": image[None]})[0]) for image in images])
     accuracy = np.mean(predictions == labels)
     print(f"int8 test accuracy {accuracy:.4f} on {len(labels)} images")

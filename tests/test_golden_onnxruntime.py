@@ -3,11 +3,11 @@ on random data, scales and zero points, bit for bit."""
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
 from verif.golden import quantized_multiplier, requantize
+from verif.oracle import onnxruntime_session
 from verif.stimulus import float32_rounding_edges, int8_full_range
 
 DTYPES = {"uint8": (np.uint8, TensorProto.UINT8, 0, 255), "int8": (np.int8, TensorProto.INT8, -128, 127)}
@@ -17,9 +17,7 @@ def _session(graph):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnxruntime_session(model, optimize=False)
 
 
 def _quantized(rng, dtype, shape):
@@ -120,3 +118,25 @@ def test_float32_rounding_edges_match_onnxruntime(seed):
     assert np.array_equal(got, expected), \
         f"{np.count_nonzero(got != expected)} of {OC} rounding edges differ: " \
         f"{[(targets[i], got[i], expected[i]) for i in np.flatnonzero(got != expected)[:5]]}"
+
+
+def test_oracle_is_exact_where_uint8_by_int8_products_saturate_int16():
+    """255 × -128 in every product: onnxruntime's AVX2 kernel without VNNI saturates each
+    pair of them at -32768; the oracle's uint8 weights give the exact sum on every CPU."""
+    K, N = 64, 4
+    a = np.full((1, K), 255, np.uint8)
+    b = np.full((K, N), -128, np.int8)
+    sy = np.float32(20000)
+    graph = helper.make_graph(
+        [helper.make_node("QLinearMatMul", ["a", "sa", "za", "b", "sb", "zb", "sy", "zy"], ["y"])],
+        "saturating_pairs",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, K])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, N])],
+        [onnx.numpy_helper.from_array(np.asarray(v), name) for name, v in
+         [("sa", np.float32(1)), ("za", np.uint8(0)), ("b", b), ("sb", np.float32(1)),
+          ("zb", np.int8(0)), ("sy", sy), ("zy", np.uint8(128))]])
+    got = _session(graph).run(None, {"a": a})[0].astype(np.int64)
+    acc = a.astype(np.int64) @ b.astype(np.int64)
+    want = requantize(acc, 0, quantized_multiplier(1, 1, sy), 128, unsigned=True)
+    assert acc[0, 0] == -2088960 and want[0, 0] == 24
+    assert np.array_equal(got, want), f"{got} != {want}"

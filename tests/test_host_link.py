@@ -7,12 +7,12 @@ import time
 from dataclasses import asdict
 
 import numpy as np
-import onnxruntime as ort
 
 from fpga.board import BoardDesign
 from hw.config import NPUConfig
 from sw.compiler import compile_model
 from verif.random_models import quantize, random_float_cnn
+from verif.oracle import onnxruntime_session
 from verif.runner import simulate
 
 MEMORY_BYTES = 64 * 1024
@@ -31,7 +31,7 @@ def test_uart_link_runs_a_model_through_faults(seed, tmp_path, waves):
     compiled.save(tmp_path / "cnn.npu")
     x = rng.standard_normal((1, 1, 2, 6, 6)).astype(np.float32)
     np.savez(tmp_path / "inputs.npz", input=x)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(onnx_path)
     expected = np.stack([session.run(None, {"input": xi})[0] for xi in x])
 
     name = f"board_d{DIVISOR}_{MEMORY_BYTES // 1024}k"

@@ -6,11 +6,11 @@ random zero points, many shapes) and on crafted rounding ties and saturation cas
 """
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
 from sw import host_ops
+from verif.oracle import onnxruntime_session
 
 F32 = np.float32
 TYPES = [np.uint8, np.int8]
@@ -29,10 +29,7 @@ def run_onnxruntime(op_type, inputs, constants=(), attributes=None, domain="", o
                               initializers)
     opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
     model = helper.make_model(graph, opset_imports=opsets)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model, optimize=False, quiet=True)
     return session.run(None, dict(inputs))[0]
 
 

@@ -2,12 +2,12 @@
 bit against ONNX's expected outputs and onnxruntime."""
 
 import numpy as np
-import onnxruntime as ort
 
 from hw.config import DEFAULT_CONFIG
 from sw.compiler import compile_model
 from sw.rtl_backend import run_rtl_jobs
 from verif.conformance import UNSUPPORTED, node_tests
+from verif.oracle import onnxruntime_session
 from verif.random_models import quantize, random_float_cnn
 
 
@@ -27,7 +27,7 @@ def test_conformance_and_a_random_cnn_on_the_rtl(seed, tmp_path):
     compiled = compile_model(onnx_path)
     compiled.save(tmp_path / "cnn.npu")
     x = rng.standard_normal((3, 1, 3, 8, 8)).astype(np.float32)
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(onnx_path)
     jobs.append((tmp_path / "cnn.npu", compiled, {"input": x}, True))
     expectations.append(("random CNN", ["logits"],
                          [np.stack([session.run(None, {"input": xi})[0] for xi in x])]))

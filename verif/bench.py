@@ -47,6 +47,7 @@ from sw.kernels import LayerError
 from verif import bench_models
 from verif.bench_top import BenchTop
 from verif.npu_workloads import MemoryImage, gemm_workload
+from verif.oracle import onnxruntime_session
 from verif.runner import BUILD, ROOT, simulate
 
 
@@ -106,8 +107,6 @@ def _gemm_row(config, rng, index, M, K, N):
 
 def _model_row(config, row, index, model, inputs):
     """Compile ``model``, run it in onnxruntime for the expected outputs, store the files."""
-    import onnxruntime
-
     try:
         compiled = compile_model(model, config, source=row["name"])
     except CompileError as error:
@@ -115,8 +114,7 @@ def _model_row(config, row, index, model, inputs):
     prefix = ROWS / f"{index:02d}"
     compiled.save(f"{prefix}.npu")
     np.savez(f"{prefix}.inputs.npz", **inputs)
-    session = onnxruntime.InferenceSession(model.SerializeToString(),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model)
     names = [output.name for output in session.get_outputs()]
     np.savez(f"{prefix}.expected.npz", **dict(zip(names, session.run(names, inputs))))
     programs = [_program(compiled.constants[step["program"]])

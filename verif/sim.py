@@ -89,10 +89,10 @@ def main(argv=None):
 def digits(config, count, seed, waves):
     """The digits CNN on the RTL NPU against onnxruntime; False on a mismatch."""
     import numpy as np
-    import onnxruntime as ort
 
     from sw.compiler import compile_model
     from sw.rtl_backend import run_rtl
+    from verif.oracle import onnxruntime_session
 
     onnx_path = ROOT / "models" / "digits_int8.onnx"
     test_set = np.load(ROOT / "models" / "digits_test.npz")
@@ -101,7 +101,7 @@ def digits(config, count, seed, waves):
     npu_path = BUILD / "sim" / "digits_int8.npu"
     compiled.save(npu_path)
     name = compiled.inputs[0]["name"]
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(onnx_path)
     expected = np.stack([session.run(None, {name: image[None]})[0] for image in images])
     outputs, report = run_rtl(npu_path, compiled, config, {name: images[:, None]}, batched=True,
                               waves=waves, seed=seed)
