@@ -24,3 +24,16 @@ def seed(request):
 @pytest.fixture
 def waves(request):
     return request.config.getoption("--waves")
+
+
+#: The longest simulations (minutes each), in this order before every other test, so that
+#: the parallel workers finish together instead of one of them ending the run alone.
+LONGEST_FIRST = ("test_small_npu.py", "test_npu.py", "test_host_link.py", "test_rtl_runtime.py",
+                 "test_matrix_unit.py", "test_output_stage.py", "test_dma.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)
