@@ -39,7 +39,9 @@ Latency
 of :attr:`stages` (15) registers without enables, then a FIFO. ``inp.ready`` is high while
 the output FIFOs (:attr:`fifo_depth` beats) have room for one more beat besides those in
 flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
-cycle. ``inp.ready`` depends only on registers.
+cycle. ``inp.ready`` depends only on registers. The parameters a lane needs only at its
+end (zero point, clamp bounds, output type) wait in a delay line, a memory written every
+cycle (LUT RAM on FPGAs), when they would cross :data:`DELAY_LINE_MIN` or more registers.
 
 Smaller configurations
 ----------------------
@@ -52,7 +54,7 @@ handshake. The results are the same bit for bit.
 """
 
 from amaranth import *
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -78,6 +80,29 @@ def _as_signed(value):
 
 #: Steps of the computation below, each registered in the default 15-stage pipeline.
 LOGICAL_STAGES = 15
+
+#: The parameters a lane uses only at its end (logical stage 14), carried alongside.
+CARRIED = ("zero_point", "clamp_lo", "clamp_hi", "unsigned_output")
+carried_params = data.StructLayout({name: channel_params.members[name] for name in CARRIED})
+
+#: From this many cycles on, the carried parameters wait in a memory (LUT RAM on FPGAs)
+#: rather than in a chain of registers.
+DELAY_LINE_MIN = 5
+
+
+def _delay_line(m, value, cycles, name):
+    """``value``, ``cycles`` (at least 2) clock cycles later: a memory written every cycle
+    at a running pointer and read ``cycles - 1`` entries behind it, with a registered read.
+    """
+    depth = 1 << ceil_log2(cycles)
+    line = memory.Memory(shape=unsigned(len(value)), depth=depth, init=[])
+    m.submodules[name] = line
+    write, read = line.write_port(), line.read_port()
+    pointer = Signal(range(depth), name=f"{name}_pointer")
+    m.d.sync += pointer.eq(pointer + 1)
+    m.d.comb += [write.addr.eq(pointer), write.data.eq(value), write.en.eq(1),
+                 read.addr.eq(pointer - (cycles - 1))]
+    return read.data
 
 
 def _shift_right_parts(value, amount, width):
@@ -226,21 +251,36 @@ class OutputStage(wiring.Component):
         mult_sig = s(Mux(mult_exp == 0, 0, Cat(params.multiplier[:23], 1)), "mult_sig")
         mult_exp = s(mult_exp, "mult_exp")
         sign = s(params.multiplier[31], "mult_sign")
-        names = ("zero_point", "clamp_lo", "clamp_hi", "unsigned_output")
-        carried = {n: s(params[n], f"{n}_1") for n in names}
+        # The carried parameters: registered with each stage up to 13, or in a delay line
+        # of as many cycles, read at stage 14.
+        delay = len(self.registered & set(range(1, 14)))
+        delay_line = delay >= DELAY_LINE_MIN
+        if delay_line:
+            packed = Signal(carried_params, name=f"l{lane}_carried")
+            m.d.comb += [packed[n].eq(params[n]) for n in CARRIED]
+            line = data.View(carried_params,
+                             _delay_line(m, packed.as_value(), delay, f"l{lane}_carried_line"))
+            carried = {}
+        else:
+            carried = {n: s(params[n], f"{n}_1") for n in CARRIED}
+
+        def carry(n):
+            """The carried parameters, one stage on."""
+            nonlocal carried
+            carried = {name: s(v, f"{name}_{n}") for name, v in carried.items()}
 
         def forward(n):
             """The sign and the carried parameters, one stage on."""
-            nonlocal sign, carried
+            nonlocal sign
             sign = s(sign, f"sign_{n}")
-            carried = {name: s(v, f"{name}_{n}") for name, v in carried.items()}
+            carry(n)
 
         at(2)
         # Stage 2: magnitude of x; stage 3: its bit length.
         negative = x < 0
         magnitude = s(Mux(negative, -x, x)[:32], "magnitude")
         sign = s(sign ^ negative, "sign_2")
-        carried = {name: s(v, f"{name}_2") for name, v in carried.items()}
+        carry(2)
         mult_sig, mult_exp = s(mult_sig, "mult_sig_2"), s(mult_exp, "mult_exp_2")
         length_c = Signal(range(33), name=f"l{lane}_length_c")
         for bit in range(32):
@@ -344,6 +384,8 @@ class OutputStage(wiring.Component):
         at(14)
         # Stage 14: sign, zero point and the clamp bounds; stage 15: saturation and
         # activation clamp.
+        if delay_line:
+            carried = {n: line[n] for n in CARRIED}
         value = s(Mux(sign, -_as_signed(capped), _as_signed(capped)) + carried["zero_point"],
                   "value")
         unsigned_output = carried["unsigned_output"]
