@@ -69,10 +69,11 @@ Latency
 * DMA: a request is accepted in cycle ``t`` when ``valid & ready``. A read's data is on
   ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + 1``, exactly.
 * Compute reads: a request accepted in cycle ``t`` has its response valid from cycle
-  ``t + 1``, held (with its data) until ``ready``. Responses come in request order. Each
-  read port buffers two responses: a request is accepted only when fewer than two
-  responses are waiting (counting the one of a request accepted in the previous cycle),
-  so with ``resp.ready`` high each read port takes one request per cycle.
+  ``t + 2`` (the word read from its bank is registered in cycle ``t + 1``), held (with its
+  data) until ``ready``. Responses come in request order. Each read port buffers three
+  responses: a request is accepted only when fewer than three responses are waiting or
+  on their way (requests accepted in the two previous cycles), so with ``resp.ready`` high
+  each read port takes one request per cycle. ``resp`` comes from registers.
 * Result writes take effect in the cycle they are accepted.
 * Ordering: a read accepted in cycle ``t`` returns every write accepted before cycle
   ``t`` and none accepted in cycle ``t`` itself (read-first), whichever ports issued them.
@@ -201,6 +202,9 @@ def _round_robin(m, requests, name):
 
 
 class Scratchpad(wiring.Component):
+    #: Cycles from an accepted compute read request to its response (at the earliest).
+    read_latency = 2
+
     def __init__(self, config=DEFAULT_CONFIG, tag_shape=unsigned(1)):
         self.config = config
         self.tag_shape = tag_shape
@@ -324,48 +328,52 @@ class Scratchpad(wiring.Component):
         return Cat(*[Mux(lane == i, padded, 0) for i in range(units)])
 
     def _read_response(self, m, name, req, resp, bank, lane, slot_bytes, bank_data):
-        """The response buffer of a compute read port: two responses, oldest first.
+        """The response buffer of a compute read port: three responses, oldest first.
 
-        A response is read from its bank in the cycle after its request (``fresh``); it
-        goes straight to ``resp`` when no older one waits, else into ``held``. A bank's
-        read port may serve another requester meanwhile, so a response not taken in its
-        fresh cycle is kept in ``held``. ``read_bank`` and ``read_lane`` matter only while
-        ``fresh``.
+        A response's word leaves its bank in the cycle after its request (``fresh``) and is
+        registered (``incoming``, valid one cycle later). It goes straight to ``resp`` when
+        no older one waits, else into ``held``: a bank's read port may serve another
+        requester meanwhile, so a response not taken in its ``incoming`` cycle is kept.
+        ``read_bank`` and ``read_lane`` matter only while ``fresh``.
         """
+        depth = self.read_latency + 1
         fresh = Signal(name=f"{name}_fresh")
         fresh_tag = Signal(resp.p.tag.shape(), name=f"{name}_fresh_tag")
         read_bank = _delayed(m, bank, f"{name}_read_bank")
         read_lane = _delayed(m, lane, f"{name}_read_lane")
         entry = data.StructLayout({"data": resp.p.data.shape(), "tag": resp.p.tag.shape()})
-        held = [Signal(entry, name=f"{name}_held{i}") for i in range(2)]
-        held_valid = [Signal(name=f"{name}_held{i}_valid") for i in range(2)]
-        from_bank = bank_data[read_bank].word_select(read_lane, slot_bytes * 8)
         incoming = Signal(entry, name=f"{name}_incoming")
-        m.d.comb += [
-            incoming.data.eq(from_bank[:len(held[0].data.as_value())]),
+        incoming_valid = Signal(name=f"{name}_incoming_valid")
+        held = [Signal(entry, name=f"{name}_held{i}") for i in range(depth)]
+        held_valid = [Signal(name=f"{name}_held{i}_valid") for i in range(depth)]
+        from_bank = bank_data[read_bank].word_select(read_lane, slot_bytes * 8)
+        m.d.sync += [
+            fresh.eq(req.valid & req.ready),
+            incoming_valid.eq(fresh),
+            incoming.data.eq(from_bank[:len(incoming.data.as_value())]),
             incoming.tag.eq(fresh_tag),
-            resp.valid.eq(held_valid[0] | fresh),
+        ]
+        with m.If(req.valid & req.ready):
+            m.d.sync += fresh_tag.eq(req.p.tag)
+        m.d.comb += [
+            resp.valid.eq(held_valid[0] | incoming_valid),
             resp.p.eq(Mux(held_valid[0], held[0], incoming)),
         ]
 
-        m.d.sync += fresh.eq(req.valid & req.ready)
-        with m.If(req.valid & req.ready):
-            m.d.sync += fresh_tag.eq(req.p.tag)
-
-        # Held entries after this cycle's pop, then the fresh response appended.
-        pop = resp.valid & resp.ready
-        with m.If(pop & held_valid[0]):
-            m.d.sync += [held[0].eq(held[1]), held_valid[0].eq(held_valid[1]),
-                         held_valid[1].eq(0)]
-            with m.If(fresh):
-                with m.If(held_valid[1]):
-                    m.d.sync += [held[1].eq(incoming), held_valid[1].eq(1)]
-                with m.Else():
-                    m.d.sync += [held[0].eq(incoming), held_valid[0].eq(1)]
-        with m.Elif(~pop & fresh):
-            with m.If(held_valid[0]):
-                m.d.sync += [held[1].eq(incoming), held_valid[1].eq(1)]
-            with m.Else():
-                m.d.sync += [held[0].eq(incoming), held_valid[0].eq(1)]
-        # Responses waiting or being read: a request may go ahead while fewer than two.
-        return (held_valid[0] + held_valid[1] + fresh) < 2
+        # Held entries (contiguous from 0) after this cycle's pop, then the incoming
+        # response appended unless it went straight out.
+        pop_held = resp.valid & resp.ready & held_valid[0]
+        push = incoming_valid & ~(resp.ready & ~held_valid[0])
+        count = sum(held_valid)
+        slot = Signal(range(depth + 1), name=f"{name}_slot")
+        m.d.comb += slot.eq(count - pop_held)
+        for i in range(depth):
+            with m.If(push & (slot == i)):
+                m.d.sync += [held[i].eq(incoming), held_valid[i].eq(1)]
+            with m.Elif(pop_held):
+                if i + 1 < depth:
+                    m.d.sync += [held[i].eq(held[i + 1]), held_valid[i].eq(held_valid[i + 1])]
+                else:
+                    m.d.sync += held_valid[i].eq(0)
+        # Responses waiting or on their way: a request may go ahead while fewer than three.
+        return (count + incoming_valid + fresh) < depth

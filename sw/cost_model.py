@@ -17,8 +17,8 @@
   ``rows`` weight rows have entered the array; weight rows of consecutive tiles follow
   each other ``WEIGHT_GAP`` cycles apart, into the weight bank the last-but-one tile
   used once that tile has left every column (the interlocks of ``hw.systolic_array``);
-  an emitting MATMUL completes the array's latency and the configuration's output-stage
-  latency plus one (:func:`drain`) cycles after its last vector, and
+  an emitting MATMUL completes the scratchpad's read latency, the array's latency and the
+  configuration's output-stage latency (:func:`drain`) cycles after its last vector, and
   the next MATMUL waits for it (``hw.engines.ComputeEngine`` ordering);
 * **tokens**: each pop waits for the matching push (FIFO per counter), as the
   ``sw.simulator`` does, so load, compute and store overlap through the double buffers
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.fetcher import InstructionChecker
 from hw.output_stage import OutputStage
+from hw.scratchpad import Scratchpad
 from hw.systolic_array import SystolicArray
 from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
 
@@ -60,12 +61,11 @@ WEIGHT_GAP = 2
 
 @functools.cache
 def drain(config):
-    """Cycles from an emitting tile's last vector entering the array to its tokens: the
-    array's latency, the output stage's pipeline and one cycle to write the scratchpad.
-    (An output stage with fewer lanes than columns also takes longer per result; that is
-    not modelled.)"""
-    return (SystolicArray(config.rows, config.cols).latency +
-            OutputStage(config.cols, stages=config.output_stages).latency + 1)
+    """Cycles from an emitting tile's last vector read to its tokens: the scratchpad's read
+    latency, the array's latency and the output stage's pipeline. (An output stage with
+    fewer lanes than columns also takes longer per result; that is not modelled.)"""
+    return (Scratchpad.read_latency + SystolicArray(config.rows, config.cols).latency +
+            OutputStage(config.cols, stages=config.output_stages).latency)
 
 
 @functools.cache

@@ -3,7 +3,8 @@
 A monitor samples every port in every cycle and replays the accepted requests on the model
 with the documented rules: reads see all writes of earlier cycles and none of their own
 cycle; a DMA read's data arrives exactly one cycle later; compute responses come in
-request order; each bank serves at most one read and one write per cycle; a held request
+request order, two cycles after their request at the earliest, with at most three
+requested and not taken; each bank serves at most one read and one write per cycle; a held request
 waits at most 2 cycles for a bank's read port and 1 cycle for its write port. The model
 keeps the SRAM contents across the tests of one run, like the simulated SRAM does.
 """
@@ -85,9 +86,9 @@ class Monitor:
         self.accepted = {name: [] for name in self.PORTS}
         self.stalls = {name: 0 for name in self.PORTS}
         self.waits = {name: 0 for name in self.PORTS}
-        # Compute responses requested in earlier cycles and not yet taken: a read port
-        # buffers two.
-        self.outstanding = {"act": 0, "wgt": 0}
+        # The cycles of compute requests whose responses have not been taken: a read port
+        # buffers three.
+        self.outstanding = {"act": [], "wgt": []}
         self.read_write_overlaps = 0  # cycles that read bytes written in the same cycle
         self.dma_pending = None
         self.errors = []
@@ -156,18 +157,22 @@ class Monitor:
                 ("wgt", model.wgt_slot, model.cols, self.wgt_layout, self.wgt_resp_layout)):
             valid = int(getattr(dut, f"{name}_req__valid").value)
             ready = int(getattr(dut, f"{name}_req__ready").value)
-            free = self.outstanding[name] < 2
+            outstanding = self.outstanding[name]
+            free = len(outstanding) < 3
             self._stall(name, valid and free, ready, READ_WAIT_LIMIT)
             if ready and not (valid and free):
                 self.error(f"{name}_req ready without a valid request and a free response")
-            popped = (int(getattr(dut, f"{name}_resp__valid").value)
-                      and int(getattr(dut, f"{name}_resp__ready").value))
-            self.outstanding[name] += bool(valid and ready) - bool(popped)
+            if int(getattr(dut, f"{name}_resp__valid").value):
+                if not outstanding or outstanding[0] > self.cycle - 2:
+                    self.error(f"{name}_resp valid less than two cycles after its request")
+                elif int(getattr(dut, f"{name}_resp__ready").value):
+                    outstanding.pop(0)
             if valid and ready:
                 req = unpack(layout, getattr(dut, f"{name}_req__payload").value.to_unsigned())
                 byte = req["addr"] * slot
                 reads.append((name, byte, lanes))
                 self.accepted[name].append(self.cycle)
+                outstanding.append(self.cycle)
                 self.expected[name].append(pack(resp_layout, {
                     "data": model.read(byte, lanes), "tag": req["tag"]}))
 
