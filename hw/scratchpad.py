@@ -375,5 +375,8 @@ class Scratchpad(wiring.Component):
                     m.d.sync += [held[i].eq(held[i + 1]), held_valid[i].eq(held_valid[i + 1])]
                 else:
                     m.d.sync += held_valid[i].eq(0)
-        # Responses waiting or on their way: a request may go ahead while fewer than three.
-        return (count + incoming_valid + fresh) < depth
+        # Responses waiting or on their way (held, incoming and fresh ones), counted in a
+        # register: a request may go ahead while fewer than three.
+        in_flight = Signal(range(depth + 1), name=f"{name}_in_flight")
+        m.d.sync += in_flight.eq(in_flight + (req.valid & req.ready) - (resp.valid & resp.ready))
+        return in_flight < depth

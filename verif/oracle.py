@@ -81,6 +81,11 @@ def uint8_weights(model):
                               else shifted("", like=weight_inputs[1])]
                 del weight.input[:]
                 weight.input.extend(new_inputs)
+    used = {name for node in graph.node for name in node.input}
+    unused = [tensor for tensor in graph.initializer
+              if tensor.name not in used and any(tensor.name == key[0] for key in rewritten)]
+    for tensor in unused:
+        graph.initializer.remove(tensor)
     return model
 
 
