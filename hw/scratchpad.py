@@ -51,8 +51,8 @@ Members
 dma : ``In(DMAPortSignature(addr_width, bus_width))``
     ``dma.req``: stream of :func:`dma_request_layout` (``addr`` in words, ``write``,
     ``data``, ``strb``: one write enable per byte of ``data``); ``ready`` low stalls the
-    DMA on a bank conflict. ``dma.rvalid``/``dma.rdata``: read data, one cycle after an
-    accepted read; the DMA cannot stall it.
+    DMA on a bank conflict. ``dma.rvalid``/``dma.rdata``: read data, :attr:`read_latency`
+    cycles after an accepted read; the DMA cannot stall it.
 act_req : ``In(stream.Signature(read_request_layout(addr_width, tag_shape)))``
     ``addr`` (activation slots) and ``tag`` of one activation vector.
 act_resp : ``Out(stream.Signature(read_response_layout(rows, tag_shape)))``
@@ -67,13 +67,15 @@ res : ``In(stream.Signature(result_write_layout(addr_width, cols)))``
 Latency
 -------
 * DMA: a request is accepted in cycle ``t`` when ``valid & ready``. A read's data is on
-  ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + 1``, exactly.
+  ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + 2``, exactly.
 * Compute reads: a request accepted in cycle ``t`` has its response valid from cycle
-  ``t + 2`` (the word read from its bank is registered in cycle ``t + 1``), held (with its
+  ``t + 2``, held (with its
   data) until ``ready``. Responses come in request order. Each read port buffers three
   responses: a request is accepted only when fewer than three responses are waiting or
   on their way (requests accepted in the two previous cycles), so with ``resp.ready`` high
-  each read port takes one request per cycle. ``resp`` comes from registers.
+  each read port takes one request per cycle.
+* Every bank's read word is registered as it leaves the block RAM (cycle ``t + 1``); the
+  bank and lane multiplexers work from those registers in cycle ``t + 2``.
 * Result writes take effect in the cycle they are accepted.
 * Ordering: a read accepted in cycle ``t`` returns every write accepted before cycle
   ``t`` and none accepted in cycle ``t`` itself (read-first), whichever ports issued them.
@@ -202,7 +204,8 @@ def _round_robin(m, requests, name):
 
 
 class Scratchpad(wiring.Component):
-    #: Cycles from an accepted compute read request to its response (at the earliest).
+    #: Cycles from an accepted read request to its data (DMA) or response (compute, at the
+    #: earliest).
     read_latency = 2
 
     def __init__(self, config=DEFAULT_CONFIG, tag_shape=unsigned(1)):
@@ -241,12 +244,14 @@ class Scratchpad(wiring.Component):
         banks = self.config.scratchpad_banks
         word_bits = self.word_bytes * 8
 
-        read_ports, write_ports = [], []
+        read_ports, write_ports, bank_words = [], [], []
         for k in range(banks):
             bank = memory.Memory(shape=unsigned(word_bits), depth=self.depth, init=[])
             m.submodules[f"bank{k}"] = bank
             read_ports.append(bank.read_port())
             write_ports.append(bank.write_port(granularity=8))
+            # The word read, registered next to its block RAM.
+            bank_words.append(_delayed(m, read_ports[-1].data, f"bank{k}_word"))
 
         dma_req = self.dma.req
         dma_lane, dma_row, dma_bank = self.dma_geometry.split(dma_req.p.addr)
@@ -255,7 +260,7 @@ class Scratchpad(wiring.Component):
         res_lane, res_row, res_bank = self.wgt_geometry.split(self.res.p.addr)
 
         # A compute read may go ahead while its response buffer has room (registers only).
-        bank_data = Array(port.data for port in read_ports)
+        bank_data = Array(bank_words)
         act_free = self._read_response(m, "act", self.act_req, self.act_resp, act_bank, act_lane,
                                        self.act_slot, bank_data)
         wgt_free = self._read_response(m, "wgt", self.wgt_req, self.wgt_resp, wgt_bank, wgt_lane,
@@ -310,9 +315,10 @@ class Scratchpad(wiring.Component):
             self.res.ready.eq(Cat(*res_grants).any()),
         ]
 
-        dma_read_bank = _delayed(m, dma_bank, "dma_read_bank")
-        dma_read_lane = _delayed(m, dma_lane, "dma_read_lane")
-        m.d.sync += self.dma.rvalid.eq(dma_req.valid & dma_req.ready & ~dma_req.p.write)
+        dma_read_bank = _delayed(m, _delayed(m, dma_bank, "dma_fresh_bank"), "dma_read_bank")
+        dma_read_lane = _delayed(m, _delayed(m, dma_lane, "dma_fresh_lane"), "dma_read_lane")
+        dma_fresh = _delayed(m, dma_req.valid & dma_req.ready & ~dma_req.p.write, "dma_fresh")
+        m.d.sync += self.dma.rvalid.eq(dma_fresh)
         m.d.comb += self.dma.rdata.eq(
             bank_data[dma_read_bank].word_select(dma_read_lane, self.config.bus_width))
         return m
@@ -330,19 +336,21 @@ class Scratchpad(wiring.Component):
     def _read_response(self, m, name, req, resp, bank, lane, slot_bytes, bank_data):
         """The response buffer of a compute read port: three responses, oldest first.
 
-        A response's word leaves its bank in the cycle after its request (``fresh``) and is
-        registered (``incoming``, valid one cycle later). It goes straight to ``resp`` when
-        no older one waits, else into ``held``: a bank's read port may serve another
-        requester meanwhile, so a response not taken in its ``incoming`` cycle is kept.
-        ``read_bank`` and ``read_lane`` matter only while ``fresh``.
+        A response's word leaves its bank in the cycle after its request (``fresh``) into
+        the bank's word register, from which it is selected one cycle later
+        (``incoming``). It goes straight to ``resp`` when no older one waits, else into
+        ``held``: a bank's read port may serve another requester meanwhile, so a response
+        not taken in its ``incoming`` cycle is kept. ``read_bank`` and ``read_lane`` matter
+        only while ``incoming_valid``.
         """
         depth = self.read_latency + 1
         fresh = Signal(name=f"{name}_fresh")
         fresh_tag = Signal(resp.p.tag.shape(), name=f"{name}_fresh_tag")
-        read_bank = _delayed(m, bank, f"{name}_read_bank")
-        read_lane = _delayed(m, lane, f"{name}_read_lane")
+        read_bank = _delayed(m, _delayed(m, bank, f"{name}_fresh_bank"), f"{name}_read_bank")
+        read_lane = _delayed(m, _delayed(m, lane, f"{name}_fresh_lane"), f"{name}_read_lane")
         entry = data.StructLayout({"data": resp.p.data.shape(), "tag": resp.p.tag.shape()})
         incoming = Signal(entry, name=f"{name}_incoming")
+        incoming_tag = Signal(resp.p.tag.shape(), name=f"{name}_incoming_tag")
         incoming_valid = Signal(name=f"{name}_incoming_valid")
         held = [Signal(entry, name=f"{name}_held{i}") for i in range(depth)]
         held_valid = [Signal(name=f"{name}_held{i}_valid") for i in range(depth)]
@@ -350,8 +358,11 @@ class Scratchpad(wiring.Component):
         m.d.sync += [
             fresh.eq(req.valid & req.ready),
             incoming_valid.eq(fresh),
+            incoming_tag.eq(fresh_tag),
+        ]
+        m.d.comb += [
             incoming.data.eq(from_bank[:len(incoming.data.as_value())]),
-            incoming.tag.eq(fresh_tag),
+            incoming.tag.eq(incoming_tag),
         ]
         with m.If(req.valid & req.ready):
             m.d.sync += fresh_tag.eq(req.p.tag)

@@ -2,7 +2,7 @@
 
 The scratchpad is one :class:`amaranth.lib.memory.Memory` of ``bus_width``-bit words with
 byte write enables and a synchronous read port, so it answers the DMA's scratchpad
-protocol exactly (1-cycle read latency). The testbench reaches it through debug ports.
+protocol exactly (2-cycle read latency). The testbench reaches it through debug ports.
 
 Members
 -------
@@ -70,16 +70,20 @@ class DMAHarness(wiring.Component):
         req = dma.sp.req
         grant = ~self.sp_stall & ~self.dbg_we
         granted = req.valid & grant
+        # The scratchpad's read latency: the word registered after the memory's read port.
+        read_word = Signal.like(read.data)
+        read_fresh = Signal()
+        m.d.sync += [read_word.eq(read.data), read_fresh.eq(granted & ~req.p.write),
+                     dma.sp.rvalid.eq(read_fresh)]
         m.d.comb += [
             req.ready.eq(grant),
             write.addr.eq(Mux(self.dbg_we, self.dbg_addr, req.p.addr)),
             write.data.eq(Mux(self.dbg_we, self.dbg_wdata, req.p.data)),
             write.en.eq(Mux(self.dbg_we, ~0, Mux(granted & req.p.write, req.p.strb, 0))),
             read.addr.eq(req.p.addr),
-            dma.sp.rdata.eq(read.data),
+            dma.sp.rdata.eq(read_word),
             self.sp_write.eq(granted & req.p.write),
             debug.addr.eq(self.dbg_addr),
             self.dbg_rdata.eq(debug.data),
         ]
-        m.d.sync += dma.sp.rvalid.eq(granted & ~req.p.write)
         return m

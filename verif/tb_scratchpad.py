@@ -2,7 +2,7 @@
 
 A monitor samples every port in every cycle and replays the accepted requests on the model
 with the documented rules: reads see all writes of earlier cycles and none of their own
-cycle; a DMA read's data arrives exactly one cycle later; compute responses come in
+cycle; a DMA read's data arrives exactly two cycles later; compute responses come in
 request order, two cycles after their request at the earliest, with at most three
 requested and not taken; each bank serves at most one read and one write per cycle; a held request
 waits at most 2 cycles for a bank's read port and 1 cycle for its write port. The model
@@ -90,7 +90,7 @@ class Monitor:
         # buffers three.
         self.outstanding = {"act": [], "wgt": []}
         self.read_write_overlaps = 0  # cycles that read bytes written in the same cycle
-        self.dma_pending = None
+        self.dma_pending = [None, None]     # data due in 1 and in 2 cycles
         self.errors = []
         self.cycle = 0
 
@@ -124,16 +124,17 @@ class Monitor:
     def _sample(self, dut, model):
         reads, writes = [], []          # (port, byte address, ...) accepted this cycle
 
+        due = self.dma_pending.pop(0)
+        self.dma_pending.append(None)
         if int(dut.dma__rvalid.value):
-            if self.dma_pending is None:
-                self.error("dma.rvalid without a read in the previous cycle")
+            if due is None:
+                self.error("dma.rvalid without a read two cycles earlier")
             else:
                 got = dut.dma__rdata.value.to_unsigned()
-                if got != self.dma_pending:
-                    self.error(f"dma read data {got:#x}, model {self.dma_pending:#x}")
-        elif self.dma_pending is not None:
-            self.error("no dma.rvalid in the cycle after an accepted read")
-        self.dma_pending = None
+                if got != due:
+                    self.error(f"dma read data {got:#x}, model {due:#x}")
+        elif due is not None:
+            self.error("no dma.rvalid two cycles after an accepted read")
 
         valid, ready = int(dut.dma__req__valid.value), int(dut.dma__req__ready.value)
         if valid:
@@ -147,7 +148,7 @@ class Monitor:
                                    [(req["strb"] >> i) & 1 for i in range(model.bus_bytes)]))
                 else:
                     reads.append(("dma", byte, model.bus_bytes))
-                    self.dma_pending = int.from_bytes(
+                    self.dma_pending[1] = int.from_bytes(
                         model.read(byte, model.bus_bytes).tobytes(), "little")
         else:
             self.waits["dma"] = 0
