@@ -176,13 +176,17 @@ class _Geometry:
         return addr[:self.lane_bits], addr[self.lane_bits:row_end], addr[row_end:]
 
 
-def _delayed(m, value, name):
-    """``value`` one cycle later; a zero-width value is a constant and is returned as is."""
+def _delayed(m, value, name, cycles=1):
+    """``value`` ``cycles`` cycles later, through registers named ``name`` (the last one)
+    and ``name_1``, ``name_2``, ... (the earlier ones); a zero-width value is a constant and
+    is returned as is."""
     if len(value) == 0:
         return value
-    register = Signal(value.shape(), name=name)
-    m.d.sync += register.eq(value)
-    return register
+    for stage in range(1, cycles + 1):
+        register = Signal(value.shape(), name=name if stage == cycles else f"{name}_{stage}")
+        m.d.sync += register.eq(value)
+        value = register
+    return value
 
 
 def _round_robin(m, requests, name):
@@ -315,10 +319,12 @@ class Scratchpad(wiring.Component):
             self.res.ready.eq(Cat(*res_grants).any()),
         ]
 
-        dma_read_bank = _delayed(m, _delayed(m, dma_bank, "dma_fresh_bank"), "dma_read_bank")
-        dma_read_lane = _delayed(m, _delayed(m, dma_lane, "dma_fresh_lane"), "dma_read_lane")
-        dma_fresh = _delayed(m, dma_req.valid & dma_req.ready & ~dma_req.p.write, "dma_fresh")
-        m.d.sync += self.dma.rvalid.eq(dma_fresh)
+        # The bank word registers hold a read's word read_latency cycles after its request.
+        latency = self.read_latency
+        dma_read_bank = _delayed(m, dma_bank, "dma_read_bank", latency)
+        dma_read_lane = _delayed(m, dma_lane, "dma_read_lane", latency)
+        m.d.comb += self.dma.rvalid.eq(_delayed(
+            m, dma_req.valid & dma_req.ready & ~dma_req.p.write, "dma_read_valid", latency))
         m.d.comb += self.dma.rdata.eq(
             bank_data[dma_read_bank].word_select(dma_read_lane, self.config.bus_width))
         return m
@@ -336,37 +342,27 @@ class Scratchpad(wiring.Component):
     def _read_response(self, m, name, req, resp, bank, lane, slot_bytes, bank_data):
         """The response buffer of a compute read port: three responses, oldest first.
 
-        A response's word leaves its bank in the cycle after its request (``fresh``) into
-        the bank's word register, from which it is selected one cycle later
-        (``incoming``). It goes straight to ``resp`` when no older one waits, else into
-        ``held``: a bank's read port may serve another requester meanwhile, so a response
-        not taken in its ``incoming`` cycle is kept. ``read_bank`` and ``read_lane`` matter
-        only while ``incoming_valid``.
+        A response's word leaves its bank in the cycle after its request into the bank's
+        word register, from which it is selected one cycle later (``incoming``, with the
+        request's tag delayed alongside). It goes straight to ``resp`` when no older one
+        waits, else into ``held``: a bank's read port may serve another requester
+        meanwhile, so a response not taken in its ``incoming`` cycle is kept.
+        ``read_bank``, ``read_lane`` and ``read_tag`` matter only while ``incoming_valid``.
         """
-        depth = self.read_latency + 1
-        fresh = Signal(name=f"{name}_fresh")
-        fresh_tag = Signal(resp.p.tag.shape(), name=f"{name}_fresh_tag")
-        read_bank = _delayed(m, _delayed(m, bank, f"{name}_fresh_bank"), f"{name}_read_bank")
-        read_lane = _delayed(m, _delayed(m, lane, f"{name}_fresh_lane"), f"{name}_read_lane")
+        latency = self.read_latency
+        depth = latency + 1
+        read_bank = _delayed(m, bank, f"{name}_read_bank", latency)
+        read_lane = _delayed(m, lane, f"{name}_read_lane", latency)
+        read_tag = _delayed(m, Value.cast(req.p.tag), f"{name}_read_tag", latency)
+        incoming_valid = _delayed(m, req.valid & req.ready, f"{name}_incoming_valid", latency)
         entry = data.StructLayout({"data": resp.p.data.shape(), "tag": resp.p.tag.shape()})
         incoming = Signal(entry, name=f"{name}_incoming")
-        incoming_tag = Signal(resp.p.tag.shape(), name=f"{name}_incoming_tag")
-        incoming_valid = Signal(name=f"{name}_incoming_valid")
         held = [Signal(entry, name=f"{name}_held{i}") for i in range(depth)]
         held_valid = [Signal(name=f"{name}_held{i}_valid") for i in range(depth)]
         from_bank = bank_data[read_bank].word_select(read_lane, slot_bytes * 8)
-        m.d.sync += [
-            fresh.eq(req.valid & req.ready),
-            incoming_valid.eq(fresh),
-            incoming_tag.eq(fresh_tag),
-        ]
         m.d.comb += [
             incoming.data.eq(from_bank[:len(incoming.data.as_value())]),
-            incoming.tag.eq(incoming_tag),
-        ]
-        with m.If(req.valid & req.ready):
-            m.d.sync += fresh_tag.eq(req.p.tag)
-        m.d.comb += [
+            incoming.tag.eq(read_tag),
             resp.valid.eq(held_valid[0] | incoming_valid),
             resp.p.eq(Mux(held_valid[0], held[0], incoming)),
         ]
@@ -386,8 +382,8 @@ class Scratchpad(wiring.Component):
                     m.d.sync += [held[i].eq(held[i + 1]), held_valid[i].eq(held_valid[i + 1])]
                 else:
                     m.d.sync += held_valid[i].eq(0)
-        # Responses waiting or on their way (held, incoming and fresh ones), counted in a
-        # register: a request may go ahead while fewer than three.
+        # Responses waiting or on their way (held, incoming and still in the bank), counted
+        # in a register: a request may go ahead while fewer than three.
         in_flight = Signal(range(depth + 1), name=f"{name}_in_flight")
         m.d.sync += in_flight.eq(in_flight + (req.valid & req.ready) - (resp.valid & resp.ready))
         return in_flight < depth

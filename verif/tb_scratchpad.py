@@ -4,9 +4,10 @@ A monitor samples every port in every cycle and replays the accepted requests on
 with the documented rules: reads see all writes of earlier cycles and none of their own
 cycle; a DMA read's data arrives exactly two cycles later; compute responses come in
 request order, two cycles after their request at the earliest, with at most three
-requested and not taken; each bank serves at most one read and one write per cycle; a held request
-waits at most 2 cycles for a bank's read port and 1 cycle for its write port. The model
-keeps the SRAM contents across the tests of one run, like the simulated SRAM does.
+requested and not taken; each bank serves at most one read and one write per cycle; a
+held request waits at most 2 cycles for a bank's read port and 1 cycle for its write
+port. The model keeps the SRAM contents across the tests of one run, like the simulated
+SRAM does.
 """
 
 import cocotb
