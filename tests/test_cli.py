@@ -11,8 +11,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from verif.random_models import quantize, random_float_cnn
 from verif.oracle import onnxruntime_session
+from verif.random_models import quantize, random_float_cnn
 
 
 def npu(*args):

@@ -11,8 +11,8 @@ import numpy as np
 from fpga.board import BoardDesign
 from hw.config import NPUConfig
 from sw.compiler import compile_model
-from verif.random_models import quantize, random_float_cnn
 from verif.oracle import onnxruntime_session
+from verif.random_models import quantize, random_float_cnn
 from verif.runner import simulate
 
 MEMORY_BYTES = 64 * 1024

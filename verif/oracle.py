@@ -3,9 +3,9 @@
 On x86-64 CPUs without VNNI instructions (AVX2 only, as on many AMD EPYC servers),
 onnxruntime's MLAS multiplies uint8 activations by int8 weights with ``vpmaddubsw``,
 which saturates the sum of two adjacent products at the int16 range: with full-range
-data some outputs of ``QLinearConv``, ``QLinearMatMul`` and their QDQ forms come out
-wrong, on those machines only (the contrib ``QGemm`` of onnxruntime's quantizer too). Its uint8 × uint8 kernels widen to 16 bits before
-multiplying and are exact everywhere.
+data some outputs of ``QLinearConv``, ``QLinearMatMul``, their QDQ forms and the
+contrib ``QGemm`` of onnxruntime's quantizer come out wrong, on those machines only. Its
+uint8 × uint8 kernels widen to 16 bits before multiplying and are exact everywhere.
 
 :func:`onnxruntime_session` therefore runs an equivalent model: every int8 weight
 initializer that meets uint8 activations becomes uint8 with 128 added to it and to its
@@ -82,8 +82,9 @@ def uint8_weights(model):
                 del weight.input[:]
                 weight.input.extend(new_inputs)
     used = {name for node in graph.node for name in node.input}
+    replaced = {name for name, _ in rewritten}
     unused = [tensor for tensor in graph.initializer
-              if tensor.name not in used and any(tensor.name == key[0] for key in rewritten)]
+              if tensor.name in replaced and tensor.name not in used]
     for tensor in unused:
         graph.initializer.remove(tensor)
     return model
