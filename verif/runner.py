@@ -10,6 +10,9 @@ through this module, so the toolchain set-up lives here once:
   not found``). cocotb's runner calls ``make`` itself, so every build runs with
   ``MAKEFLAGS=CFG_CXXFLAGS_PCH_I=-include`` in the environment, which GNU make treats as a
   command-line override;
+* the generated C++ is compiled at ``-O1`` (``OPT_FAST``) instead of the wheel's ``-Os``:
+  measured on the 8 x 8 NPU, that halves the build (92 s to 49 s on 2 cores) and slows the
+  simulation by 6%, a good trade for a regression that builds about fifteen designs;
 * the warnings the project waives are in ``verif/verilator_waivers.vlt``, nowhere else.
 """
 
@@ -33,7 +36,7 @@ BUILD = ROOT / "build"
 WAIVERS = Path(__file__).resolve().parent / "verilator_waivers.vlt"
 
 # Flags every Verilator invocation of the project uses.
-_PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+_MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1"
 _COMMON_FLAGS = ["-Wall", str(WAIVERS)]
 
 
@@ -136,7 +139,7 @@ def _build(component, name, build_dir, waves):
     if waves:
         build_args += ["--trace-fst", "--trace-structs"]
     makeflags = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = f"{makeflags} {_PCH_FIX}" if makeflags else _PCH_FIX
+    os.environ["MAKEFLAGS"] = f"{makeflags} {_MAKE_OVERRIDES}" if makeflags else _MAKE_OVERRIDES
     try:
         runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
                      build_args=build_args, waves=waves, log_file=build_dir / "build.log")
