@@ -205,20 +205,28 @@ def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
                    OH * OW * N * fan_in)
 
 
-def random_program(config, rng, layers=3):
-    """Several random GEMM and convolution layers back to back in one program."""
+def random_program(config, rng, layers=3, scale=1.0):
+    """Several random GEMM and convolution layers back to back in one program.
+
+    ``scale`` shrinks the largest shapes drawn (each dimension's upper bound, not its
+    lower bound of 1), for arrays much smaller than 8 x 8, which need many more cycles
+    and instructions per MAC."""
     image = MemoryImage(size=4 << 20)
     program = Program()
     outputs = []
     macs = 0
+
+    def dimension(high):
+        return int(rng.integers(1, max(2, round(high * scale))))
+
     for index in range(layers):
         kind = rng.integers(0, 3)
         if kind == 0:
-            M, K, N = (int(v) for v in rng.integers(1, 70, size=3))
+            M, K, N = dimension(70), dimension(70), dimension(70)
             a = int8_full_range(rng, (M, K))
             flip = False
         else:
-            M, K, N = int(rng.integers(1, 120)), int(rng.integers(1, 200)), int(rng.integers(1, 40))
+            M, K, N = dimension(120), dimension(200), dimension(40)
             a = rng.integers(0, 256, size=(M, K))
             flip = True
         w = int8_full_range(rng, (K, N))

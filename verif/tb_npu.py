@@ -161,7 +161,8 @@ async def random_programs(dut):
     bench = NPUBench(dut)
     await bench.start(pause=0.2)
     for index in range(bench.params.get("programs", 3)):
-        workload = random_program(bench.config, bench.rng, layers=int(bench.rng.integers(1, 4)))
+        workload = random_program(bench.config, bench.rng, layers=int(bench.rng.integers(1, 4)),
+                                  scale=bench.params.get("scale", 1.0))
         status = await bench.run(workload)
         bench.report(f"random program {index}", workload, status)
 
