@@ -28,8 +28,8 @@ def waves(request):
 
 #: The longest simulations (minutes each), in this order before every other test, so that
 #: the parallel workers finish together instead of one of them ending the run alone.
-LONGEST_FIRST = ("test_small_npu.py", "test_npu.py", "test_host_link.py", "test_rtl_runtime.py",
-                 "test_matrix_unit.py", "test_output_stage.py", "test_dma.py")
+LONGEST_FIRST = ("test_host_link.py", "test_npu.py", "test_rtl_runtime.py", "test_dma.py",
+                 "test_matrix_unit.py", "test_output_stage.py", "test_small_npu.py")
 
 
 def pytest_collection_modifyitems(items):
