@@ -159,15 +159,18 @@ class SystolicArray(wiring.Component):
             row_in.append(((act, act_next), bank, (chosen, chosen_next)))
 
         # --- PE grid ----------------------------------------------------------------
-        psum_above = [Const(0, signed(32))] * C
+        # A partial sum below row r adds r + 1 products of magnitude at most 2^14
+        # (-128 * -128), and is only as wide as that needs; results are sign-extended.
+        psum_above = [Const(0, signed(1))] * C
         for r in range(R):
             act, bank, chosen = row_in[r]
             psum_row = []
+            psum_shape = signed(((r + 1) << 14).bit_length() + 1)
             for c in range(C):
                 # The product is registered, the sum one cycle later: every PE adds the
                 # same cycle of latency.
                 product = self._product(m, platform, act, chosen, f"product{r}_{c}")
-                psum = Signal(signed(32), name=f"psum{r}_{c}")
+                psum = Signal(psum_shape, name=f"psum{r}_{c}")
                 m.d.sync += psum.eq(psum_above[c] + product)
                 psum_row.append(psum)
                 if c != C - 1:
@@ -185,7 +188,7 @@ class SystolicArray(wiring.Component):
         for c in range(C):
             value = psum_above[c]
             for i in range(C - 1 - c):
-                delayed = Signal(signed(32), name=f"deskew{c}_{i}")
+                delayed = Signal(psum_shape, name=f"deskew{c}_{i}")
                 m.d.sync += delayed.eq(value)
                 value = delayed
             m.d.comb += self.results.p.data[c].eq(value)

@@ -219,6 +219,25 @@ async def deep_accumulation(dut):
 
 
 @cocotb.test()
+async def extreme_tile_sums(dut):
+    """One K-tile whose columns sum rows x (-128 * -128) and rows x (-128 * 127): the
+    array's partial sums at both ends of their range, exactly."""
+    bench = MatrixUnitBench(dut)
+    config, rng = bench.config, bench.rng
+    await start_clock_and_reset(dut)
+    R, C = config.rows, config.cols
+    a = np.array([[-128] * R, [127] * R, *int8_full_range(rng, (2, R))])
+    w = np.tile(np.where(np.arange(C) % 2 == 0, -128, 127), (R, 1))
+    params = random_channel_params(rng, C)
+    problem = GemmProblem(a, w, params, 0, C)
+    await bench.run_batch([problem])
+    sums = a @ w
+    assert sums.max() == R * 2**14 and sums.min() == -R * 128 * 127, \
+        "stimulus did not reach both ends of the partial sums' range"
+    dut._log.info("tile sums %d and %d bit-exact", sums.max(), sums.min())
+
+
+@cocotb.test()
 async def gemm_throughput(dut):
     """A GEMM at full rate: MACs, cycles and array utilization (the `make sim` workload)."""
     bench = MatrixUnitBench(dut)
