@@ -211,6 +211,11 @@ class ComputeEngine(wiring.Component):
         An activation vector enters the array this cycle.
     """
 
+    #: Entries of the FIFO between the output stage and the scratchpad's result port.
+    result_buffer = 3
+    #: Cycles that FIFO adds between a result leaving the output stage and its write.
+    result_latency = 2
+
     def __init__(self, config=NPUConfig()):
         self.config = config
         self.weight_slot = slot_bytes(config.cols)
@@ -456,27 +461,45 @@ class ComputeEngine(wiring.Component):
         m.d.comb += [self.mac.eq(accepted), act_finished.eq(accepted & response.tag.last)]
 
         # --- Result writer ----------------------------------------------------------------------
+        # Result rows (or, for int32 outputs, their four byte planes) queue in a
+        # three-entry FIFO in front of the scratchpad's result port, so that the port's
+        # ready, which comes from the scratchpad's arbitration, reaches only that FIFO and
+        # not the output stage (a row still leaves every cycle).
         results = matrix.results.p
         result_tag = Signal(_result_tag_layout(config))
         m.d.comb += result_tag.eq(results.tag)
+        write = data.StructLayout({"addr": unsigned(len(self.res.p.addr)),
+                                   "data": data.ArrayLayout(unsigned(8), C),
+                                   "final": unsigned(1)})
+        m.submodules.result_writes = writes = fifo.SyncFIFOBuffered(
+            width=Shape.cast(write).width, depth=self.result_buffer)
+        queued, head = Signal(write), Signal(write)
         part = Signal(2)
         last_part = ~result_tag.int32 | (part == 3)
         acc_bytes = results.acc.as_value()
         m.d.comb += [
-            self.res.valid.eq(matrix.results.valid),
-            self.res.p.addr.eq(result_tag.out_slot + part),
-            matrix.results.ready.eq(self.res.ready & last_part),
+            writes.w_en.eq(matrix.results.valid),
+            writes.w_data.eq(queued),
+            queued.addr.eq(result_tag.out_slot + part),
+            queued.final.eq(result_tag.final & last_part),
+            matrix.results.ready.eq(writes.w_rdy & last_part),
         ]
         with m.If(result_tag.int32):
             with m.Switch(part):
                 for s in range(4):
                     with m.Case(s):
-                        m.d.comb += [self.res.p.data[j].eq(acc_bytes[8 * (s * C + j):][:8])
+                        m.d.comb += [queued.data[j].eq(acc_bytes[8 * (s * C + j):][:8])
                                      for j in range(C)]
         with m.Else():
-            m.d.comb += [self.res.p.data[j].eq(results.q[j]) for j in range(C)]
-        with m.If(self.res.valid & self.res.ready):
+            m.d.comb += [queued.data[j].eq(results.q[j]) for j in range(C)]
+        with m.If(writes.w_en & writes.w_rdy):
             m.d.sync += part.eq(Mux(last_part, 0, part + 1))
-        m.d.comb += result_finished.eq(matrix.results.valid & matrix.results.ready &
-                                       result_tag.final)
+        m.d.comb += [
+            head.eq(writes.r_data),
+            self.res.valid.eq(writes.r_rdy),
+            self.res.p.addr.eq(head.addr),
+            self.res.p.data.eq(head.data),
+            writes.r_en.eq(self.res.ready),
+            result_finished.eq(self.res.valid & self.res.ready & head.final),
+        ]
         return m

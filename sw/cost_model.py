@@ -33,6 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
+from hw.engines import ComputeEngine
 from hw.fetcher import InstructionChecker
 from hw.output_stage import OutputStage
 from hw.scratchpad import Scratchpad
@@ -62,10 +63,12 @@ WEIGHT_GAP = 2
 @functools.cache
 def drain(config):
     """Cycles from an emitting tile's last vector read to its tokens: the scratchpad's read
-    latency, the array's latency and the output stage's pipeline. (An output stage with
-    fewer lanes than columns also takes longer per result; that is not modelled.)"""
+    latency, the array's latency, the output stage's pipeline and the compute engine's
+    result FIFO. (An output stage with fewer lanes than columns also takes longer per
+    result; that is not modelled.)"""
     return (Scratchpad.read_latency + SystolicArray(config.rows, config.cols).latency +
-            OutputStage(config.cols, stages=config.output_stages).latency)
+            OutputStage(config.cols, stages=config.output_stages).latency +
+            ComputeEngine.result_latency)
 
 
 @functools.cache
