@@ -30,9 +30,10 @@ bench-dma:  ## DMA bytes per cycle, 64 KiB each way at 32/64/128 bits, zero-wait
 
 # --- FPGA boards (fpga/) ---------------------------------------------------------------------
 BOARD ?= ulx3s
+MHZ ?=
 
-bitstream:  ## FPGA bitstream and build/<board>/report.json (BOARD=ulx3s|icebreaker; fails if timing is missed)
-	$(PYTHON) -m fpga.build --board $(BOARD)
+bitstream:  ## FPGA bitstream and build/<board>/report.json (BOARD=ulx3s|icebreaker, MHZ=n for a slower clock; fails if timing is missed)
+	$(PYTHON) -m fpga.build --board $(BOARD) $(if $(MHZ),--clock-mhz $(MHZ),)
 
 flash:  ## program the board on USB with its bitstream from build/<board>/ (BOARD=ulx3s|icebreaker)
 	$(PYTHON) -m fpga.flash --board $(BOARD)

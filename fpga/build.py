@@ -13,10 +13,13 @@ Runs Yosys and nextpnr from PyPI (YoWASP) through Amaranth's ``platform.build()`
 
 Exits with status 1 and one message on stderr when the design does not fit, the tools
 fail, or timing is not met (the report is still written in the last case).
+
+``--clock-mhz`` (``make bitstream MHZ=n``) builds for another core clock than the board's:
+the PLL makes it, the UART divisor follows, and it is the timing target.
 """
 
 import argparse
-from dataclasses import asdict
+from dataclasses import asdict, replace
 import json
 import os
 from pathlib import Path
@@ -26,8 +29,8 @@ import sys
 import time
 
 from .configs import BOARDS
-from .icebreaker import ICEBreakerPlatform, ICEBreakerTop
-from .ulx3s import ULX3SPlatform, ULX3STop
+from .icebreaker import ICEBreakerPlatform, ICEBreakerTop, ice40_pll_params
+from .ulx3s import ULX3SPlatform, ULX3STop, ecp5_pll_params
 
 
 __all__ = ["TOOLS", "FAMILIES", "BuildError", "board_design", "board_top", "build", "explain_failure",
@@ -271,13 +274,35 @@ def _timing_message(board, report):
     return message
 
 
+def with_clock(board, clock_mhz):
+    """``board`` with its core clock at ``clock_mhz`` instead; raises :class:`BuildError`
+    when the board's PLL cannot make that frequency exactly from the board's oscillator."""
+    clock_hz = round(clock_mhz * 1e6)
+    platform = FAMILIES[_FAMILY_OF[board.name]]["platform"]()
+    pll_params = ecp5_pll_params if _FAMILY_OF[board.name] == "ecp5" else ice40_pll_params
+    try:
+        pll_params(int(platform.default_clk_frequency), clock_hz)
+    except ValueError as error:
+        raise BuildError(f"{board.title}: {error}; choose another --clock-mhz") from None
+    return replace(board, clock_hz=clock_hz)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fpga.build", description=__doc__.split("\n")[0])
     parser.add_argument("--board", choices=sorted(BOARDS), required=True)
     parser.add_argument("--build-dir", type=Path,
                         help="where the outputs go (default: build/<board>)")
+    parser.add_argument("--clock-mhz", type=float,
+                        help="the core clock and timing target, instead of the board's "
+                             "(ULX3S 100, iCEBreaker 24): a bitstream for a slower clock")
     args = parser.parse_args(argv)
     board = BOARDS[args.board]
+    if args.clock_mhz is not None:
+        try:
+            board = with_clock(board, args.clock_mhz)
+        except BuildError as error:
+            print(error, file=sys.stderr)
+            return 1
     build_dir = args.build_dir or Path("build") / board.name
     print(f"building {board.title}: {board.config.rows}x{board.config.cols} NPU at "
           f"{board.clock_hz / 1e6:g} MHz in {build_dir} (several minutes)", flush=True)

@@ -19,7 +19,8 @@ from amaranth.lib.wiring import In, Out
 import pytest
 
 from fpga import flash
-from fpga.build import explain_failure, board_top, parse_report
+from fpga.build import board_top, explain_failure, parse_report, with_clock
+from fpga.build import main as build_main
 from fpga.configs import BOARDS
 from fpga.icebreaker import ice40_pll_params
 from fpga.ulx3s import ecp5_pll_params
@@ -205,3 +206,17 @@ def test_does_not_fit_message(tmp_path):
         f"the design does not fit the device: ICESTORM_LC 6000/5280 (see {tmp_path / 'top.tim'})")
     (tmp_path / "top.tim").write_text("Info: fine\nERROR: something else\n")
     assert explain_failure(tmp_path).startswith("ERROR: something else")
+
+
+def test_clock_override_sets_the_pll_target_and_the_uart_divisor():
+    board = with_clock(BOARDS["ulx3s"], 50)
+    assert board.clock_hz == 50_000_000
+    assert board.divisor == round(50_000_000 / board.baud)
+    assert board.config == BOARDS["ulx3s"].config
+
+
+def test_clock_the_pll_cannot_make_is_refused_in_one_line(capsys):
+    assert build_main(["--board", "ulx3s", "--clock-mhz", "33.3333"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("ULX3S: an ECP5 PLL cannot make 33.3333 MHz")
+    assert "\n" not in error and "Traceback" not in error
