@@ -40,8 +40,9 @@ of :attr:`stages` (15) registers without enables, then a FIFO. ``inp.ready`` is 
 the output FIFOs (:attr:`fifo_depth` beats) have room for one more beat besides those in
 flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
 cycle. ``inp.ready`` depends only on registers. The parameters a lane needs only at its
-end (zero point, clamp bounds, output type) wait in a delay line, a memory written every
-cycle (LUT RAM on FPGAs), when they would cross :data:`DELAY_LINE_MIN` or more registers.
+end (zero point, clamp bounds, output type), and the multiplier's decoded significand and
+exponent, needed at the multiply, wait in delay lines, memories written every cycle (LUT
+RAM on FPGAs), when they would cross :data:`DELAY_LINE_MIN` or more registers.
 
 Smaller configurations
 ----------------------
@@ -248,8 +249,23 @@ class OutputStage(wiring.Component):
         # Stage 1: bias add (int32 wrap-around) and multiplier decode.
         x = s((acc + params.bias)[:32].as_signed(), "x")
         mult_exp = params.multiplier[23:31]
-        mult_sig = s(Mux(mult_exp == 0, 0, Cat(params.multiplier[:23], 1)), "mult_sig")
-        mult_exp = s(mult_exp, "mult_exp")
+        mult_sig = Mux(mult_exp == 0, 0, Cat(params.multiplier[:23], 1))
+        # The multiplier's significand and exponent, needed at stage 7: registered with
+        # each stage up to 6, or in a delay line of as many cycles.
+        mult_delay = len(self.registered & set(range(1, 7)))
+        mult_line = mult_delay >= DELAY_LINE_MIN
+        if mult_line:
+            line = _delay_line(m, Cat(mult_sig, mult_exp), mult_delay,
+                               f"l{lane}_multiplier_line")
+            mult_sig, mult_exp = line[:24], line[24:]
+        else:
+            mult_sig, mult_exp = s(mult_sig, "mult_sig"), s(mult_exp, "mult_exp")
+
+        def carry_multiplier(n):
+            nonlocal mult_sig, mult_exp
+            if not mult_line:
+                mult_sig, mult_exp = s(mult_sig, f"mult_sig_{n}"), s(mult_exp, f"mult_exp_{n}")
+
         sign = s(params.multiplier[31], "mult_sign")
         # The carried parameters: registered with each stage up to 13, or in a delay line
         # of as many cycles, read at stage 14.
@@ -281,7 +297,7 @@ class OutputStage(wiring.Component):
         magnitude = s(Mux(negative, -x, x)[:32], "magnitude")
         sign = s(sign ^ negative, "sign_2")
         carry(2)
-        mult_sig, mult_exp = s(mult_sig, "mult_sig_2"), s(mult_exp, "mult_exp_2")
+        carry_multiplier(2)
         length_c = Signal(range(33), name=f"l{lane}_length_c")
         for bit in range(32):
             with m.If(magnitude[bit]):
@@ -290,7 +306,7 @@ class OutputStage(wiring.Component):
         length = s(length_c, "length")
         magnitude = s(magnitude, "magnitude_3")
         forward(3)
-        mult_sig, mult_exp = s(mult_sig, "mult_sig_3"), s(mult_exp, "mult_exp_3")
+        carry_multiplier(3)
 
         at(4)
         # Stages 4-6: int32 -> float32: x = sig * 2^exp with a 24-bit significand, rounded
@@ -301,7 +317,7 @@ class OutputStage(wiring.Component):
         length = s(length, "length_4")
         magnitude = s(magnitude, "magnitude_4")
         forward(4)
-        mult_sig, mult_exp = s(mult_sig, "mult_sig_4"), s(mult_exp, "mult_exp_4")
+        carry_multiplier(4)
         at(5)
         # Stage 5: shifted significands and the rounding bit.
         sig_small = s((magnitude << up_shift)[:24], "sig_small")
@@ -310,7 +326,7 @@ class OutputStage(wiring.Component):
         small, down_shift, length = s(small, "small_5"), s(down_shift, "down_shift_5"), \
             s(length, "length_5")
         forward(5)
-        mult_sig, mult_exp = s(mult_sig, "mult_sig_5"), s(mult_exp, "mult_exp_5")
+        carry_multiplier(5)
         at(6)
         # Stage 6: the rounded significand and the exponent.
         sig_rounded = (truncated + round_up)[:25]
@@ -320,7 +336,7 @@ class OutputStage(wiring.Component):
         x_sig = s(sig, "x_sig")
         x_exp = s(exp.as_signed()[:7].as_signed(), "x_exp")
         forward(6)
-        mult_sig, mult_exp = s(mult_sig, "mult_sig_6"), s(mult_exp, "mult_exp_6")
+        carry_multiplier(6)
 
         at(7)
         # Stages 7-8: exact 24 x 24 significand product, as four products of the 18-bit
