@@ -8,6 +8,7 @@ retransmission); the ``model`` test runs a compiled model through the runtime wh
 
 import json
 import logging
+import sys
 
 import cocotb
 import numpy as np
@@ -62,7 +63,8 @@ class FaultyPort:
     Request faults: one bit flipped or one byte dropped after the sync byte (so the bridge
     sees a frame and must catch it), the whole frame dropped. Answer
     faults: one bit flipped or one byte dropped among the answer's first seven bytes
-    (every answer has them), or everything received until the next request dropped.
+    (every answer has them), or everything received until the next request dropped (the
+    host sees a silent line).
     """
 
     KINDS = ("request_flip", "request_drop_byte", "request_drop",
@@ -99,12 +101,16 @@ class FaultyPort:
             await self.port.write(frame)
 
     async def read(self, count, timeout):
+        if self.answer_fault is not None and self.answer_fault[0] == "answer_drop":
+            # Lost on the line: whatever arrives is discarded for the whole wait, so the
+            # host sees silence (returning early would end its drain before the lost
+            # answer has, and the rest of that answer would then spoil the retry's).
+            await self.port.read(sys.maxsize, timeout)
+            return b""
         received = bytearray(await self.port.read(count, timeout))
         if self.answer_fault is None:
             return bytes(received)
         kind, index, bit = self.answer_fault
-        if kind == "answer_drop":
-            return b""
         position = index - self.received
         self.received += len(received)
         if 0 <= position < len(received):
