@@ -86,8 +86,8 @@ LOGICAL_STAGES = 15
 CARRIED = ("zero_point", "clamp_lo", "clamp_hi", "unsigned_output")
 carried_params = data.StructLayout({name: channel_params.members[name] for name in CARRIED})
 
-#: From this many cycles on, the carried parameters wait in a memory (LUT RAM on FPGAs)
-#: rather than in a chain of registers.
+#: From this many cycles on, the carried parameters and the decoded multiplier wait in a
+#: memory (LUT RAM on FPGAs) rather than in a chain of registers.
 DELAY_LINE_MIN = 5
 
 
@@ -246,58 +246,40 @@ class OutputStage(wiring.Component):
         def at(logical):
             step[0] = logical
 
+        def ready_at(value, logical, name):
+            """``value``, entering stage 1, as the logical stages before ``logical`` would
+            have registered it: in a delay line of as many cycles when they are
+            :data:`DELAY_LINE_MIN` or more, else in their registers."""
+            delay = len(self.registered & set(range(1, logical)))
+            if delay >= DELAY_LINE_MIN:
+                return _delay_line(m, value, delay, f"l{lane}_{name}_line")
+            for n in range(1, logical):
+                value = stage(value, f"l{lane}_{name}_{n}", n)
+            return value
+
         # Stage 1: bias add (int32 wrap-around) and multiplier decode.
         x = s((acc + params.bias)[:32].as_signed(), "x")
         mult_exp = params.multiplier[23:31]
         mult_sig = Mux(mult_exp == 0, 0, Cat(params.multiplier[:23], 1))
-        # The multiplier's significand and exponent, needed at stage 7: registered with
-        # each stage up to 6, or in a delay line of as many cycles.
-        mult_delay = len(self.registered & set(range(1, 7)))
-        mult_line = mult_delay >= DELAY_LINE_MIN
-        if mult_line:
-            line = _delay_line(m, Cat(mult_sig, mult_exp), mult_delay,
-                               f"l{lane}_multiplier_line")
-            mult_sig, mult_exp = line[:24], line[24:]
-        else:
-            mult_sig, mult_exp = s(mult_sig, "mult_sig"), s(mult_exp, "mult_exp")
-
-        def carry_multiplier(n):
-            nonlocal mult_sig, mult_exp
-            if not mult_line:
-                mult_sig, mult_exp = s(mult_sig, f"mult_sig_{n}"), s(mult_exp, f"mult_exp_{n}")
-
+        # The multiplier's significand and exponent are needed at stage 7.
+        multiplier = ready_at(Cat(mult_sig, mult_exp), 7, "multiplier")
+        mult_sig, mult_exp = multiplier[:24], multiplier[24:]
         sign = s(params.multiplier[31], "mult_sign")
-        # The carried parameters: registered with each stage up to 13, or in a delay line
-        # of as many cycles, read at stage 14.
-        delay = len(self.registered & set(range(1, 14)))
-        delay_line = delay >= DELAY_LINE_MIN
-        if delay_line:
-            packed = Signal(carried_params, name=f"l{lane}_carried")
-            m.d.comb += [packed[n].eq(params[n]) for n in CARRIED]
-            line = data.View(carried_params,
-                             _delay_line(m, packed.as_value(), delay, f"l{lane}_carried_line"))
-            carried = {}
-        else:
-            carried = {n: s(params[n], f"{n}_1") for n in CARRIED}
-
-        def carry(n):
-            """The carried parameters, one stage on."""
-            nonlocal carried
-            carried = {name: s(v, f"{name}_{n}") for name, v in carried.items()}
+        # The carried parameters are needed at stage 14.
+        packed = Signal(carried_params, name=f"l{lane}_carried")
+        m.d.comb += [packed[n].eq(params[n]) for n in CARRIED]
+        carried = data.View(carried_params, ready_at(packed.as_value(), 14, "carried"))
 
         def forward(n):
-            """The sign and the carried parameters, one stage on."""
+            """The sign, one stage on."""
             nonlocal sign
             sign = s(sign, f"sign_{n}")
-            carry(n)
 
         at(2)
         # Stage 2: magnitude of x; stage 3: its bit length.
         negative = x < 0
         magnitude = s(Mux(negative, -x, x)[:32], "magnitude")
         sign = s(sign ^ negative, "sign_2")
-        carry(2)
-        carry_multiplier(2)
         length_c = Signal(range(33), name=f"l{lane}_length_c")
         for bit in range(32):
             with m.If(magnitude[bit]):
@@ -306,7 +288,6 @@ class OutputStage(wiring.Component):
         length = s(length_c, "length")
         magnitude = s(magnitude, "magnitude_3")
         forward(3)
-        carry_multiplier(3)
 
         at(4)
         # Stages 4-6: int32 -> float32: x = sig * 2^exp with a 24-bit significand, rounded
@@ -317,7 +298,6 @@ class OutputStage(wiring.Component):
         length = s(length, "length_4")
         magnitude = s(magnitude, "magnitude_4")
         forward(4)
-        carry_multiplier(4)
         at(5)
         # Stage 5: shifted significands and the rounding bit.
         sig_small = s((magnitude << up_shift)[:24], "sig_small")
@@ -326,7 +306,6 @@ class OutputStage(wiring.Component):
         small, down_shift, length = s(small, "small_5"), s(down_shift, "down_shift_5"), \
             s(length, "length_5")
         forward(5)
-        carry_multiplier(5)
         at(6)
         # Stage 6: the rounded significand and the exponent.
         sig_rounded = (truncated + round_up)[:25]
@@ -336,7 +315,6 @@ class OutputStage(wiring.Component):
         x_sig = s(sig, "x_sig")
         x_exp = s(exp.as_signed()[:7].as_signed(), "x_exp")
         forward(6)
-        carry_multiplier(6)
 
         at(7)
         # Stages 7-8: exact 24 x 24 significand product, as four products of the 18-bit
@@ -400,15 +378,13 @@ class OutputStage(wiring.Component):
         at(14)
         # Stage 14: sign, zero point and the clamp bounds; stage 15: saturation and
         # activation clamp.
-        if delay_line:
-            carried = {n: line[n] for n in CARRIED}
-        value = s(Mux(sign, -_as_signed(capped), _as_signed(capped)) + carried["zero_point"],
+        value = s(Mux(sign, -_as_signed(capped), _as_signed(capped)) + carried.zero_point,
                   "value")
-        unsigned_output = carried["unsigned_output"]
+        unsigned_output = carried.unsigned_output
         qmin = Mux(unsigned_output, 0, -128)
         qmax = Mux(unsigned_output, 255, 127)
-        lo = s(Mux(carried["clamp_lo"] > qmin, carried["clamp_lo"], qmin), "lo")
-        hi = s(Mux(carried["clamp_hi"] < qmax, carried["clamp_hi"], qmax), "hi")
+        lo = s(Mux(carried.clamp_lo > qmin, carried.clamp_lo, qmin), "lo")
+        hi = s(Mux(carried.clamp_hi < qmax, carried.clamp_hi, qmax), "hi")
         clamped_lo = Mux(value < lo, lo, value)
         clamped = Mux(clamped_lo > hi, hi, clamped_lo)
         at(15)
