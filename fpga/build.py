@@ -49,12 +49,12 @@ TOOLS = {
 
 #: Per device family: the platform and top of each board, how the report counts each
 #: resource (``("nextpnr", cell)`` from nextpnr's utilisation, ``("yosys", prefixes)`` from
-#: Yosys cell counts against the capacity of ``capacity_cell``), the bitstream's name and
-#: extra Yosys and nextpnr options. ECP5: router2 routes in a fraction of router1's time,
-#: and the analytic placer packs cells at most half as densely as its default (0.9), which
-#: the router needs: out of context, the compute engine's placement at 0.9 was still
-#: congested after 86 router iterations (over 900 wires overused); at 0.5 it routed, and
-#: placed five times faster.
+#: Yosys cell counts against the capacity of ``capacity_cell``), the bitstream's name, the
+#: PLL's divider search and extra Yosys and nextpnr options. ECP5: router2 routes in a
+#: fraction of router1's time, and the analytic placer packs cells at most half as densely
+#: as its default (0.9), which the router needs: out of context, the compute engine's
+#: placement at 0.9 was still congested after 86 router iterations (over 900 wires
+#: overused); at 0.5 it routed, and placed five times faster.
 FAMILIES = {
     "ecp5": {
         "platform": ULX3SPlatform,
@@ -66,6 +66,7 @@ FAMILIES = {
             "BRAM": ("nextpnr", "DP16KD"),
         },
         "bitstream": "top.bit",
+        "pll_params": ecp5_pll_params,
         "synth_opts": "",
         "nextpnr_opts": "--router router2 --placer-heap-beta 0.5",
     },
@@ -81,6 +82,7 @@ FAMILIES = {
             "SPRAM": ("nextpnr", "ICESTORM_SPRAM"),
         },
         "bitstream": "top.bin",
+        "pll_params": ice40_pll_params,
         "synth_opts": "-dsp -spram",
         "nextpnr_opts": "",
     },
@@ -278,10 +280,9 @@ def with_clock(board, clock_mhz):
     """``board`` with its core clock at ``clock_mhz`` instead; raises :class:`BuildError`
     when the board's PLL cannot make that frequency exactly from the board's oscillator."""
     clock_hz = round(clock_mhz * 1e6)
-    platform = FAMILIES[_FAMILY_OF[board.name]]["platform"]()
-    pll_params = ecp5_pll_params if _FAMILY_OF[board.name] == "ecp5" else ice40_pll_params
+    family = FAMILIES[_FAMILY_OF[board.name]]
     try:
-        pll_params(int(platform.default_clk_frequency), clock_hz)
+        family["pll_params"](int(family["platform"]().default_clk_frequency), clock_hz)
     except ValueError as error:
         raise BuildError(f"{board.title}: {error}; choose another --clock-mhz") from None
     return replace(board, clock_hz=clock_hz)
