@@ -3,7 +3,7 @@
 from amaranth import *
 
 
-__all__ = ["serial_product"]
+__all__ = ["registered_product", "serial_product"]
 
 
 def serial_product(m, a, b, start, name):
@@ -25,3 +25,45 @@ def serial_product(m, a, b, start, name):
         added = Mux(register[0], high + a, high)
         m.d.sync += [register.eq(Cat(register[1:steps], added)), left.eq(left - 1)]
     return register[:len(a) + len(b)], left == 0
+
+
+def registered_product(m, platform, a, b, shape, name):
+    """``a * b`` registered: the product of two operand registers' values, one cycle after
+    they load, as ``shape``.
+
+    ``a`` and ``b`` are (register, the value it loads) pairs. On ECP5 the product is a
+    ``MULT18X18D`` with its input and output registers on, fed with the values the
+    operand registers load: its input registers hold the same operands, and no fabric
+    routing lies between the multiplier and its registers (the operand registers may then
+    go unused, and synthesis removes them). Operands are at most 18 bits, each signed or
+    unsigned as its shape says. Elsewhere, a fabric register of the registers' product.
+    """
+    product = Signal(shape, name=name)
+    if getattr(platform, "family", None) != "ecp5":
+        m.d.sync += product.eq(a[0] * b[0])
+        return product
+    operands = []
+    for label, (register, loads) in zip("AB", (a, b)):
+        register_shape = Value.cast(register).shape()
+        assert register_shape.width <= 18, (name, register_shape)
+        operand = Signal(signed(18) if register_shape.signed else unsigned(18),
+                         name=f"{name}_{label.lower()}")
+        m.d.comb += operand.eq(loads)
+        operands.append((label, operand, register_shape.signed))
+    p = Signal(36, name=f"{name}_p")
+    m.d.comb += product.eq(p[:Shape.cast(shape).width])
+    ports = {f"o_P{i}": p[i] for i in range(36)}
+    ports |= {f"i_C{i}": C(0) for i in range(18)}
+    for label, operand, is_signed in operands:
+        ports |= {f"i_{label}{i}": operand[i] for i in range(18)}
+        ports[f"i_SIGNED{label}"] = C(int(is_signed))
+        ports[f"i_SOURCE{label}"] = C(0)
+    m.submodules[name] = Instance(
+        "MULT18X18D",
+        p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
+        p_REG_INPUTA_CE="CE0", p_REG_INPUTB_CE="CE0", p_REG_OUTPUT_CE="CE0",
+        p_REG_INPUTA_RST="RST0", p_REG_INPUTB_RST="RST0", p_REG_OUTPUT_RST="RST0",
+        p_GSR="DISABLED", p_RESETMODE="SYNC",
+        i_CLK0=ClockSignal(), i_CE0=C(1), i_RST0=C(0),
+        **ports)
+    return product

@@ -193,17 +193,27 @@ class MatrixUnit(wiring.Component):
         # --- Channel-parameter lookup, then the output stage ----------------------------
         lookup_valid = Signal()
         lookup = Signal(self._emitted)
-        advance = ~lookup_valid | output_stage.inp.ready
         fifo_head = Signal(self._emitted)
         table_read = channel_table.read_port()
-        m.d.comb += [
-            fifo_head.eq(results_fifo.r_data),
-            results_fifo.r_en.eq(advance),
-            table_read.addr.eq(fifo_head.channel),
-            table_read.en.eq(advance),
-        ]
-        with m.If(advance):
-            m.d.sync += [lookup_valid.eq(results_fifo.r_rdy), lookup.eq(fifo_head)]
+        m.d.comb += [fifo_head.eq(results_fifo.r_data), table_read.addr.eq(fifo_head.channel)]
+        if output_stage.groups == 1:
+            # The lookup never waits, so no enable fans out from the output stage's ready:
+            # a row leaves the FIFO only with a credit, one for each beat the output stage
+            # can still take (``OutputStage.capacity``), and the output stage takes every
+            # beat it is offered.
+            credits = Signal(range(output_stage.capacity + 1), init=output_stage.capacity)
+            has_credit = Signal(init=1)
+            taken = results_fifo.r_rdy & has_credit
+            delivered = self.results.valid & self.results.ready
+            left = credits - taken + delivered
+            m.d.sync += [credits.eq(left), has_credit.eq(left != 0),
+                         lookup_valid.eq(taken), lookup.eq(fifo_head)]
+            m.d.comb += results_fifo.r_en.eq(has_credit)
+        else:
+            advance = ~lookup_valid | output_stage.inp.ready
+            m.d.comb += [results_fifo.r_en.eq(advance), table_read.en.eq(advance)]
+            with m.If(advance):
+                m.d.sync += [lookup_valid.eq(results_fifo.r_rdy), lookup.eq(fifo_head)]
         m.d.comb += [
             output_stage.inp.valid.eq(lookup_valid),
             output_stage.inp.p.acc.eq(lookup.acc),

@@ -39,10 +39,13 @@ Latency
 of :attr:`stages` (15) registers without enables, then a FIFO. ``inp.ready`` is high while
 the output FIFOs (:attr:`fifo_depth` beats) have room for one more beat besides those in
 flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
-cycle. ``inp.ready`` depends only on registers. The parameters a lane needs only at its
+cycle. ``inp.ready`` depends only on registers, and is high while fewer than
+:attr:`capacity` beats are inside. The parameters a lane needs only at its
 end (zero point, clamp bounds, output type), and the multiplier's decoded significand and
 exponent, needed at the multiply, wait in delay lines, memories written every cycle (LUT
-RAM on FPGAs), when they would cross :data:`DELAY_LINE_MIN` or more registers.
+RAM on FPGAs), when they would cross :data:`DELAY_LINE_MIN` or more registers. The
+significand product's operands and its four partial products are registered at the
+multipliers (``hw.arith.registered_product``).
 
 Smaller configurations
 ----------------------
@@ -58,6 +61,8 @@ from amaranth import *
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
+
+from .arith import registered_product
 
 
 __all__ = ["channel_params", "OutputStage"]
@@ -156,6 +161,13 @@ class OutputStage(wiring.Component):
             }))),
         })
 
+    @property
+    def capacity(self):
+        """Beats ``inp`` takes beyond those ``out`` has delivered: with one lane circuit per
+        lane, ``inp.ready`` is high while fewer are inside, so a producer counting them
+        need not wait for it."""
+        return self.fifo_depth
+
     def elaborate(self, platform):
         m = Module()
         sideband = data.StructLayout({
@@ -213,7 +225,7 @@ class OutputStage(wiring.Component):
             valid = stage(valid, f"valid_s{i + 1}", LOGICAL_STAGES)
             if self.groups > 1:
                 last = stage(last, f"last_s{i + 1}", LOGICAL_STAGES)
-        q = [self._lane(m, stage, acc, params, unit)
+        q = [self._lane(m, platform, stage, acc, params, unit)
              for unit, (acc, params) in enumerate(lanes_in)]
         if self.groups == 1:
             m.d.comb += [result_fifo.w_en.eq(valid), result_fifo.w_data.eq(Cat(*q))]
@@ -237,7 +249,7 @@ class OutputStage(wiring.Component):
         ]
         return m
 
-    def _lane(self, m, stage, acc, params, lane):
+    def _lane(self, m, platform, stage, acc, params, lane):
         step = [1]                  # the logical stage being built
 
         def s(value, name):
@@ -261,8 +273,10 @@ class OutputStage(wiring.Component):
         x = s((acc + params.bias)[:32].as_signed(), "x")
         mult_exp = params.multiplier[23:31]
         mult_sig = Mux(mult_exp == 0, 0, Cat(params.multiplier[:23], 1))
-        # The multiplier's significand and exponent are needed at stage 7.
-        multiplier = ready_at(Cat(mult_sig, mult_exp), 7, "multiplier")
+        # The multiplier's significand and exponent are needed at stage 7, and the value
+        # its stage 6 register loads by the multipliers' input registers.
+        multiplier_loads = ready_at(Cat(mult_sig, mult_exp), 6, "multiplier")
+        multiplier = stage(multiplier_loads, f"l{lane}_multiplier_6", 6)
         mult_sig, mult_exp = multiplier[:24], multiplier[24:]
         sign = s(params.multiplier[31], "mult_sign")
         # The carried parameters are needed at stage 14.
@@ -312,16 +326,29 @@ class OutputStage(wiring.Component):
         carry_out = sig_rounded[24]
         sig = Mux(small, sig_small, Mux(carry_out, 1 << 23, sig_rounded[:24]))
         exp = Mux(small, _as_signed(length) - 24, down_shift + carry_out)
-        x_sig = s(sig, "x_sig")
+        sig_loads, x_sig = sig, s(sig, "x_sig")
         x_exp = s(exp.as_signed()[:7].as_signed(), "x_exp")
         forward(6)
 
         at(7)
         # Stages 7-8: exact 24 x 24 significand product, as four products of the 18-bit
-        # multipliers (stage 7) and their sum (stage 8). Without the stage 7 register, one
-        # product, which synthesis splits for the device's multipliers.
+        # multipliers (stage 7) and their sum (stage 8). With stages 6 and 7 registered,
+        # each product is registered with its operands (``hw.arith.registered_product``: an
+        # ECP5 multiplier with its input and output registers). Without the stage 7
+        # register, one product, which synthesis splits for the device's multipliers.
         split = 7 in self.registered
-        if split:
+        if split and 6 in self.registered:
+            multiplier_sig = multiplier_loads[:24]
+            x_parts = [(x_sig[:18], sig_loads[:18]), (x_sig[18:], sig_loads[18:24])]
+            m_parts = [(mult_sig[:18], multiplier_sig[:18]),
+                       (mult_sig[18:], multiplier_sig[18:24])]
+            (p_ll, p_lh), (p_hl, p_hh) = [
+                [registered_product(m, platform, x_part, m_part, unsigned(len(x_part[0]) +
+                                                                          len(m_part[0])),
+                                    f"l{lane}_p_{x_name}{m_name}")
+                 for m_name, m_part in zip("lh", m_parts)]
+                for x_name, x_part in zip("lh", x_parts)]
+        elif split:
             x_lo, x_hi = x_sig[:18], x_sig[18:]
             m_lo, m_hi = mult_sig[:18], mult_sig[18:]
             p_ll, p_lh = s(x_lo * m_lo, "p_ll"), s(x_lo * m_hi, "p_lh")

@@ -53,6 +53,8 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from .arith import registered_product
+
 
 __all__ = ["SystolicArray", "activation_layout", "result_layout"]
 
@@ -142,7 +144,8 @@ class SystolicArray(wiring.Component):
             return Mux(bank, weight[1][r][c], weight[0][r][c])
 
         # Each operand register is kept with the value it loads (``*_next``): an ECP5
-        # multiplier takes that value into its own input register (see _product).
+        # multiplier takes that value into its own input register
+        # (``hw.arith.registered_product``).
         row_in = []
         for r in range(R):
             act, bank = self.acts.p.data[r], compute_bank
@@ -169,7 +172,8 @@ class SystolicArray(wiring.Component):
             for c in range(C):
                 # The product is registered, the sum one cycle later: every PE adds the
                 # same cycle of latency.
-                product = self._product(m, platform, act, chosen, f"product{r}_{c}")
+                product = registered_product(m, platform, act, chosen, signed(16),
+                                             f"product{r}_{c}")
                 psum = Signal(psum_shape, name=f"psum{r}_{c}")
                 m.d.sync += psum.eq(psum_above[c] + product)
                 psum_row.append(psum)
@@ -203,34 +207,3 @@ class SystolicArray(wiring.Component):
         m.d.comb += [self.results.valid.eq(valid), self.results.p.tag.eq(tag)]
 
         return m
-
-    @staticmethod
-    def _product(m, platform, act, weight, name):
-        """``act * weight`` registered: the product of the operand registers' values.
-
-        ``act`` and ``weight`` are (register, the value it loads) pairs. On ECP5 the
-        multiplier is a ``MULT18X18D`` with its input and output registers on, fed with
-        the values the operand registers load, so its input registers hold the same
-        operands and no fabric routing lies between a multiplier and its registers.
-        """
-        product = Signal(signed(16), name=name)
-        if getattr(platform, "family", None) != "ecp5":
-            m.d.sync += product.eq(act[0] * weight[0])
-            return product
-        a, b = Signal(signed(18), name=f"{name}_a"), Signal(signed(18), name=f"{name}_b")
-        p = Signal(36, name=f"{name}_p")
-        m.d.comb += [a.eq(act[1]), b.eq(weight[1]), product.eq(p[:16])]
-        ports = {f"i_A{i}": a[i] for i in range(18)}
-        ports |= {f"i_B{i}": b[i] for i in range(18)}
-        ports |= {f"i_C{i}": C(0) for i in range(18)}
-        ports |= {f"o_P{i}": p[i] for i in range(36)}
-        m.submodules[name] = Instance(
-            "MULT18X18D",
-            p_REG_INPUTA_CLK="CLK0", p_REG_INPUTB_CLK="CLK0", p_REG_OUTPUT_CLK="CLK0",
-            p_REG_INPUTA_CE="CE0", p_REG_INPUTB_CE="CE0", p_REG_OUTPUT_CE="CE0",
-            p_REG_INPUTA_RST="RST0", p_REG_INPUTB_RST="RST0", p_REG_OUTPUT_RST="RST0",
-            p_GSR="DISABLED", p_RESETMODE="SYNC",
-            i_SIGNEDA=C(1), i_SIGNEDB=C(1), i_SOURCEA=C(0), i_SOURCEB=C(0),
-            i_CLK0=ClockSignal(), i_CE0=C(1), i_RST0=C(0),
-            **ports)
-        return product

@@ -16,7 +16,7 @@ def test_matrix_unit_gemm_tiles(rows, cols, seed, waves):
     simulate(MatrixUnit(config), name=f"matrix_unit_{rows}x{cols}",
              test_module="verif.tb_matrix_unit",
              testcase=["random_gemm_tiles", "back_to_back_accumulation", "deep_accumulation",
-                       "extreme_tile_sums"],
+                       "extreme_tile_sums", "results_held_back"],
              params={"config": {"rows": rows, "cols": cols, "acc_depth": 64, "channel_depth": 16},
                      "tiles": 700},
              seed=seed, waves=waves)
