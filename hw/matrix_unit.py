@@ -38,8 +38,8 @@ results : ``Out(stream.Signature(...))``
 Latency
 -------
 An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier than
-``t + rows + cols + 7 + OutputStage.latency`` (array, accumulator read-modify-write,
-FIFO, parameter lookup in two stages, output stage). Throughput: one activation vector per cycle, with
+``t + rows + cols + 6 + OutputStage.latency`` (array, accumulator read-modify-write,
+FIFO, parameter lookup, output stage). Throughput: one activation vector per cycle, with
 weight loading hidden as described in :mod:`hw.systolic_array`.
 """
 
@@ -69,10 +69,6 @@ def matrix_beat_layout(config, tag_shape):
 
 
 class MatrixUnit(wiring.Component):
-    #: Cycles from a result row at the head of the results FIFO to its beat at the output
-    #: stage: the channel-parameter table's read, then a register.
-    lookup_latency = 2
-
     def __init__(self, config=NPUConfig(), tag_shape=unsigned(16)):
         self.config = config
         self.tag_shape = tag_shape
@@ -195,11 +191,8 @@ class MatrixUnit(wiring.Component):
         m.d.sync += in_flight.eq(in_flight + accepted_emit - pushed)
 
         # --- Channel-parameter lookup, then the output stage ----------------------------
-        # Two stages: the table read, then a register of the row read beside the output
-        # stage's lanes (the table's block RAMs spread across the device).
-        lookup_valid, offered_valid = Signal(), Signal()
-        lookup, offered = Signal(self._emitted), Signal(self._emitted)
-        offered_params = Signal.like(output_stage.inp.p.params)
+        lookup_valid = Signal()
+        lookup = Signal(self._emitted)
         fifo_head = Signal(self._emitted)
         table_read = channel_table.read_port()
         m.d.comb += [fifo_head.eq(results_fifo.r_data), table_read.addr.eq(fifo_head.channel)]
@@ -213,22 +206,19 @@ class MatrixUnit(wiring.Component):
             taken = results_fifo.r_rdy & has_credit
             delivered = self.results.valid & self.results.ready
             left = credits - taken + delivered
-            m.d.sync += [credits.eq(left), has_credit.eq(left != 0)]
+            m.d.sync += [credits.eq(left), has_credit.eq(left != 0),
+                         lookup_valid.eq(taken), lookup.eq(fifo_head)]
             m.d.comb += results_fifo.r_en.eq(has_credit)
-            advance = Const(1)
         else:
-            advance = ~offered_valid | output_stage.inp.ready
-            taken = results_fifo.r_rdy
+            advance = ~lookup_valid | output_stage.inp.ready
             m.d.comb += [results_fifo.r_en.eq(advance), table_read.en.eq(advance)]
-        with m.If(advance):
-            m.d.sync += [lookup_valid.eq(taken), lookup.eq(fifo_head),
-                         offered_valid.eq(lookup_valid), offered.eq(lookup),
-                         offered_params.eq(table_read.data)]
+            with m.If(advance):
+                m.d.sync += [lookup_valid.eq(results_fifo.r_rdy), lookup.eq(fifo_head)]
         m.d.comb += [
-            output_stage.inp.valid.eq(offered_valid),
-            output_stage.inp.p.acc.eq(offered.acc),
-            output_stage.inp.p.params.eq(offered_params),
-            output_stage.inp.p.tag.eq(offered.tag),
+            output_stage.inp.valid.eq(lookup_valid),
+            output_stage.inp.p.acc.eq(lookup.acc),
+            output_stage.inp.p.params.eq(table_read.data),
+            output_stage.inp.p.tag.eq(lookup.tag),
         ]
         wiring.connect(m, output_stage.out, wiring.flipped(self.results))
         return m

@@ -17,10 +17,9 @@
   ``rows`` weight rows have entered the array; weight rows of consecutive tiles follow
   each other ``WEIGHT_GAP`` cycles apart, into the weight bank the last-but-one tile
   used once that tile has left every column (the interlocks of ``hw.systolic_array``);
-  an emitting MATMUL completes the scratchpad's read latency, the array's latency, the
-  matrix unit's parameter lookup and the configuration's output-stage latency
-  (:func:`drain`) cycles after its last vector, and the next MATMUL waits for it
-  (``hw.engines.ComputeEngine`` ordering);
+  an emitting MATMUL completes the scratchpad's read latency, the array's latency and the
+  configuration's output-stage latency (:func:`drain`) cycles after its last vector, and
+  the next MATMUL waits for it (``hw.engines.ComputeEngine`` ordering);
 * **tokens**: each pop waits for the matching push (FIFO per counter), as the
   ``sw.simulator`` does, so load, compute and store overlap through the double buffers
   exactly as far as the program allows.
@@ -36,7 +35,6 @@ from dataclasses import dataclass
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.engines import ComputeEngine
 from hw.fetcher import InstructionChecker
-from hw.matrix_unit import MatrixUnit
 from hw.output_stage import OutputStage
 from hw.scratchpad import Scratchpad
 from hw.systolic_array import SystolicArray
@@ -65,11 +63,10 @@ WEIGHT_GAP = 2
 @functools.cache
 def drain(config):
     """Cycles from an emitting tile's last vector read to its tokens: the scratchpad's read
-    latency, the array's latency, the matrix unit's parameter lookup, the output stage's
-    pipeline and the compute engine's result FIFO. (An output stage with fewer lanes than
-    columns also takes longer per result; that is not modelled.)"""
+    latency, the array's latency, the output stage's pipeline and the compute engine's
+    result FIFO. (An output stage with fewer lanes than columns also takes longer per
+    result; that is not modelled.)"""
     return (Scratchpad.read_latency + SystolicArray(config.rows, config.cols).latency +
-            MatrixUnit.lookup_latency +
             OutputStage(config.cols, stages=config.output_stages).latency +
             ComputeEngine.result_latency)
 
