@@ -120,6 +120,9 @@ class GemmPlan:
     buffer (a longer K is reduced panel after panel, A reloaded for each N-tile).
     ``wide``: a convolution (:func:`emit_conv`) streams this many output rows of a band in
     one MATMUL per K-tile (see :func:`_wide_rows`); 0: a MATMUL per output row.
+    ``resident``: all the layer's weights are loaded once, into both weight buffers, and
+    stay there for every M-block (see :func:`resident_variants`); otherwise each step
+    loads its chunk of weights, so every M-block loads them again.
     """
     k_tiles: int
     n_tiles: int
@@ -128,6 +131,7 @@ class GemmPlan:
     chunk_tiles: int
     panel_tiles: int
     wide: int = 0
+    resident: bool = False
 
 
 def a_pitch(config, K):
@@ -195,6 +199,19 @@ def _group_widths(config, layer, n_tiles, buffer_rows):
     return sorted({widest, -(-widest // 2)})
 
 
+def resident_variants(config, layer, plans):
+    """``plans`` and, for each that cuts ``layer`` into several M-blocks and whose weights
+    fit both weight buffers, the same tiling with the weights resident: each weight byte
+    is read once instead of once per M-block, but the first block waits for all of them."""
+    out = []
+    for plan in plans:
+        out.append(plan)
+        if layer.M > plan.block_rows and \
+                weight_bytes(config, plan.k_tiles, layer.N) <= config.scratchpad_bytes // 4:
+            out.append(replace(plan, resident=True))
+    return out
+
+
 def candidate_plans(config, layer):
     """The tilings :func:`plan_gemm` chooses from: M cut into as few blocks as the
     activation buffer allows, and into more (smaller blocks overlap their loads, compute and
@@ -210,7 +227,7 @@ def candidate_plans(config, layer):
             plan = GemmPlan(k_tiles, n_tiles, rows, group, chunk_tiles, panel_tiles)
             if plan not in plans:
                 plans.append(plan)
-    return plans
+    return resident_variants(config, layer, plans)
 
 
 #: Instructions beyond which :func:`plan_gemm` tries no smaller M-blocks.
@@ -588,7 +605,7 @@ def candidate_conv_plans(config, layer):
                         plans.append(plan)
     if not plans:
         raise error
-    return plans
+    return resident_variants(config, layer, plans)
 
 
 def plan_conv(config, layer):
@@ -700,19 +717,40 @@ def _emit_tiled(config, layer, operand, plan, program):
             loaded += 1
         a_loads.append(loaded)
 
-    def loads(s):
+    # A step that loads something (its A, or its chunk of weights when they are not
+    # resident) hands the compute engine a token; the compute engine hands it back after
+    # the last step before the next such load, which frees that load's buffers.
+    fresh = [s for s in range(len(steps))
+             if s == 0 or not plan.resident or a_loads[s] != a_loads[s - 1]]
+    load_index = {s: i for i, s in enumerate(fresh)}
+    last_of_load = {s - 1 for s in fresh[1:]} | {len(steps) - 1}
+    tile_bytes = R * weight_slot
+
+    def loads(i):
+        s = fresh[i]
         u, n, (p0, pn), (k0, kn) = steps[s]
         m0, rows = blocks[units[u][0]]
         out = []
         if s == 0 or a_loads[s] != a_loads[s - 1]:
             out += operand.load(m0, rows, p0, pn, act_buffers[a_loads[s] % 2])
-        out.append(dict(opcode=Opcode.LOAD,
-                        mem_addr=layer.weight_addr + (n * plan.k_tiles + k0) * R * weight_slot,
-                        sp_addr=weight_buffers[s % 2], rows=1, row_bytes=kn * R * weight_slot))
-        if s >= 2:
+        if not plan.resident:
+            out.append(dict(opcode=Opcode.LOAD,
+                            mem_addr=layer.weight_addr + (n * plan.k_tiles + k0) * tile_bytes,
+                            sp_addr=weight_buffers[s % 2], rows=1, row_bytes=kn * tile_bytes))
+        elif s == 0:
+            out.append(dict(opcode=Opcode.LOAD, mem_addr=layer.weight_addr,
+                            sp_addr=weight_buffers[0], rows=1,
+                            row_bytes=plan.n_tiles * plan.k_tiles * tile_bytes))
+        if i >= 2:
             out[0]["pop_next"] = 1
         out[-1]["push_next"] = 1
         return out
+
+    def weight_addr(s, kt):
+        _, n, _, (k0, _) = steps[s]
+        if plan.resident:
+            return weight_buffers[0] + (n * plan.k_tiles + kt) * tile_bytes
+        return weight_buffers[s % 2] + (kt - k0) * tile_bytes
 
     def computes(s):
         u, n, (p0, pn), (k0, kn) = steps[s]
@@ -726,8 +764,7 @@ def _emit_tiled(config, layer, operand, plan, program):
             emit = kt == plan.k_tiles - 1
             for act_addr, act_stride, count, row in operand.vectors(
                     kt, rows, p0, pn, act_buffers[a_loads[s] % 2], n):
-                insn = dict(opcode=Opcode.MATMUL,
-                            weight_addr=weight_buffers[s % 2] + (kt - k0) * R * weight_slot,
+                insn = dict(opcode=Opcode.MATMUL, weight_addr=weight_addr(s, kt),
                             act_addr=act_addr, act_stride=act_stride, count=count, acc_addr=row,
                             accumulate=int(kt > 0), emit=int(emit), act_flip=int(layer.act_flip),
                             channel=n,
@@ -737,8 +774,8 @@ def _emit_tiled(config, layer, operand, plan, program):
                 if emit and first_emit and u >= 2 and not any(i.get("emit") for i in out):
                     insn["pop_next"] = 1
                 out.append(insn)
-        out[0]["pop_prev"] = 1
-        out[-1]["push_prev"] = 1
+        out[0]["pop_prev"] = int(s in load_index)
+        out[-1]["push_prev"] = int(s in last_of_load)
         if last_of_unit:
             out[-1]["push_next"] = 1
         return out
@@ -783,8 +820,8 @@ def _emit_tiled(config, layer, operand, plan, program):
                   pop_prev=1, push_prev=int(n0 + per_piece < plan.n_tiles))])
     add(loads(0))
     for s in range(len(steps)):
-        if s + 1 < len(steps):
-            add(loads(s + 1))
+        if load_index.get(s, len(fresh)) + 1 < len(fresh):
+            add(loads(load_index[s] + 1))
         add(computes(s))
         u = steps[s][0]
         if s == len(steps) - 1 or steps[s + 1][0] != u:
@@ -796,6 +833,6 @@ def _emit_tiled(config, layer, operand, plan, program):
     for i in range(leftover_stores):
         program.emit(Opcode.SYNC, engine=Engine.COMPUTE, pop_next=1,
                      push_prev=int(i == leftover_stores - 1))
-    for _ in range(min(2, len(steps)) + 1):
+    for _ in range(min(2, len(fresh)) + 1):
         program.emit(Opcode.SYNC, engine=Engine.LOAD, pop_next=1)
     return program

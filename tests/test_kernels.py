@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from hw.config import DEFAULT_CONFIG, NPUConfig
+from hw.isa import Opcode, decode
 from hw.registers import ErrorCode
 from sw.kernels import (ConvLayer, GemmLayer, LayerError, candidate_conv_plans, candidate_plans,
-                        emit_conv, plan_conv, plan_gemm, predict_program)
+                        conv_k_tiles, emit_conv, emit_gemm, plan_conv, plan_gemm, predict_program,
+                        weight_bytes)
 from sw.simulator import NPUSimulator
 from verif.npu_workloads import MemoryImage, direct_conv_workload, gemm_workload
 
@@ -145,3 +147,33 @@ def test_convs_that_cannot_run_directly_are_refused_by_name():
     layer = ConvLayer(4, 5000, 8, 8, (3, 3), name="node 'wide'")
     with pytest.raises(LayerError, match="node 'wide': a row of 5000 pixels"):
         plan_conv(DEFAULT_CONFIG, layer)
+
+
+def _weight_bytes_read(program, layer, total):
+    """Bytes the LOADs of ``program`` read from ``layer``'s ``total`` weight bytes."""
+    read = 0
+    for word in program.words:
+        opcode, f = decode(word)
+        if opcode is Opcode.LOAD and layer.weight_addr <= f["mem_addr"] < layer.weight_addr + total:
+            read += f["rows"] * f["row_bytes"]
+    return read
+
+
+@pytest.mark.parametrize("layer", [
+    ConvLayer(32, 32, 16, 16, (3, 3), (1, 1), (1, 1, 1, 1), weight_addr=1 << 20),
+    GemmLayer(900, 100, 40, 0, 1 << 20, 0, 0)], ids=["conv", "gemm"])
+def test_resident_weights_are_read_once(layer):
+    """A tiling with resident weights reads each weight byte once however many M-blocks it
+    has; the others read them once per M-block; the compiler keeps them resident here."""
+    config = DEFAULT_CONFIG
+    conv = isinstance(layer, ConvLayer)
+    total = weight_bytes(config, conv_k_tiles(config, layer) if conv else -(-layer.K // config.rows),
+                         layer.N)
+    plans = (candidate_conv_plans if conv else candidate_plans)(config, layer)
+    assert any(plan.resident for plan in plans)
+    for plan in plans:
+        program = (emit_conv if conv else emit_gemm)(config, layer, plan=plan)
+        blocks = -(-layer.M // plan.block_rows)
+        assert _weight_bytes_read(program, layer, total) == total * (1 if plan.resident else blocks)
+    chosen = (plan_conv(config, layer)[0] if conv else plan_gemm(config, layer))
+    assert chosen.resident and chosen.block_rows < layer.M

@@ -20,6 +20,7 @@ from hw.isa import INSTRUCTION_BYTES, Opcode
 from hw.registers import NPU_MAGIC, ErrorCode
 from sw.asm import Program
 from sw.driver import NPUDriver
+from sw.kernels import ConvLayer, candidate_conv_plans
 from sw.simulator import NPUSimulator
 from verif.npu_workloads import (MemoryImage, Workload, conv_workload, direct_conv_workload,
                                  gemm_workload, random_program)
@@ -170,12 +171,16 @@ async def random_programs(dut):
 @cocotb.test()
 async def conv_layers(dut):
     """Convolutions with zero points and random pauses: a 3x3 one with ReLU as a GEMM on
-    im2col in software, and three run straight from their NHWC input on the NPU (stride 1,
+    im2col in software, and four run straight from their NHWC input on the NPU (stride 1,
     one MATMUL per band; stride 2 with 12 channels, uneven padding and int8 activations;
-    depthwise, with diagonal weight tiles)."""
+    depthwise, with diagonal weight tiles; and one whose weights stay resident while its
+    bands go through)."""
     bench = NPUBench(dut)
     await bench.start(pause=0.1)
     size = bench.params.get("conv_size", 8)
+    resident = next(plan for plan in candidate_conv_plans(
+        bench.config, ConvLayer(size + 3, size, 16, 20, (3, 3), (1, 1), (1, 1, 1, 1)))
+        if plan.resident)
     workloads = [
         ("conv im2col", conv_workload(bench.config, bench.rng, channels=16, out_channels=16,
                                       size=size)),
@@ -185,7 +190,9 @@ async def conv_layers(dut):
             bench.config, bench.rng, size + 1, size, 12, 9, strides=(2, 2), pads=(1, 0, 1, 2),
             act_flip=False)),
         ("conv depthwise", direct_conv_workload(bench.config, bench.rng, size, size, 20, 20,
-                                                depthwise=True))]
+                                                depthwise=True)),
+        ("conv direct, weights resident over its bands", direct_conv_workload(
+            bench.config, bench.rng, size + 3, size, 16, 20, plan=resident))]
     for name, workload in workloads:
         status = await bench.run(workload)
         bench.report(name, workload, status)
