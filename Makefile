@@ -31,9 +31,10 @@ bench-dma:  ## DMA bytes per cycle, 64 KiB each way at 32/64/128 bits, zero-wait
 # --- FPGA boards (fpga/) ---------------------------------------------------------------------
 BOARD ?= ulx3s
 MHZ ?=
+ROUTE_ANYWAY ?=
 
-bitstream:  ## FPGA bitstream and build/<board>/report.json (BOARD=ulx3s|icebreaker, MHZ=n for a slower clock; fails if timing is missed)
-	$(PYTHON) -m fpga.build --board $(BOARD) $(if $(MHZ),--clock-mhz $(MHZ),)
+bitstream:  ## FPGA bitstream and build/<board>/report.json (BOARD=ulx3s|icebreaker, MHZ=n for a slower clock; fails if timing is missed, before routing if far off unless ROUTE_ANYWAY=1)
+	$(PYTHON) -m fpga.build --board $(BOARD) $(if $(MHZ),--clock-mhz $(MHZ),) $(if $(ROUTE_ANYWAY),--route-anyway,)
 
 flash:  ## program the board on USB with its bitstream from build/<board>/ (BOARD=ulx3s|icebreaker)
 	$(PYTHON) -m fpga.flash --board $(BOARD)

@@ -5,13 +5,16 @@
 * the PLL settings are exact and inside the devices' limits;
 * both board tops elaborate (Amaranth's platform preparation, RTLIL included), around a
   small stand-in design and around the real ``fpga.board.BoardDesign``;
-* the report parser reads a small synthetic nextpnr report and Yosys ``stat``.
+* the report parser reads a small synthetic nextpnr report and Yosys ``stat``;
+* a build script standing in for Yosys and nextpnr is stopped once its log estimates an
+  Fmax far below the target after placement, and runs to its end otherwise.
 """
 
 import os
 from pathlib import Path
 import subprocess
 import sys
+import time
 
 from amaranth import *
 from amaranth.lib import wiring
@@ -19,7 +22,8 @@ from amaranth.lib.wiring import In, Out
 import pytest
 
 from fpga import flash
-from fpga.build import board_top, explain_failure, parse_report, with_clock
+from fpga.build import (ROUTE_MARGIN, board_top, explain_failure, parse_report,
+                        placement_estimate, run_tools, with_clock)
 from fpga.build import main as build_main
 from fpga.configs import BOARDS
 from fpga.icebreaker import ice40_pll_params
@@ -220,3 +224,52 @@ def test_clock_the_pll_cannot_make_is_refused_in_one_line(capsys):
     error = capsys.readouterr().err.strip()
     assert error.startswith("ULX3S: an ECP5 PLL cannot make 33.3333 MHz")
     assert "\n" not in error and "Traceback" not in error
+
+
+def test_placement_estimate_is_the_first_fmax_of_the_core_clock():
+    log = ("Info: Max frequency for clock 'clk25': 300.00 MHz (PASS at 25.00 MHz)\n"
+           "Info: Max frequency for clock '$glbnet$clk': 52.32 MHz (FAIL at 100.00 MHz)\n"
+           "Info: Routing globals...\n"
+           "Warning: Max frequency for clock '$glbnet$clk': 55.00 MHz (FAIL at 100.00 MHz)\n")
+    assert placement_estimate(log, 100.0) == 52.32
+    assert placement_estimate(log.splitlines()[0], 100.0) is None
+
+
+def _fake_tools(tmp_path, estimate, status=0):
+    """A build script that logs ``estimate`` after "placement", then "routes" for a minute
+    (or exits with ``status`` at once when that is not 0) and writes ``routed``."""
+    (tmp_path / "build_top.sh").write_text(
+        f"echo \"Info: Max frequency for clock 'clk': {estimate:.2f} MHz (FAIL at 100.00 MHz)\""
+        f" > top.tim\n"
+        + (f"exit {status}\n" if status else "sleep 60\ntouch routed\n"))
+
+
+@pytest.mark.parametrize("route_anyway", [False, True])
+def test_build_far_below_its_target_stops_before_routing(tmp_path, route_anyway):
+    _fake_tools(tmp_path, 100 * ROUTE_MARGIN - 1)
+    began = time.monotonic()
+    if route_anyway:
+        (tmp_path / "build_top.sh").write_text(
+            (tmp_path / "build_top.sh").read_text().replace("sleep 60", "sleep 1"))
+        assert run_tools(tmp_path, 100.0, route_anyway=True, poll_seconds=0.1) is None
+        assert (tmp_path / "routed").exists()
+    else:
+        assert run_tools(tmp_path, 100.0, poll_seconds=0.1) == 100 * ROUTE_MARGIN - 1
+        assert time.monotonic() - began < 30
+        time.sleep(0.5)
+        assert not (tmp_path / "routed").exists()
+
+
+def test_build_near_its_target_routes_and_failures_raise(tmp_path):
+    """The estimate is read from this build's log, not from an earlier build's."""
+    (tmp_path / "top.tim").write_text(
+        "Info: Max frequency for clock 'clk': 10.00 MHz (FAIL at 100.00 MHz)\n")
+    _fake_tools(tmp_path, 100 * ROUTE_MARGIN + 1)
+    (tmp_path / "build_top.sh").write_text("sleep 0.5\n" + (tmp_path / "build_top.sh").read_text())
+    (tmp_path / "build_top.sh").write_text(
+        (tmp_path / "build_top.sh").read_text().replace("sleep 60", "sleep 1"))
+    assert run_tools(tmp_path, 100.0, poll_seconds=0.1) is None
+    assert (tmp_path / "routed").exists()
+    _fake_tools(tmp_path, 10.0, status=3)
+    with pytest.raises(subprocess.CalledProcessError):
+        run_tools(tmp_path, 100.0, route_anyway=True, poll_seconds=0.1)
