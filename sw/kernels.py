@@ -35,7 +35,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hw.isa import CHANNEL_PARAM_BYTES, Engine, Opcode, slot_bytes
+from amaranth.lib import data
+
+from hw.isa import CHANNEL_PARAM_BYTES, Engine, Opcode, Transfer, slot_bytes
 from sw.asm import Program
 
 
@@ -199,15 +201,20 @@ def _group_widths(config, layer, n_tiles, buffer_rows):
     return sorted({widest, -(-widest // 2)})
 
 
+#: Bits of a LOAD's ``row_bytes``: resident weights come in one row.
+_ROW_BYTES_WIDTH = data.Layout.cast(Transfer)["row_bytes"].shape.width
+
+
 def resident_variants(config, layer, plans):
     """``plans`` and, for each that cuts ``layer`` into several M-blocks and whose weights
-    fit both weight buffers, the same tiling with the weights resident: each weight byte
-    is read once instead of once per M-block, but the first block waits for all of them."""
+    fit both weight buffers (and one LOAD row), the same tiling with the weights resident:
+    each weight byte is read once instead of once per M-block, but the first block waits
+    for all of them."""
+    most = min(config.scratchpad_bytes // 4, (1 << _ROW_BYTES_WIDTH) - 1)
     out = []
     for plan in plans:
         out.append(plan)
-        if layer.M > plan.block_rows and \
-                weight_bytes(config, plan.k_tiles, layer.N) <= config.scratchpad_bytes // 4:
+        if layer.M > plan.block_rows and weight_bytes(config, plan.k_tiles, layer.N) <= most:
             out.append(replace(plan, resident=True))
     return out
 

@@ -177,3 +177,13 @@ def test_resident_weights_are_read_once(layer):
         assert _weight_bytes_read(program, layer, total) == total * (1 if plan.resident else blocks)
     chosen = (plan_conv(config, layer)[0] if conv else plan_gemm(config, layer))
     assert chosen.resident and chosen.block_rows < layer.M
+
+
+def test_resident_weights_come_in_one_load_row():
+    """With a 512 KiB scratchpad the weight buffers hold 128 KiB, but a LOAD row at most
+    65,535 bytes: 64,000 bytes of weights may stay resident, 70,656 may not."""
+    config = NPUConfig(scratchpad_bytes=512 << 10)
+    for K, resident in [(1000, True), (1100, False)]:
+        layer = GemmLayer(4096, K, 64, 0, 0, 0, 0)
+        assert weight_bytes(config, -(-K // config.rows), 64) == 64 * 8 * -(-K // 8)
+        assert any(plan.resident for plan in candidate_plans(config, layer)) == resident
