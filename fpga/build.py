@@ -209,6 +209,13 @@ def parse_report(family, nextpnr, stat, target_hz):
     }
 
 
+def _utilization(log):
+    """The utilisation table in a nextpnr log's text, as its ``--report`` has it:
+    ``{cell: {"used", "available"}}``."""
+    return {cell: {"used": int(used), "available": int(available)} for cell, used, available
+            in re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log)}
+
+
 def explain_failure(build_dir):
     """Why the tools stopped: the resources the design overflows (from nextpnr's
     utilisation table), else the first ``ERROR`` line of the nextpnr or Yosys log."""
@@ -217,12 +224,11 @@ def explain_failure(build_dir):
         if not path.exists():
             continue
         text = path.read_text(errors="replace")
-        overflows = {cell: (int(used), int(available)) for cell, used, available
-                     in re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text)
-                     if int(used) > int(available)}
+        overflows = {cell: use for cell, use in _utilization(text).items()
+                     if use["used"] > use["available"]}
         if overflows:
-            listed = ", ".join(f"{cell} {used}/{available}"
-                               for cell, (used, available) in overflows.items())
+            listed = ", ".join(f"{cell} {use['used']}/{use['available']}"
+                               for cell, use in overflows.items())
             return f"the design does not fit the device: {listed} (see {path})"
         for line in text.splitlines():
             if "ERROR" in line:
@@ -267,13 +273,6 @@ def run_tools(build_dir, target_mhz, route_anyway=False, poll_seconds=2.0):
             process.wait()
 
 
-def _logged_utilization(build_dir):
-    """nextpnr's utilisation table from its log, as its ``--report`` has it."""
-    text = (build_dir / "top.tim").read_text(errors="replace")
-    return {cell: {"used": int(used), "available": int(available)} for cell, used, available
-            in re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", text)}
-
-
 def build(board, build_dir, design=None, route_anyway=False):
     """Build ``board``'s bitstream in ``build_dir`` and write ``report.json`` there.
 
@@ -309,7 +308,8 @@ def build(board, build_dir, design=None, route_anyway=False):
         parsed = parse_report(family, json.loads((build_dir / "nextpnr.json").read_text()),
                               stat, board.clock_hz)
     else:
-        parsed = parse_report(family, {"utilization": _logged_utilization(build_dir),
+        parsed = parse_report(family, {"utilization": _utilization(
+            (build_dir / "top.tim").read_text(errors="replace")),
                                        "fmax": {}}, stat, board.clock_hz)
         parsed["fmax_mhz"]["placement_estimate"] = estimate
     report = {

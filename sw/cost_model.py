@@ -10,8 +10,8 @@
   queue (``queue_depth``) is full;
 * **load / store**: descriptors in the order the engines issue them, on a DMA shared by
   both engines (``hw.dma``): ``ceil(bytes / bus bytes)`` data cycles per row,
-  ``BURST_OVERHEAD`` per AXI burst and ``WRITE_ROW_SETUP`` per row written; a descriptor's data follows the previous
-  one's in the same direction, while a change of direction waits for the previous
+  ``BURST_OVERHEAD`` per AXI burst and ``WRITE_ROW_SETUP`` per row written; a
+  descriptor's data follows the previous one's in the same direction, while a change of direction waits for the previous
   descriptor's completion (``READ_COMPLETION`` / ``WRITE_COMPLETION`` after its data);
 * **compute**: a MATMUL streams ``count`` activation vectors, one per cycle, after its
   ``rows`` weight rows have entered the array; weight rows of consecutive tiles follow

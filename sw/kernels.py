@@ -727,8 +727,8 @@ def _emit_tiled(config, layer, operand, plan, program):
     # A step that loads something (its A, or its chunk of weights when they are not
     # resident) hands the compute engine a token; the compute engine hands it back after
     # the last step before the next such load, which frees that load's buffers.
-    fresh = [s for s in range(len(steps))
-             if s == 0 or not plan.resident or a_loads[s] != a_loads[s - 1]]
+    loads_a = [s == 0 or a_loads[s] != a_loads[s - 1] for s in range(len(steps))]
+    fresh = [s for s in range(len(steps)) if loads_a[s] or not plan.resident]
     load_index = {s: i for i, s in enumerate(fresh)}
     last_of_load = {s - 1 for s in fresh[1:]} | {len(steps) - 1}
     tile_bytes = R * weight_slot
@@ -738,7 +738,7 @@ def _emit_tiled(config, layer, operand, plan, program):
         u, n, (p0, pn), (k0, kn) = steps[s]
         m0, rows = blocks[units[u][0]]
         out = []
-        if s == 0 or a_loads[s] != a_loads[s - 1]:
+        if loads_a[s]:
             out += operand.load(m0, rows, p0, pn, act_buffers[a_loads[s] % 2])
         if not plan.resident:
             out.append(dict(opcode=Opcode.LOAD,
@@ -827,7 +827,7 @@ def _emit_tiled(config, layer, operand, plan, program):
                   pop_prev=1, push_prev=int(n0 + per_piece < plan.n_tiles))])
     add(loads(0))
     for s in range(len(steps)):
-        if load_index.get(s, len(fresh)) + 1 < len(fresh):
+        if s in load_index and load_index[s] + 1 < len(fresh):
             add(loads(load_index[s] + 1))
         add(computes(s))
         u = steps[s][0]

@@ -235,25 +235,26 @@ def test_placement_estimate_is_the_first_fmax_of_the_core_clock():
     assert placement_estimate(log.splitlines()[0], 100.0) is None
 
 
-def _fake_tools(tmp_path, estimate, status=0):
-    """A build script that logs ``estimate`` after "placement", then "routes" for a minute
-    (or exits with ``status`` at once when that is not 0) and writes ``routed``."""
+def _fake_tools(tmp_path, estimate, status=0, route_seconds=60, place_seconds=0):
+    """A build script that "places" for ``place_seconds``, logs ``estimate``, then "routes"
+    for ``route_seconds`` and writes ``routed`` (or exits with ``status`` at once when that
+    is not 0)."""
     (tmp_path / "build_top.sh").write_text(
+        f"sleep {place_seconds}\n"
         f"echo \"Info: Max frequency for clock 'clk': {estimate:.2f} MHz (FAIL at 100.00 MHz)\""
         f" > top.tim\n"
-        + (f"exit {status}\n" if status else "sleep 60\ntouch routed\n"))
+        + (f"exit {status}\n" if status else f"sleep {route_seconds}\ntouch routed\n"))
 
 
 @pytest.mark.parametrize("route_anyway", [False, True])
 def test_build_far_below_its_target_stops_before_routing(tmp_path, route_anyway):
-    _fake_tools(tmp_path, 100 * ROUTE_MARGIN - 1)
     began = time.monotonic()
     if route_anyway:
-        (tmp_path / "build_top.sh").write_text(
-            (tmp_path / "build_top.sh").read_text().replace("sleep 60", "sleep 1"))
+        _fake_tools(tmp_path, 100 * ROUTE_MARGIN - 1, route_seconds=1)
         assert run_tools(tmp_path, 100.0, route_anyway=True, poll_seconds=0.1) is None
         assert (tmp_path / "routed").exists()
     else:
+        _fake_tools(tmp_path, 100 * ROUTE_MARGIN - 1)
         assert run_tools(tmp_path, 100.0, poll_seconds=0.1) == 100 * ROUTE_MARGIN - 1
         assert time.monotonic() - began < 30
         time.sleep(0.5)
@@ -264,10 +265,7 @@ def test_build_near_its_target_routes_and_failures_raise(tmp_path):
     """The estimate is read from this build's log, not from an earlier build's."""
     (tmp_path / "top.tim").write_text(
         "Info: Max frequency for clock 'clk': 10.00 MHz (FAIL at 100.00 MHz)\n")
-    _fake_tools(tmp_path, 100 * ROUTE_MARGIN + 1)
-    (tmp_path / "build_top.sh").write_text("sleep 0.5\n" + (tmp_path / "build_top.sh").read_text())
-    (tmp_path / "build_top.sh").write_text(
-        (tmp_path / "build_top.sh").read_text().replace("sleep 60", "sleep 1"))
+    _fake_tools(tmp_path, 100 * ROUTE_MARGIN + 1, route_seconds=1, place_seconds=0.5)
     assert run_tools(tmp_path, 100.0, poll_seconds=0.1) is None
     assert (tmp_path / "routed").exists()
     _fake_tools(tmp_path, 10.0, status=3)
