@@ -42,6 +42,10 @@ class NPUConfig:
         lanes than columns a result row takes ``cols / output_lanes`` cycles in it.
     output_stages : int
         Pipeline registers of the output stage, 1 to 15: fewer for a slower clock.
+    serial_output : bool
+        The output stage computes one bit per cycle, one lane after the other
+        (``hw.serial_output_stage``), in a tenth of the logic and about 45 cycles per
+        output; ``output_lanes`` and ``output_stages`` are then unused.
     fetch_depth : int
         Instructions the fetcher's prefetch FIFO holds.
     fetch_burst : int
@@ -69,6 +73,7 @@ class NPUConfig:
     queue_depth: int = 8
     output_lanes: int = 0
     output_stages: int = 15
+    serial_output: bool = False
     fetch_depth: int = 32
     fetch_burst: int = 8
     dma_queue_depth: int = 4

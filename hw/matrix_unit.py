@@ -38,8 +38,9 @@ results : ``Out(stream.Signature(...))``
 Latency
 -------
 An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier than
-``t + rows + cols + 6 + OutputStage.latency`` (array, accumulator read-modify-write,
-FIFO, parameter lookup, output stage). Throughput: one activation vector per cycle, with
+``t + rows + cols + 6`` plus the output stage's ``latency`` (array, accumulator
+read-modify-write, FIFO, parameter lookup, output stage: ``hw.output_stage``, or
+``hw.serial_output_stage`` with ``config.serial_output``). Throughput: one activation vector per cycle, with
 weight loading hidden as described in :mod:`hw.systolic_array`.
 """
 
@@ -50,6 +51,7 @@ from amaranth.utils import ceil_log2
 
 from .config import NPUConfig
 from .output_stage import OutputStage, channel_params
+from .serial_output_stage import SerialOutputStage
 from .systolic_array import SystolicArray
 
 
@@ -110,8 +112,12 @@ class MatrixUnit(wiring.Component):
         m.submodules.array = array = SystolicArray(config.rows, C, tag_shape=self._sideband)
         m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(
             width=Shape.cast(self._emitted).width, depth=self.fifo_depth)
-        m.submodules.output_stage = output_stage = OutputStage(
-            C, tag_shape=self.tag_shape, units=config.output_stage_lanes, stages=config.output_stages)
+        if config.serial_output:
+            output_stage = SerialOutputStage(C, tag_shape=self.tag_shape)
+        else:
+            output_stage = OutputStage(C, tag_shape=self.tag_shape, units=config.output_stage_lanes,
+                                       stages=config.output_stages)
+        m.submodules.output_stage = output_stage
         m.submodules.accumulators = accumulators = memory.Memory(
             shape=data.ArrayLayout(signed(32), C), depth=config.acc_depth, init=[])
         m.submodules.channel_table = channel_table = memory.Memory(
@@ -196,7 +202,7 @@ class MatrixUnit(wiring.Component):
         fifo_head = Signal(self._emitted)
         table_read = channel_table.read_port()
         m.d.comb += [fifo_head.eq(results_fifo.r_data), table_read.addr.eq(fifo_head.channel)]
-        if output_stage.groups == 1:
+        if output_stage.always_ready:
             # The lookup never waits, so no enable fans out from the output stage's ready:
             # a row leaves the FIFO only with a credit, one for each beat the output stage
             # can still take (``OutputStage.capacity``), and the output stage takes every

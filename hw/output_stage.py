@@ -65,7 +65,7 @@ from amaranth.utils import ceil_log2
 from .arith import registered_product
 
 
-__all__ = ["channel_params", "OutputStage"]
+__all__ = ["channel_params", "output_stage_signature", "OutputStage"]
 
 
 #: Per-output-channel parameters of the output stage.
@@ -77,6 +77,22 @@ channel_params = data.StructLayout({
     "clamp_hi":        signed(16),
     "unsigned_output": unsigned(1),
 })
+
+
+def output_stage_signature(lanes, tag_shape):
+    """The signature of an output stage of ``lanes`` lanes (see the members above)."""
+    return wiring.Signature({
+        "inp": In(stream.Signature(data.StructLayout({
+            "acc":    data.ArrayLayout(signed(32), lanes),
+            "params": data.ArrayLayout(channel_params, lanes),
+            "tag":    tag_shape,
+        }))),
+        "out": Out(stream.Signature(data.StructLayout({
+            "q":   data.ArrayLayout(unsigned(8), lanes),
+            "acc": data.ArrayLayout(signed(32), lanes),
+            "tag": tag_shape,
+        }))),
+    })
 
 
 def _as_signed(value):
@@ -148,18 +164,13 @@ class OutputStage(wiring.Component):
         # Logical stages (1 to 15) whose results are registered: evenly spread, the
         # last one (the output register) always.
         self.registered = {round(LOGICAL_STAGES * (i + 1) / stages) for i in range(stages)}
-        super().__init__({
-            "inp": In(stream.Signature(data.StructLayout({
-                "acc":    data.ArrayLayout(signed(32), lanes),
-                "params": data.ArrayLayout(channel_params, lanes),
-                "tag":    tag_shape,
-            }))),
-            "out": Out(stream.Signature(data.StructLayout({
-                "q":   data.ArrayLayout(unsigned(8), lanes),
-                "acc": data.ArrayLayout(signed(32), lanes),
-                "tag": tag_shape,
-            }))),
-        })
+        super().__init__(output_stage_signature(lanes, tag_shape))
+
+    @property
+    def always_ready(self):
+        """``inp.ready`` is high whenever fewer than :attr:`capacity` beats are inside:
+        with one lane circuit per lane."""
+        return self.groups == 1
 
     @property
     def capacity(self):

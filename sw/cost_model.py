@@ -37,6 +37,7 @@ from hw.engines import ComputeEngine
 from hw.fetcher import InstructionChecker
 from hw.output_stage import OutputStage
 from hw.scratchpad import Scratchpad
+from hw.serial_output_stage import SerialOutputStage
 from hw.systolic_array import SystolicArray
 from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
 
@@ -69,11 +70,15 @@ WEIGHT_GAP = 2
 def drain(config):
     """Cycles from an emitting tile's last vector read to its tokens: the scratchpad's read
     latency, the array's latency, the output stage's pipeline and the compute engine's
-    result FIFO. (An output stage with fewer lanes than columns also takes longer per
-    result; that is not modelled.)"""
+    result FIFO. (An output stage with fewer lanes than columns, or a serial one, also
+    takes longer per result; that is not modelled: the serial stage counts its longest
+    beat here.)"""
+    if config.serial_output:
+        output_stage = SerialOutputStage(config.cols)
+    else:
+        output_stage = OutputStage(config.cols, stages=config.output_stages)
     return (Scratchpad.read_latency + SystolicArray(config.rows, config.cols).latency +
-            OutputStage(config.cols, stages=config.output_stages).latency +
-            ComputeEngine.result_latency)
+            output_stage.latency + ComputeEngine.result_latency)
 
 
 @functools.cache

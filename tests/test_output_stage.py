@@ -3,6 +3,7 @@
 import pytest
 
 from hw.output_stage import OutputStage
+from hw.serial_output_stage import SerialOutputStage
 from verif.runner import simulate
 
 
@@ -20,3 +21,11 @@ def test_small_output_stage_matches_golden(lanes, units, stages, seed, waves):
              name=f"output_stage_{lanes}_u{units}_s{stages}", test_module="verif.tb_output_stage",
              params={"lanes": lanes, "units": units, "stages": stages, "beats": 1500 // lanes * 4},
              seed=seed, waves=waves)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_serial_output_stage_matches_golden(lanes, seed, waves):
+    """One bit per cycle, lane after lane (``NPUConfig.serial_output``): the same outputs."""
+    simulate(SerialOutputStage(lanes=lanes, tag_shape=16), name=f"serial_output_stage_{lanes}",
+             test_module="verif.tb_output_stage",
+             params={"lanes": lanes, "serial": True, "beats": 1200 // lanes}, seed=seed, waves=waves)

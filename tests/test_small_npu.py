@@ -1,5 +1,5 @@
 """The whole NPU in the iCEBreaker's small configuration (``fpga.configs.ICEBREAKER``: one
-output-stage lane, a short output pipeline, single-entry queues, serial range-check
+serial output stage, single-entry queues, serial range-check
 products, no read slices) in Verilator: the random programs, bad programs and fetch bus
 errors of ``tests/test_npu.py`` against the NumPy NPU simulator (not its convolution
 layers, which need a larger scratchpad than 2 KiB)."""

@@ -9,6 +9,7 @@ from hw.config import DEFAULT_CONFIG
 from hw.matrix_unit import MatrixUnit
 from hw.npu import NPU
 from hw.output_stage import OutputStage
+from hw.serial_output_stage import SerialOutputStage
 from verif.runner import lint
 
 
@@ -16,6 +17,7 @@ def blocks(config=DEFAULT_CONFIG):
     """(name, component) of every block that is linted, at the default configuration."""
     return [
         ("output_stage", OutputStage(config.cols, tag_shape=16)),
+        ("serial_output_stage", SerialOutputStage(config.cols, tag_shape=16)),
         ("matrix_unit", MatrixUnit(config)),
         ("npu", NPU(config)),
     ]

@@ -1,10 +1,12 @@
-"""cocotb testbench of hw.output_stage.OutputStage against verif.golden.requantize."""
+"""cocotb testbench of hw.output_stage.OutputStage and hw.serial_output_stage.SerialOutputStage
+against verif.golden.requantize."""
 
 import cocotb
 import numpy as np
 from cocotb.triggers import with_timeout
 
 from hw.output_stage import OutputStage
+from hw.serial_output_stage import SerialOutputStage
 from verif.stimulus import (channel_param_fields, edge_accumulators, float32_rounding_edges,
                             golden_requantize, random_channel_params, tie_cases)
 from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock_and_reset,
@@ -13,8 +15,11 @@ from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock
 
 def _layouts():
     params = tb_params()
-    stage = OutputStage(lanes=params["lanes"], tag_shape=16, units=params.get("units"),
-                        stages=params.get("stages", OutputStage.stages))
+    if params.get("serial"):
+        stage = SerialOutputStage(lanes=params["lanes"], tag_shape=16)
+    else:
+        stage = OutputStage(lanes=params["lanes"], tag_shape=16, units=params.get("units"),
+                            stages=params.get("stages", OutputStage.stages))
     return params, stage.inp.p.shape(), stage.out.p.shape()
 
 
