@@ -30,7 +30,9 @@ acts : ``In(stream.Signature(matrix_beat_layout(...)))``
 params : ``In(stream.Signature(...))``
     Writes of the channel-parameter table: ``index``, ``data`` (``cols`` ×
     ``channel_params``). Always ready. A row must not be rewritten while beats that use
-    it are in flight.
+    it are in flight. With ``config.channel_depth`` = 1 there is no table: the output
+    stage reads ``data`` itself, which the producer must hold from one write to the next
+    (the compute engine's CONFIG assembles the row in place).
 results : ``Out(stream.Signature(...))``
     ``q``: ``cols`` 8-bit outputs; ``acc``: the ``cols`` int32 accumulators before bias;
     ``tag``: the activation beat's tag.
@@ -120,8 +122,9 @@ class MatrixUnit(wiring.Component):
         m.submodules.output_stage = output_stage
         m.submodules.accumulators = accumulators = memory.Memory(
             shape=data.ArrayLayout(signed(32), C), depth=config.acc_depth, init=[])
-        m.submodules.channel_table = channel_table = memory.Memory(
-            shape=data.ArrayLayout(channel_params, C), depth=config.channel_depth, init=[])
+        if config.channel_depth > 1:
+            m.submodules.channel_table = channel_table = memory.Memory(
+                shape=data.ArrayLayout(channel_params, C), depth=config.channel_depth, init=[])
 
         # --- Inputs and credits ------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.weights), array.weights)
@@ -140,13 +143,14 @@ class MatrixUnit(wiring.Component):
             array.acts.p.tag.tag.eq(self.acts.p.tag),
         ]
 
-        table_write = channel_table.write_port()
-        m.d.comb += [
-            self.params.ready.eq(1),
-            table_write.addr.eq(self.params.p.index),
-            table_write.data.eq(self.params.p.data),
-            table_write.en.eq(self.params.valid),
-        ]
+        m.d.comb += self.params.ready.eq(1)
+        if config.channel_depth > 1:
+            table_write = channel_table.write_port()
+            m.d.comb += [
+                table_write.addr.eq(self.params.p.index),
+                table_write.data.eq(self.params.p.data),
+                table_write.en.eq(self.params.valid),
+            ]
 
         # --- Accumulator read-modify-write -------------------------------------------
         # A result is read from its accumulator row in the cycle it leaves the array,
@@ -197,12 +201,22 @@ class MatrixUnit(wiring.Component):
         m.d.sync += in_flight.eq(in_flight + accepted_emit - pushed)
 
         # --- Channel-parameter lookup, then the output stage ----------------------------
-        lookup_valid = Signal()
-        lookup = Signal(self._emitted)
         fifo_head = Signal(self._emitted)
-        table_read = channel_table.read_port()
-        m.d.comb += [fifo_head.eq(results_fifo.r_data), table_read.addr.eq(fifo_head.channel)]
-        if output_stage.always_ready:
+        m.d.comb += fifo_head.eq(results_fifo.r_data)
+        if config.channel_depth == 1:
+            # The single row is ``params``' payload, and the FIFO's head goes to the output
+            # stage directly: the row cannot change under a beat in flight (the compute
+            # engine's CONFIG waits for them).
+            row = self.params.p.data
+            beat_valid, beat = results_fifo.r_rdy, fifo_head
+            m.d.comb += results_fifo.r_en.eq(output_stage.inp.ready)
+        else:
+            # The beat waits in ``beat`` while its row is read.
+            table_read = channel_table.read_port()
+            m.d.comb += table_read.addr.eq(fifo_head.channel)
+            row = table_read.data
+            beat_valid, beat = Signal(), Signal(self._emitted)
+        if config.channel_depth > 1 and output_stage.always_ready:
             # The lookup never waits, so no enable fans out from the output stage's ready:
             # a row leaves the FIFO only with a credit, one for each beat the output stage
             # can still take (``OutputStage.capacity``), and the output stage takes every
@@ -213,18 +227,18 @@ class MatrixUnit(wiring.Component):
             delivered = self.results.valid & self.results.ready
             left = credits - taken + delivered
             m.d.sync += [credits.eq(left), has_credit.eq(left != 0),
-                         lookup_valid.eq(taken), lookup.eq(fifo_head)]
+                         beat_valid.eq(taken), beat.eq(fifo_head)]
             m.d.comb += results_fifo.r_en.eq(has_credit)
-        else:
-            advance = ~lookup_valid | output_stage.inp.ready
+        elif config.channel_depth > 1:
+            advance = ~beat_valid | output_stage.inp.ready
             m.d.comb += [results_fifo.r_en.eq(advance), table_read.en.eq(advance)]
             with m.If(advance):
-                m.d.sync += [lookup_valid.eq(results_fifo.r_rdy), lookup.eq(fifo_head)]
+                m.d.sync += [beat_valid.eq(results_fifo.r_rdy), beat.eq(fifo_head)]
         m.d.comb += [
-            output_stage.inp.valid.eq(lookup_valid),
-            output_stage.inp.p.acc.eq(lookup.acc),
-            output_stage.inp.p.params.eq(table_read.data),
-            output_stage.inp.p.tag.eq(lookup.tag),
+            output_stage.inp.valid.eq(beat_valid),
+            output_stage.inp.p.acc.eq(beat.acc),
+            output_stage.inp.p.params.eq(row),
+            output_stage.inp.p.tag.eq(beat.tag),
         ]
         wiring.connect(m, output_stage.out, wiring.flipped(self.results))
         return m
