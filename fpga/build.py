@@ -60,6 +60,8 @@ TOOLS = {
 #: as its default (0.9), which the router needs: out of context, the compute engine's
 #: placement at 0.9 was still congested after 86 router iterations (over 900 wires
 #: overused); at 0.5 it routed, and placed five times faster.
+#: iCE40: ABC also optimises across flip-flops (``-dff``), 196 fewer logic cells on the
+#: iCEBreaker build.
 FAMILIES = {
     "ecp5": {
         "platform": ULX3SPlatform,
@@ -88,7 +90,7 @@ FAMILIES = {
         },
         "bitstream": "top.bin",
         "pll_params": ice40_pll_params,
-        "synth_opts": "-dsp -spram",
+        "synth_opts": "-dsp -spram -dff",
         "nextpnr_opts": "",
     },
 }
