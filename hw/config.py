@@ -44,8 +44,9 @@ class NPUConfig:
         Pipeline registers of the output stage, 1 to 15: fewer for a slower clock.
     serial_output : bool
         The output stage computes one bit per cycle, one lane after the other
-        (``hw.serial_output_stage``), in a tenth of the logic and about 45 cycles per
-        output; ``output_lanes`` and ``output_stages`` are then unused.
+        (``hw.serial_output_stage``), without DSP blocks or FIFOs and in well under half
+        the logic of one pipelined lane, at about 45 cycles per output; ``output_lanes``
+        and ``output_stages`` are then unused.
     fetch_depth : int
         Instructions the fetcher's prefetch FIFO holds.
     fetch_burst : int

@@ -4,7 +4,9 @@
 computes the same outputs bit for bit (onnxruntime's requantization, see that module),
 but with one narrow datapath that each lane's value goes through in turn, shifting one
 bit per cycle instead of through barrel shifters, a leading-one detector and a 24 × 24
-multiplier. It takes about a tenth of the pipelined stage's logic and no DSP block.
+multiplier, and without FIFOs: on an iCE40, 765 LUT4 and 143 flip-flops and no DSP block,
+where one pipelined lane with 5 registers takes 1,228 LUT4, 428 flip-flops, two FIFOs and
+4 DSP blocks.
 
 For one lane:
 
