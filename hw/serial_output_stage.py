@@ -75,8 +75,11 @@ class SerialOutputStage(wiring.Component):
         results = Signal(8 * self.lanes)
 
         mult_exp = params.multiplier[23:31]
-        # The value is ``work * 2^exponent``, rounded half to even with ``guard`` and
-        # ``sticky`` when the result is made.
+        # From the product on, the value is ``work * 2^exponent``, rounded half to even
+        # with ``guard`` and ``sticky`` when the result is made: with x = F * 2^(8 - s)
+        # after ``s`` left shifts and the multiplier sig * 2^(exp - 150), the rounded
+        # product is (F * sig / 2^24) * 2^(exp - 118 - s), so ``exponent`` starts at
+        # exp - 118 and follows the shifts and the roundings' carries.
         work = Signal(32)
         exponent = Signal(signed(10))
         sign = Signal()
@@ -120,7 +123,6 @@ class SerialOutputStage(wiring.Component):
                 m.d.sync += [
                     work.eq(Mux(x < 0, -x, x)),
                     sign.eq((x < 0) ^ params.multiplier[31]),
-                    # float32(x) * multiplier = (work / 2^24) * 2^(8 + 24) * sig * 2^(exp - 150)
                     exponent.eq(Cat(mult_exp, Const(0, 1)).as_signed() - 118),
                     guard.eq(0),
                     sticky.eq(0),

@@ -252,8 +252,13 @@ def plan_gemm(config, layer):
 #: shared bandwidth that off-chip traffic costs on a board.
 CYCLE_TOLERANCE = 0.03
 #: The same, for the choice between a convolution's two lowerings (:func:`emit_conv` and a
-#: GEMM on im2col), whose DRAM bytes differ several-fold rather than by a few percent.
-LOWERING_TOLERANCE = 0.10
+#: GEMM on im2col), whose DRAM bytes differ several-fold rather than by a few percent (and
+#: im2col's matrix is also written by the host). ResNet-8's stage-3 first convolution
+#: (16 × 16 × 32 to 64 channels, stride 2) runs straight from its input in 12.9% more
+#: cycles than on im2col (predicted; 11.5% in the RTL), with 46% fewer DRAM bytes: with
+#: this tolerance the whole network moves 8.5% fewer bytes for 1.1% more cycles (at 10%
+#: that layer took im2col).
+LOWERING_TOLERANCE = 0.15
 
 
 def preferred(predictions, tolerance=CYCLE_TOLERANCE):
