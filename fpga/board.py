@@ -41,8 +41,8 @@ class AXI4Memory(wiring.Component):
     byte port is served between transactions, before waiting AXI requests.
 
     In block RAM, the memory is split into up to :attr:`MAX_BANKS` banks by its top
-    address bits, and a read goes through three registers: the address's, the block
-    RAM's own, then the bank multiplexer's. Read beats (with their ID) wait in a FIFO of
+    address bits, and a read goes through two registers: the block RAM's own, then the
+    bank multiplexer's. Read beats (with their ID) wait in a FIFO of
     :attr:`R_FIFO_DEPTH`, so the read data reaches ``RDATA`` from a register and a large
     memory spread over the device costs latency, not clock frequency; the next
     transaction starts as soon as a read burst's last beat is fetched.
@@ -71,7 +71,7 @@ class AXI4Memory(wiring.Component):
 
     Timing
     ------
-    Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 5 in
+    Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 4 in
     block RAM (:attr:`read_latency` cycles from a read to its data, plus the FIFO), then
     one beat per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the cycle after the ``AW``
     handshake; ``BVALID`` the cycle after the last beat. A byte read is accepted
@@ -81,9 +81,8 @@ class AXI4Memory(wiring.Component):
 
     #: Block RAM banks at most (each with its own output register).
     MAX_BANKS = 8
-    #: R beats buffered in block RAM: the reads in flight while ``RREADY`` is low, and one
-    #: more, so that a burst streams one beat per cycle.
-    R_FIFO_DEPTH = 5
+    #: R beats buffered in block RAM: the reads in flight while ``RREADY`` is low.
+    R_FIFO_DEPTH = 4
 
     def __init__(self, data_width, memory_bytes, *, spram=False):
         self.data_width = data_width
@@ -93,21 +92,15 @@ class AXI4Memory(wiring.Component):
             raise ValueError(f"memory_bytes must be a power of two of at least "
                              f"{self.word_bytes}, not {memory_bytes}")
         self.memory_bytes = memory_bytes
-        self.read_latency = 1 if spram else 3
+        self.read_latency = 1 if spram else 2
         super().__init__({
             "axi": In(AXI4Signature(data_width=data_width, addr_width=32, id_width=1)),
             "host": In(MemoryBusSignature()),
         })
 
     def _block_ram(self, m, depth, address, read_en, write_en, write_data):
-        """Banks of block RAM with registered inputs and outputs: a write given in cycle
-        ``t`` takes effect in cycle ``t + 1``, and the word read at ``address`` in cycle
-        ``t`` is returned, from a register, in cycle ``t + 3``. The registers on the way
-        in start the routes to banks spread over the device."""
-        address, read_en, write_en, write_data = [
-            self._delay(m, value, f"ram_{name}") for name, value in (
-                ("address", address), ("read_en", read_en), ("write_en", write_en),
-                ("write_data", write_data))]
+        """Banks of block RAM with registered outputs: the word read at ``address`` in
+        cycle ``t`` is returned, from a register, in cycle ``t + 2``."""
         banks = max(1, min(self.MAX_BANKS, depth // 512))
         bank_depth = depth // banks
         row_bits = exact_log2(bank_depth)
