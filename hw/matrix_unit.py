@@ -41,9 +41,9 @@ Latency
 -------
 An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier than
 ``t + rows + cols + 6`` plus the output stage's ``latency`` (array, accumulator
-read-modify-write, FIFO, parameter lookup, output stage: ``hw.output_stage``, or
-``hw.serial_output_stage`` with ``config.serial_output``). Throughput: one activation vector per cycle, with
-weight loading hidden as described in :mod:`hw.systolic_array`.
+read-modify-write, FIFO, parameter lookup, output stage: :func:`config_output_stage`).
+Throughput: one activation vector per cycle, with weight loading hidden as described in
+:mod:`hw.systolic_array`.
 """
 
 from amaranth import *
@@ -57,7 +57,7 @@ from .serial_output_stage import SerialOutputStage
 from .systolic_array import SystolicArray
 
 
-__all__ = ["MatrixUnit", "matrix_beat_layout"]
+__all__ = ["MatrixUnit", "matrix_beat_layout", "config_output_stage"]
 
 
 def matrix_beat_layout(config, tag_shape):
@@ -70,6 +70,15 @@ def matrix_beat_layout(config, tag_shape):
         "channel":  unsigned(ceil_log2(config.channel_depth)),
         "tag":      tag_shape,
     })
+
+
+def config_output_stage(config, tag_shape=unsigned(1)):
+    """The output stage ``config`` asks for: :class:`hw.output_stage.OutputStage`, or
+    :class:`hw.serial_output_stage.SerialOutputStage` with ``config.serial_output``."""
+    if config.serial_output:
+        return SerialOutputStage(config.cols, tag_shape=tag_shape)
+    return OutputStage(config.cols, tag_shape=tag_shape, units=config.output_stage_lanes,
+                       stages=config.output_stages)
 
 
 class MatrixUnit(wiring.Component):
@@ -114,12 +123,7 @@ class MatrixUnit(wiring.Component):
         m.submodules.array = array = SystolicArray(config.rows, C, tag_shape=self._sideband)
         m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(
             width=Shape.cast(self._emitted).width, depth=self.fifo_depth)
-        if config.serial_output:
-            output_stage = SerialOutputStage(C, tag_shape=self.tag_shape)
-        else:
-            output_stage = OutputStage(C, tag_shape=self.tag_shape, units=config.output_stage_lanes,
-                                       stages=config.output_stages)
-        m.submodules.output_stage = output_stage
+        m.submodules.output_stage = output_stage = config_output_stage(config, self.tag_shape)
         m.submodules.accumulators = accumulators = memory.Memory(
             shape=data.ArrayLayout(signed(32), C), depth=config.acc_depth, init=[])
         if config.channel_depth > 1:
@@ -216,24 +220,24 @@ class MatrixUnit(wiring.Component):
             m.d.comb += table_read.addr.eq(fifo_head.channel)
             row = table_read.data
             beat_valid, beat = Signal(), Signal(self._emitted)
-        if config.channel_depth > 1 and output_stage.always_ready:
-            # The lookup never waits, so no enable fans out from the output stage's ready:
-            # a row leaves the FIFO only with a credit, one for each beat the output stage
-            # can still take (``OutputStage.capacity``), and the output stage takes every
-            # beat it is offered.
-            credits = Signal(range(output_stage.capacity + 1), init=output_stage.capacity)
-            has_credit = Signal(init=1)
-            taken = results_fifo.r_rdy & has_credit
-            delivered = self.results.valid & self.results.ready
-            left = credits - taken + delivered
-            m.d.sync += [credits.eq(left), has_credit.eq(left != 0),
-                         beat_valid.eq(taken), beat.eq(fifo_head)]
-            m.d.comb += results_fifo.r_en.eq(has_credit)
-        elif config.channel_depth > 1:
-            advance = ~beat_valid | output_stage.inp.ready
-            m.d.comb += [results_fifo.r_en.eq(advance), table_read.en.eq(advance)]
-            with m.If(advance):
-                m.d.sync += [beat_valid.eq(results_fifo.r_rdy), beat.eq(fifo_head)]
+            if output_stage.always_ready:
+                # The lookup never waits, so no enable fans out from the output stage's
+                # ready: a row leaves the FIFO only with a credit, one for each beat the
+                # output stage can still take (``OutputStage.capacity``), and the output
+                # stage takes every beat it is offered.
+                credits = Signal(range(output_stage.capacity + 1), init=output_stage.capacity)
+                has_credit = Signal(init=1)
+                taken = results_fifo.r_rdy & has_credit
+                delivered = self.results.valid & self.results.ready
+                left = credits - taken + delivered
+                m.d.sync += [credits.eq(left), has_credit.eq(left != 0),
+                             beat_valid.eq(taken), beat.eq(fifo_head)]
+                m.d.comb += results_fifo.r_en.eq(has_credit)
+            else:
+                advance = ~beat_valid | output_stage.inp.ready
+                m.d.comb += [results_fifo.r_en.eq(advance), table_read.en.eq(advance)]
+                with m.If(advance):
+                    m.d.sync += [beat_valid.eq(results_fifo.r_rdy), beat.eq(fifo_head)]
         m.d.comb += [
             output_stage.inp.valid.eq(beat_valid),
             output_stage.inp.p.acc.eq(beat.acc),

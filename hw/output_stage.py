@@ -65,7 +65,8 @@ from amaranth.utils import ceil_log2
 from .arith import registered_product
 
 
-__all__ = ["channel_params", "output_stage_signature", "OutputStage"]
+__all__ = ["channel_params", "output_stage_signature", "SATURATED", "round_half_even",
+           "clamp_bounds", "clamped", "OutputStage"]
 
 
 #: Per-output-channel parameters of the output stage.
@@ -93,6 +94,30 @@ def output_stage_signature(lanes, tag_shape):
             "tag": tag_shape,
         }))),
     })
+
+
+#: A magnitude beyond this saturates every output type and clamp bound (16-bit zero
+#: points and bounds).
+SATURATED = 1 << 17
+
+
+def round_half_even(kept, guard, sticky):
+    """``kept`` rounded to nearest even by the bits below it: ``guard``, the first of them,
+    and ``sticky``, whether any further one is set. One bit wider than ``kept``."""
+    return (kept + (guard & (sticky | kept[0])))[:len(kept) + 1]
+
+
+def clamp_bounds(unsigned_output, clamp_lo, clamp_hi):
+    """The output's range: the activation's clamp within the output type's."""
+    qmin = Mux(unsigned_output, 0, -128)
+    qmax = Mux(unsigned_output, 255, 127)
+    return Mux(clamp_lo > qmin, clamp_lo, qmin), Mux(clamp_hi < qmax, clamp_hi, qmax)
+
+
+def clamped(value, lo, hi):
+    """The 8-bit output: ``value`` clamped to ``[lo, hi]``."""
+    clamped_lo = Mux(value < lo, lo, value)
+    return Mux(clamped_lo > hi, hi, clamped_lo)[:8]
 
 
 def _as_signed(value):
@@ -382,7 +407,7 @@ class OutputStage(wiring.Component):
         truncated = Mux(wide, product[24:48], product[23:48])
         guard = Mux(wide, product[23], product[22])
         sticky = Mux(wide, product[:23].any(), product[:22].any())
-        q_sig = s((truncated + (guard & (sticky | truncated[0])))[:25], "q_sig")
+        q_sig = s(round_half_even(truncated, guard, sticky), "q_sig")
         q_exp = s((exp4 + Mux(wide, 24, 23))[:10].as_signed(), "q_exp")
         forward(9)
 
@@ -409,8 +434,7 @@ class OutputStage(wiring.Component):
         integer = s(Mux(left, shifted_left, shifted_right), "integer")
         forward(12)
         at(13)
-        limit = 1 << 17
-        capped = s(Mux(integer > limit, limit, integer)[:18], "capped")
+        capped = s(Mux(integer > SATURATED, SATURATED, integer)[:18], "capped")
         forward(13)
 
         at(14)
@@ -418,12 +442,7 @@ class OutputStage(wiring.Component):
         # activation clamp.
         value = s(Mux(sign, -_as_signed(capped), _as_signed(capped)) + carried.zero_point,
                   "value")
-        unsigned_output = carried.unsigned_output
-        qmin = Mux(unsigned_output, 0, -128)
-        qmax = Mux(unsigned_output, 255, 127)
-        lo = s(Mux(carried.clamp_lo > qmin, carried.clamp_lo, qmin), "lo")
-        hi = s(Mux(carried.clamp_hi < qmax, carried.clamp_hi, qmax), "hi")
-        clamped_lo = Mux(value < lo, lo, value)
-        clamped = Mux(clamped_lo > hi, hi, clamped_lo)
+        lo, hi = clamp_bounds(carried.unsigned_output, carried.clamp_lo, carried.clamp_hi)
+        lo, hi = s(lo, "lo"), s(hi, "hi")
         at(15)
-        return s(clamped[:8], "q")
+        return s(clamped(value, lo, hi), "q")

@@ -44,14 +44,11 @@ from amaranth import *
 from amaranth.lib import wiring
 
 from .arith import serial_product
-from .output_stage import output_stage_signature
+from .output_stage import (SATURATED, clamp_bounds, clamped, output_stage_signature,
+                           round_half_even)
 
 
 __all__ = ["SerialOutputStage"]
-
-
-#: A magnitude at or beyond this saturates every output type and clamp.
-_SATURATED = 1 << 17
 
 
 class SerialOutputStage(wiring.Component):
@@ -92,24 +89,20 @@ class SerialOutputStage(wiring.Component):
             m, significand, Cat(params.multiplier[:23], 1), start_product, "significand")
 
         # Step 2's rounding to 24 bits, read when the top bit of ``work`` is set.
-        converted = (work[8:] + (work[7] & (work[:7].any() | work[8])))[:25]
+        converted = round_half_even(work[8:], work[7], work[:7].any())
         # Step 4: the product normalised to bit 47, then rounded to 24 bits.
         narrow = ~product[47]
         normalised = Mux(narrow, product << 1, product)[:48]
-        rounded = (normalised[24:] +
-                   (normalised[23] & (normalised[:23].any() | normalised[24])))[:25]
+        rounded = round_half_even(normalised[24:], normalised[23], normalised[:23].any())
         product_exponent = exponent - narrow + rounded[24]
         # Step 6.
-        magnitude = (work + (guard & (sticky | work[0])))[:25]
-        capped = Mux(magnitude >= _SATURATED, _SATURATED, magnitude)[:18]
+        # ``work`` is below 2^24 here.
+        magnitude = round_half_even(work[:24], guard, sticky)
+        capped = Mux(magnitude >= SATURATED, SATURATED, magnitude)[:18]
         signed_capped = Cat(capped, Const(0, 1)).as_signed()
         value = Mux(sign, -signed_capped, signed_capped) + params.zero_point
-        qmin = Mux(params.unsigned_output, 0, -128)
-        qmax = Mux(params.unsigned_output, 255, 127)
-        lo = Mux(params.clamp_lo > qmin, params.clamp_lo, qmin)
-        hi = Mux(params.clamp_hi < qmax, params.clamp_hi, qmax)
-        clamped_lo = Mux(value < lo, lo, value)
-        q = Mux(clamped_lo > hi, hi, clamped_lo)[:8]
+        q = clamped(value, *clamp_bounds(params.unsigned_output, params.clamp_lo,
+                                         params.clamp_hi))
 
         m.d.comb += [
             self.out.p.q.eq(results),
@@ -146,7 +139,7 @@ class SerialOutputStage(wiring.Component):
                     m.d.sync += [work.eq(Mux(rounded[24], 1 << 23, rounded[:24])),
                                  exponent.eq(product_exponent)]
                     with m.If(product_exponent >= 0):
-                        m.d.sync += work.eq(_SATURATED)
+                        m.d.sync += work.eq(SATURATED)
                         m.next = "FINISH"
                     with m.Elif(product_exponent < -25):
                         m.d.sync += work.eq(0)

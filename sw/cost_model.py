@@ -35,9 +35,8 @@ from dataclasses import dataclass
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.engines import ComputeEngine
 from hw.fetcher import InstructionChecker
-from hw.output_stage import OutputStage
+from hw.matrix_unit import config_output_stage
 from hw.scratchpad import Scratchpad
-from hw.serial_output_stage import SerialOutputStage
 from hw.systolic_array import SystolicArray
 from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
 
@@ -70,15 +69,10 @@ WEIGHT_GAP = 2
 def drain(config):
     """Cycles from an emitting tile's last vector read to its tokens: the scratchpad's read
     latency, the array's latency, the output stage's pipeline and the compute engine's
-    result FIFO. (An output stage with fewer lanes than columns, or a serial one, also
-    takes longer per result; that is not modelled: the serial stage counts its longest
-    beat here.)"""
-    if config.serial_output:
-        output_stage = SerialOutputStage(config.cols)
-    else:
-        output_stage = OutputStage(config.cols, stages=config.output_stages)
+    result FIFO. (An output stage with fewer lanes than columns takes longer per result,
+    which is not modelled; a serial output stage counts here with its longest beat.)"""
     return (Scratchpad.read_latency + SystolicArray(config.rows, config.cols).latency +
-            output_stage.latency + ComputeEngine.result_latency)
+            config_output_stage(config).latency + ComputeEngine.result_latency)
 
 
 @functools.cache
