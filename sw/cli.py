@@ -178,6 +178,11 @@ def cmd_info(args):
                 kind += " (depthwise, direct)" if first.get("depthwise") else \
                     " (direct)" if first.get("direct") else " (im2col)"
             details = f"{kind}: GEMM {shapes}{more}, {step['instructions']} instructions"
+            if step.get("runs_with_next"):
+                details = f"{kind}: GEMM {shapes}, runs in the next step's program, its output " \
+                          f"kept in the scratchpad"
+            elif step["layers"][0].get("x_resident"):
+                details += " (both steps; its input from the scratchpad)"
         print(f"  {index:<5} {where:<5} {step['op']:<16} {step.get('node', ''):<32} {details}")
 
 
@@ -187,6 +192,9 @@ def cmd_disasm(args):
     model = CompiledModel.load(args.model)
     for step in model.steps:
         if step["op"] != "gemm":
+            continue
+        if step.get("runs_with_next"):
+            print(f"; node {step['node']} ({step['op_type']}): in the next node's program")
             continue
         print(f"; node {step['node']} ({step['op_type']}), program at 0x{step['program_addr']:08x}")
         for line in disassemble(model.constants[step["program"]].tobytes(), step["program_addr"]):

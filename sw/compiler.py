@@ -32,8 +32,8 @@ from hw.config import DEFAULT_CONFIG
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
 from sw.kernels import (ConvLayer, GemmLayer, LayerError, a_pitch, conv_k_tiles, conv_pad_bytes,
-                        emit_conv, emit_gemm, param_bytes, predict_program, preferred, weight_bytes,
-                        LOWERING_TOLERANCE)
+                        emit_conv, emit_gemm, param_bytes, predict_program, preferred, resident_pair,
+                        weight_bytes, LOWERING_TOLERANCE)
 from sw.npu_file import CompiledModel
 
 
@@ -72,6 +72,31 @@ class _Q:
     zero_point: str
 
 
+#: The keys of a step that name tensors it reads (alone, or in _Q dicts and lists).
+_OPERAND_KEYS = ("a", "b", "x", "bias", "scale", "zero_point", "y_scale", "y_zero_point", "y_q")
+
+
+def _reads(step):
+    """Names of the tensors (and run-time scales and zero points) a step reads."""
+    found = set()
+
+    def walk(value):
+        if isinstance(value, str):
+            found.add(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    for key in _OPERAND_KEYS:
+        walk(step.get(key))
+    if isinstance(step.get("activation"), dict):
+        walk(step["activation"])
+    return found - {""}
+
+
 class _Compiler:
     def __init__(self, model, config, source):
         self.config = config
@@ -105,6 +130,7 @@ class _Compiler:
         self.done = set()
         self.dequantized = {}       # float tensor name -> _Q
         self.node_names = {}
+        self.conv_layers = {}       # output name -> ConvLayer of a convolution run directly
 
     # --- helpers ------------------------------------------------------------------------
     def name(self, node):
@@ -156,6 +182,7 @@ class _Compiler:
             if handler is None:
                 self.fail(node, "operator not supported by the NPU compiler")
             handler(node)
+        self.keep_tensors_between_convolutions()
         for output in self.graph.output:
             if output.name not in self.shapes:
                 raise CompileError(f"{self.source}: output '{output.name}' is not produced by "
@@ -299,6 +326,8 @@ class _Compiler:
             geometry.append(dict(layer, a_addr=gemm.a_addr, a_pitch=pitch,
                                  weight_addr=gemm.weight_addr, param_addr=gemm.param_addr,
                                  y_addr=gemm.y_addr))
+        if direct and len(layers) == 1:
+            self.conv_layers[y] = conv
         program.end()
         program_name = f"program{len(self.steps)}"
         self.constants[program_name] = np.frombuffer(program.to_bytes(), np.uint8)
@@ -306,12 +335,71 @@ class _Compiler:
         self.produce(y, out_shape, y_dtype)
         self.steps.append({
             "op": "gemm", "node": self.name(node), "op_type": node.op_type, "kind": kind,
-            "a": a.__dict__, "b": b.__dict__, "bias": bias, "y": y, "y_dtype": y_dtype,
+            "a": a.__dict__, "a_dtype": a_dtype, "b": b.__dict__, "bias": bias, "y": y, "y_dtype": y_dtype,
             "y_scale": y_name.scale if y_name else "", "y_zero_point": y_name.zero_point if y_name else "",
             "activation": activation, "attrs": attrs, "layers": geometry, "out_shape": list(out_shape),
             "program": program_name, "program_addr": program_addr, "weight_split": split,
             "instructions": len(program),
         })
+
+    def keep_tensors_between_convolutions(self):
+        """Run two convolutions as one program, the tensor between them kept in the
+        scratchpad (:func:`sw.kernels.resident_pair`), where the second is the only reader
+        of the first's 8-bit output and reads nothing else computed at run time (so it can
+        follow the first at once), both run straight from their input on one image, and
+        the cost model prefers it: fewer DRAM bytes within the lowering's tolerance of the
+        cycles of running them apart. The first step then ``runs_with_next``."""
+        outputs = {o.name for o in self.graph.output}
+        i = 0
+        while i < len(self.steps):
+            first = self.steps[i]
+            i += 1
+            if first["op"] != "gemm" or first["y"] not in self.conv_layers or first["y"] in outputs:
+                continue
+            readers = [j for j, step in enumerate(self.steps) if first["y"] in _reads(step)]
+            if len(readers) != 1:
+                continue
+            second = self.steps[readers[0]]
+            if second["op"] != "gemm" or second["y"] not in self.conv_layers or \
+                    first["layers"][0].get("x_resident") or \
+                    any(name != first["y"] and name not in self.constants for name in _reads(second)):
+                continue
+            pair = self.resident_program(self.conv_layers[first["y"]], self.conv_layers[second["y"]])
+            if pair is None:
+                continue
+            program, instructions = pair
+            for step in (first, second):
+                del self.constants[step["program"]]
+            self.constants[second["program"]] = program
+            second.update(program_addr=self.memory.alloc(len(program), INSTRUCTION_BYTES),
+                          instructions=instructions)
+            second["layers"][0]["x_resident"] = True
+            first.update(runs_with_next=True, program=None, program_addr=None, instructions=0)
+            self.steps.remove(second)
+            self.steps.insert(i, second)
+            i += 1
+
+    def resident_program(self, first, second):
+        """(program bytes, instructions) of ``first`` then ``second`` with the tensor
+        between them in the scratchpad, or None where that cannot run or is not preferred."""
+        try:
+            fused = resident_pair(self.config, first, second)
+        except LayerError:
+            return None
+        program = Program()
+        try:
+            for layer in fused:
+                emit_conv(self.config, layer, program)
+        except LayerError:
+            return None
+        apart = [predict_program(self.config, emit_conv(self.config, layer)) for layer in (first, second)]
+        together = predict_program(self.config, program)
+        both = replace(apart[0], **{key: getattr(apart[0], key) + getattr(apart[1], key)
+                                    for key in ("cycles", "dma_read_bytes", "dma_write_bytes")})
+        if preferred([both, together], LOWERING_TOLERANCE) != 1:
+            return None
+        program.end()
+        return np.frombuffer(program.to_bytes(), np.uint8), len(program)
 
     @staticmethod
     def depthwise(a_shape, b_shape, attrs):

@@ -45,8 +45,8 @@ __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
            "pack_conv_weights", "pack_depthwise_weights", "im2col", "a_pitch", "weight_bytes",
            "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
-           "plan_conv", "emit_conv", "preferred", "predict_program", "CYCLE_TOLERANCE",
-           "LOWERING_TOLERANCE"]
+           "plan_conv", "emit_conv", "resident_pair", "ResidentTensor", "preferred",
+           "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE"]
 
 
 class LayerError(ValueError):
@@ -153,11 +153,37 @@ def param_bytes(config, N):
     return -(-N // config.cols) * CHANNEL_PARAM_BYTES * slot_bytes(config.cols)
 
 
+@dataclass(frozen=True)
+class ResidentTensor:
+    """An NHWC tensor kept in the scratchpad at ``addr`` as a convolution reads its input:
+    ``padded_rows`` rows of ``line`` bytes, each pixel ``pixel`` bytes (its channels in
+    whole activation slots), the image from padded row ``top`` and column ``left``."""
+    addr: int
+    line: int
+    pixel: int
+    top: int
+    left: int
+    padded_rows: int
+
+    @property
+    def size(self):
+        return self.padded_rows * self.line
+
+    def pixel_addr(self, y, x):
+        """Scratchpad address of image pixel (``y``, ``x``)."""
+        return self.addr + (self.top + y) * self.line + (self.left + x) * self.pixel
+
+
+def _window(config, layer):
+    """(base, bytes) of the part of the scratchpad ``layer`` plans its buffers in."""
+    return getattr(layer, "window", None) or (0, config.scratchpad_bytes)
+
+
 def _limits(config, layer):
     """(k_tiles, n_tiles, largest block_rows, panel_tiles) of ``layer``;
     :class:`LayerError` if it cannot run at all."""
     R, C = config.rows, config.cols
-    S = config.scratchpad_bytes
+    _, S = _window(config, layer)
     act_slot, weight_slot = slot_bytes(R), slot_bytes(C)
     k_tiles, n_tiles = -(-layer.K // R), -(-layer.N // C)
     # An activation row holds at most 255 slots (the MATMUL's act_stride).
@@ -197,7 +223,7 @@ def _group_widths(config, layer, n_tiles, buffer_rows):
     """N-tiles per output group in the candidate tilings: as many as the output buffer
     holds for ``buffer_rows`` rows, and half as many."""
     out_slot = slot_bytes(config.cols) * (4 if layer.out_int32 else 1)
-    widest = min(n_tiles, (3 * config.scratchpad_bytes // 32) // (buffer_rows * out_slot))
+    widest = min(n_tiles, (3 * _window(config, layer)[1] // 32) // (buffer_rows * out_slot))
     return sorted({widest, -(-widest // 2)})
 
 
@@ -210,7 +236,7 @@ def resident_variants(config, layer, plans):
     fit both weight buffers (and one LOAD row), the same tiling with the weights resident:
     each weight byte is read once instead of once per M-block, but the first block waits
     for all of them."""
-    most = min(config.scratchpad_bytes // 4, (1 << _ROW_BYTES_WIDTH) - 1)
+    most = min(_window(config, layer)[1] // 4, (1 << _ROW_BYTES_WIDTH) - 1)
     out = []
     for plan in plans:
         out.append(plan)
@@ -224,7 +250,7 @@ def candidate_plans(config, layer):
     activation buffer allows, and into more (smaller blocks overlap their loads, compute and
     stores better); N-groups as wide as the output buffer allows, and half as wide."""
     R, C = config.rows, config.cols
-    S = config.scratchpad_bytes
+    _, S = _window(config, layer)
     k_tiles, n_tiles, max_rows, panel_tiles = _limits(config, layer)
     chunk_tiles = min(panel_tiles, (S // 8) // (R * slot_bytes(C)))
     plans = []
@@ -328,6 +354,12 @@ class ConvLayer:
     output pixel per row (NHWC). ``pads`` is (top, left, bottom, right), as ONNX gives them.
     ``depthwise``: output channel ``n`` reads input channel ``n`` only (``N == C``, ONNX
     ``group == C``); its weight tiles are diagonal, one per kernel position.
+
+    Two convolutions in a row may keep the tensor between them in the scratchpad
+    (:func:`resident_pair`): the first has ``y_resident`` and writes its outputs there
+    instead of to ``y_addr``, the second has ``x_resident`` and reads its input there
+    instead of from ``x_addr`` (it still fills the tensor's padding from ``pad_addr``).
+    Both then run in ``window`` (scratchpad base, bytes) instead of the whole scratchpad.
     """
     H: int
     W: int
@@ -346,6 +378,9 @@ class ConvLayer:
     name: str = "conv"
     y_pitch: int = 0
     depthwise: bool = False
+    x_resident: "ResidentTensor" = None
+    y_resident: "ResidentTensor" = None
+    window: tuple = None
 
     @property
     def OH(self):
@@ -420,6 +455,7 @@ class _ConvOperand:
         self.line = layer.padded_width * self.pixel
         self.wide = wide
         self.phase_line = _phase_width(layer) * self.pixel
+        self.resident = layer.x_resident is not None
 
     def phase(self, a, b, n, buffer):
         """Scratchpad address of phase (a, b) of a band of ``n`` output rows computed wide."""
@@ -432,13 +468,29 @@ class _ConvOperand:
         n = rows // L.OW
         return m0 // L.OW, n, (n - 1) * L.strides[0] + L.kernel[0]
 
+    def buffer(self, m0, default):
+        """Scratchpad address of the padded input rows of the band from output row ``m0``:
+        ``default`` (an activation buffer), or within the resident input."""
+        X = self.layer.x_resident
+        if X is None:
+            return default
+        return X.addr + self.band(m0, 0)[0] * self.layer.strides[0] * X.line
+
     def load(self, m0, rows, p0, pn, buffer):
-        if self.wide and self.layer.strides[0] > 1:
+        L = self.layer
+        if L.x_resident is not None:
+            # Only the padding: the image is already there (the first band loads it once).
+            return self.fill(L.x_resident.addr, 0, L.H + L.pads[0] + L.pads[2], image=False)
+        if self.wide and L.strides[0] > 1:
             return self.load_phases(m0, rows, buffer)
+        o0, _, in_rows = self.band(m0, rows)
+        return self.fill(buffer, o0 * L.strides[0], in_rows)
+
+    def fill(self, buffer, top, in_rows, image=True):
+        """LOADs of padded input rows ``top`` to ``top + in_rows`` into ``buffer``: the
+        padding from the zero-point line, and with ``image`` the image's pixels."""
         L, line, pixel = self.layer, self.line, self.pixel
         pt, pl, _, pr = L.pads
-        o0, _, in_rows = self.band(m0, rows)
-        top = o0 * L.strides[0]                     # padded row of buffer row 0
         first, last = max(top, pt), min(top + in_rows, pt + L.H)
         out = []
 
@@ -458,9 +510,9 @@ class _ConvOperand:
             pad(right, count - 1, (pl + pr) * pixel)
             pad(right + (count - 1) * line, 1, pr * pixel)
             x_row = L.x_addr + (first - pt) * L.W * L.C
-            if L.C == pixel:
+            if image and L.C == pixel:
                 out.append(_transfer(Opcode.LOAD, x_row, data, count, L.W * L.C, L.W * L.C, line))
-            else:
+            elif image:
                 for y in range(count):
                     out.append(_transfer(Opcode.LOAD, x_row + y * L.W * L.C, data + y * line,
                                          L.W, L.C, L.C, pixel))
@@ -528,6 +580,14 @@ class _ConvOperand:
         base = buffer + i * self.line + j * self.pixel + t * self.slot
         return [(base + r * sh * self.line, sw * self.ct, L.OW, r * L.OW) for r in range(n)]
 
+    def resident_output(self, m0, row, n_tile):
+        """(out_addr, out_stride) of a MATMUL whose results start at output-buffer row
+        ``row`` of the band from output pixel ``m0``, into the resident output: N-tile
+        ``n_tile`` fills activation slot ``n_tile`` of each pixel (the array is square)."""
+        L, Y = self.layer, self.layer.y_resident
+        per_row = _phase_width(L) if self.wide else L.OW
+        return (Y.pixel_addr(m0 // L.OW + row // per_row, 0) + n_tile * self.slot, Y.pixel)
+
     def pieces(self, rows):
         L = self.layer
         _, n, _ = self.band(0, rows)
@@ -560,7 +620,7 @@ def _conv_limits(config, layer, wide):
     """(k_tiles, n_tiles, most output rows per band, chunk_tiles) of ``layer`` run by
     :func:`emit_conv`, ``wide`` or not; :class:`LayerError` if it cannot run that way."""
     R, C = config.rows, config.cols
-    S = config.scratchpad_bytes
+    _, S = _window(config, layer)
     weight_slot = slot_bytes(C)
     L = layer
     pixel = _pixel_bytes(config, L)
@@ -584,6 +644,8 @@ def _conv_limits(config, layer, wide):
     else:
         band_rows = buffer_rows // L.OW
         input_rows = ((S // 4) // line - L.kernel[0]) // L.strides[0] + 1
+    if L.x_resident is not None:
+        input_rows = L.OH                           # the whole input is in the scratchpad
     rows = min(L.OH, band_rows, input_rows)
     chunk_tiles = min(k_tiles, (S // 8) // (R * weight_slot))
     if rows < 1 or chunk_tiles < 1 or S // 16 < CHANNEL_PARAM_BYTES * weight_slot:
@@ -592,13 +654,50 @@ def _conv_limits(config, layer, wide):
     return k_tiles, n_tiles, rows, chunk_tiles
 
 
+def _can_be_wide(config, layer):
+    """Whether ``layer`` may run wide: with equal strides; from a resident input only with
+    stride 1 (its phases would need loads); into a resident output only when each row's
+    unstored results fall in that tensor's padding (its padded rows as wide as the rows
+    computed wide), which the next convolution then fills."""
+    Y = layer.y_resident
+    return layer.strides[0] == layer.strides[1] and \
+        (layer.x_resident is None or layer.strides[0] == 1) and \
+        (Y is None or _phase_width(layer) * Y.pixel == Y.line)
+
+
+def resident_pair(config, first, second):
+    """``first`` and ``second`` (:class:`ConvLayer`, ``second`` reading what ``first``
+    writes) with the tensor between them kept in the scratchpad: in its lower half, as
+    ``second`` reads its input, while both run in the upper half. :class:`LayerError` if
+    they cannot: the tensor must fit that half, ``first`` must write 8-bit outputs of at
+    most the channel-parameter table's channels, and the array must be square (an output
+    tile then fills one activation slot)."""
+    R, C = config.rows, config.cols
+    S = config.scratchpad_bytes
+    if not R == C == slot_bytes(R):
+        raise LayerError(f"{second.name}: keeping its input in the scratchpad needs a square "
+                         f"power-of-two array")
+    if (second.H, second.W, second.C) != (first.OH, first.OW, first.N) or first.out_int32 \
+            or first.depthwise or second.depthwise or first.N > config.channel_depth * C:
+        raise LayerError(f"{second.name}: its input cannot stay in the scratchpad")
+    pixel = _pixel_bytes(config, second)
+    tensor = ResidentTensor(0, second.padded_width * pixel, pixel, second.pads[0],
+                            second.pads[1], second.H + second.pads[0] + second.pads[2])
+    if tensor.size > S // 2:
+        raise LayerError(f"{second.name}: its {tensor.size}-byte padded input exceeds half "
+                         f"the {S}-byte scratchpad")
+    window = (S // 2, S // 2)
+    return (replace(first, y_resident=tensor, window=window),
+            replace(second, x_resident=tensor, window=window))
+
+
 def candidate_conv_plans(config, layer):
     """The tilings :func:`plan_conv` chooses from: a MATMUL per output row, or wide (per
     band or per pair of rows; equal strides only); bands of output rows as tall as the
     buffers allow, and shorter; N-groups as wide as the output buffer allows, and half."""
     plans = []
     error = None
-    for wide in (False, True) if layer.strides[0] == layer.strides[1] else (False,):
+    for wide in (False, True) if _can_be_wide(config, layer) else (False,):
         try:
             k_tiles, n_tiles, max_rows, chunk_tiles = _conv_limits(config, layer, wide)
         except LayerError as refused:
@@ -675,9 +774,15 @@ class _MatrixOperand:
     """The activations of a :class:`GemmLayer`: an M-block of rows of A, one K-panel of
     them, per activation buffer; a MATMUL per K-tile streams the whole block."""
 
+    resident = False
+
     def __init__(self, config, layer):
         self.config, self.layer = config, layer
         self.slot = slot_bytes(config.rows)
+
+    @staticmethod
+    def buffer(m0, default):
+        return default
 
     def load(self, m0, rows, p0, pn, buffer):
         R, layer = self.config.rows, self.layer
@@ -700,14 +805,15 @@ def _emit_tiled(config, layer, operand, plan, program):
     """The schedule shared by GEMMs and convolutions: ``operand`` says how an M-block of
     activations is loaded and which vectors each K-tile's MATMULs stream."""
     R, C = config.rows, config.cols
-    S = config.scratchpad_bytes
+    base, S = _window(config, layer)
     weight_slot = slot_bytes(C)
-    act_buffers = [0, S // 4]
-    weight_buffers = [S // 2, S // 2 + S // 8]
-    out_buffers = [3 * S // 4, 3 * S // 4 + 3 * S // 32]
-    param_buffer = 15 * S // 16
+    act_buffers = [base, base + S // 4]
+    weight_buffers = [base + S // 2, base + S // 2 + S // 8]
+    out_buffers = [base + 3 * S // 4, base + 3 * S // 4 + 3 * S // 32]
+    param_buffer = base + 15 * S // 16
     out_bytes = 4 if layer.out_int32 else 1
     y_pitch = layer.y_pitch or layer.N * out_bytes
+    resident_output = getattr(layer, "y_resident", None) is not None
 
     blocks = [(m0, min(plan.block_rows, layer.M - m0)) for m0 in range(0, layer.M, plan.block_rows)]
     groups = [range(n0, min(n0 + plan.group_tiles, plan.n_tiles))
@@ -731,12 +837,17 @@ def _emit_tiled(config, layer, operand, plan, program):
 
     # A step that loads something (its A, or its chunk of weights when they are not
     # resident) hands the compute engine a token; the compute engine hands it back after
-    # the last step before the next such load, which frees that load's buffers.
-    loads_a = [s == 0 or a_loads[s] != a_loads[s - 1] for s in range(len(steps))]
+    # the last step before the next such load, which frees that load's buffers. A resident
+    # input loads (its padding) with the first step only.
+    loads_a = [s == 0 or (not operand.resident and a_loads[s] != a_loads[s - 1])
+               for s in range(len(steps))]
     fresh = [s for s in range(len(steps)) if loads_a[s] or not plan.resident]
     load_index = {s: i for i, s in enumerate(fresh)}
     last_of_load = {s - 1 for s in fresh[1:]} | {len(steps) - 1}
     tile_bytes = R * weight_slot
+
+    def act_buffer(s):
+        return operand.buffer(blocks[units[steps[s][0]][0]][0], act_buffers[a_loads[s] % 2])
 
     def loads(i):
         s = fresh[i]
@@ -744,7 +855,7 @@ def _emit_tiled(config, layer, operand, plan, program):
         m0, rows = blocks[units[u][0]]
         out = []
         if loads_a[s]:
-            out += operand.load(m0, rows, p0, pn, act_buffers[a_loads[s] % 2])
+            out += operand.load(m0, rows, p0, pn, act_buffer(s))
         if not plan.resident:
             out.append(dict(opcode=Opcode.LOAD,
                             mem_addr=layer.weight_addr + (n * plan.k_tiles + k0) * tile_bytes,
@@ -767,7 +878,7 @@ def _emit_tiled(config, layer, operand, plan, program):
     def computes(s):
         u, n, (p0, pn), (k0, kn) = steps[s]
         b, g = units[u]
-        rows = blocks[b][1]
+        m0, rows = blocks[b]
         first_emit = n == groups[g][0]
         last_of_unit = s == len(steps) - 1 or steps[s + 1][0] != u
         out_stride = len(groups[g]) * weight_slot * out_bytes
@@ -775,14 +886,18 @@ def _emit_tiled(config, layer, operand, plan, program):
         for kt in range(k0, k0 + kn):
             emit = kt == plan.k_tiles - 1
             for act_addr, act_stride, count, row in operand.vectors(
-                    kt, rows, p0, pn, act_buffers[a_loads[s] % 2], n):
+                    kt, rows, p0, pn, act_buffer(s), n):
+                if resident_output:
+                    out_addr, stride = operand.resident_output(m0, row, n)
+                else:
+                    out_addr = out_buffers[u % 2] + row * out_stride + \
+                        (n - groups[g][0]) * weight_slot * out_bytes
+                    stride = out_stride
                 insn = dict(opcode=Opcode.MATMUL, weight_addr=weight_addr(s, kt),
                             act_addr=act_addr, act_stride=act_stride, count=count, acc_addr=row,
                             accumulate=int(kt > 0), emit=int(emit), act_flip=int(layer.act_flip),
-                            channel=n,
-                            out_addr=out_buffers[u % 2] + row * out_stride +
-                            (n - groups[g][0]) * weight_slot * out_bytes,
-                            out_stride=out_stride, out_int32=int(layer.out_int32))
+                            channel=n, out_addr=out_addr, out_stride=stride,
+                            out_int32=int(layer.out_int32))
                 if emit and first_emit and u >= 2 and not any(i.get("emit") for i in out):
                     insn["pop_next"] = 1
                 out.append(insn)
@@ -793,6 +908,9 @@ def _emit_tiled(config, layer, operand, plan, program):
         return out
 
     def stores(u):
+        if resident_output:
+            # Nothing to store: the unit's tokens still pass, as the store engine's SYNC.
+            return [dict(opcode=Opcode.SYNC, engine=Engine.STORE, pop_prev=1, push_prev=1)]
         b, g = units[u]
         m0, rows = blocks[b]
         group = groups[g]

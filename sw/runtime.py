@@ -94,10 +94,11 @@ class Runtime:
         self.source = source
         self.loaded = False
         self.stats = InferenceStats()
+        self._pending = []      # NPU steps written, waiting for the step that runs them
 
     async def load(self):
         for step in self.model.steps:
-            if step["op"] == "gemm":
+            if step["op"] == "gemm" and not step.get("runs_with_next"):
                 await self.backend.write_memory(step["program_addr"],
                                                 self.model.constants[step["program"]].tobytes())
         self.loaded = True
@@ -124,6 +125,7 @@ class Runtime:
         self.check_inputs(inputs)
         if not self.loaded:
             await self.load()
+        self._pending = []
         env = dict(self.model.constants)
         env.update({name: np.asarray(value) for name, value in inputs.items()})
         for step in self.model.steps:
@@ -210,10 +212,14 @@ class Runtime:
     # --- NPU steps ------------------------------------------------------------------------------
     def _operands(self, step, env, layer):
         """(A, W matrix K×N as int64, output columns) of one layer. A is the M×K matrix,
-        or for a convolution run straight from its input, that input as H×W×C."""
-        a = env[step["a"]["tensor"]]
+        or for a convolution run straight from its input, that input as H×W×C (None when
+        that input stays in the scratchpad, written there by the step before)."""
         b = env[step["b"]["tensor"]]
-        za = self._param(env, step["a"]["zero_point"], a.dtype)
+        a_dtype = np.dtype(step["a_dtype"])
+        za = self._param(env, step["a"]["zero_point"], a_dtype)
+        if layer.get("x_resident"):
+            return None, b.reshape(b.shape[0], -1).T.astype(np.int64), slice(None)
+        a = env[step["a"]["tensor"]]
         kind, attrs = step["kind"], step["attrs"]
         if kind == "conv" and layer.get("depthwise"):
             # Every channel at once: W holds each channel's kernel in its own column.
@@ -240,13 +246,45 @@ class Runtime:
         return A, W.astype(np.int64), columns
 
     async def _gemm(self, step, env):
+        """One NPU step: its operands, weights and channel parameters written, its program
+        run, its outputs read. A step that ``runs_with_next`` only writes: the next step's
+        program computes both, the tensor between them staying in the scratchpad."""
+        corrections = await self._write_operands(step, env)
+        self._pending.append(step)
+        if step.get("runs_with_next"):
+            return
+        steps, self._pending = self._pending, []
+        status = await self.backend.run_program(step["program_addr"])
+        if status.error is not ErrorCode.NONE:
+            raise InferenceError(f"{self.source}: node '{step['node']}': the NPU stopped with {status}")
+        macs = sum(layer["M"] * layer["K"] * layer["N"] for s in steps for layer in s["layers"])
+        self.stats.add(status, macs, step["instructions"])
+
+        y_dtype = step["y_dtype"]
+        out_int32 = y_dtype in ("int32", "float32")
+        out = np.zeros(step["out_shape"], _NUMPY[y_dtype])
+        for layer, (correction, columns) in zip(step["layers"], corrections):
+            M, N = layer["M"], layer["N"]
+            raw = await self.backend.read_memory(layer["y_addr"], M * N * (4 if out_int32 else 1))
+            if out_int32:
+                acc = np.frombuffer(raw, "<i4").reshape(M, N).astype(np.int64) + correction
+                value = acc.astype(np.int32)
+                if y_dtype == "float32":
+                    value = value.astype(np.float32) * self._multipliers(step, env, N, columns, False)
+            else:
+                value = np.frombuffer(raw, _NUMPY[y_dtype]).reshape(M, N)
+            self._place(step, out, layer, value)
+        env[step["y"]] = out
+
+    async def _write_operands(self, step, env):
+        """Write ``step``'s activations (unless they stay in the scratchpad), weights and
+        channel parameters; return each layer's (bias and zero-point correction, output
+        columns)."""
         config = self.model.config
-        a_dtype = env[step["a"]["tensor"]].dtype
+        a_dtype = np.dtype(step["a_dtype"])
         offset = 128 if a_dtype == np.uint8 else 0
         za = int(self._param(env, step["a"]["zero_point"], a_dtype).reshape(-1)[0])
         zb_all = self._param(env, step["b"]["zero_point"], np.int8).astype(np.int64)
-        y_dtype = step["y_dtype"]
-        out_int32 = y_dtype in ("int32", "float32")
         corrections = []
         for layer in step["layers"]:
             A, W, columns = self._operands(step, env, layer)
@@ -269,7 +307,8 @@ class Runtime:
                     env[step["bias"]].size,))[columns] if env[step["bias"]].size > 1 else \
                     np.full(N, int(env[step["bias"]].reshape(-1)[0]))
             if layer.get("direct"):
-                await self.backend.write_memory(layer["x_addr"], np.ascontiguousarray(A).tobytes())
+                if A is not None:
+                    await self.backend.write_memory(layer["x_addr"], np.ascontiguousarray(A).tobytes())
                 if layer["pad_bytes"]:
                     await self.backend.write_memory(
                         layer["pad_addr"], np.full(layer["pad_bytes"], za, a_dtype).tobytes())
@@ -286,25 +325,7 @@ class Runtime:
             params = self._channel_params(step, env, N, columns, bias + correction)
             await self.backend.write_memory(layer["param_addr"], pack_channel_params(config, params).tobytes())
             corrections.append((bias + correction, columns))
-        status = await self.backend.run_program(step["program_addr"])
-        if status.error is not ErrorCode.NONE:
-            raise InferenceError(f"{self.source}: node '{step['node']}': the NPU stopped with {status}")
-        macs = sum(layer["M"] * layer["K"] * layer["N"] for layer in step["layers"])
-        self.stats.add(status, macs, step["instructions"])
-
-        out = np.zeros(step["out_shape"], _NUMPY[y_dtype])
-        for layer, (correction, columns) in zip(step["layers"], corrections):
-            M, N = layer["M"], layer["N"]
-            raw = await self.backend.read_memory(layer["y_addr"], M * N * (4 if out_int32 else 1))
-            if out_int32:
-                acc = np.frombuffer(raw, "<i4").reshape(M, N).astype(np.int64) + correction
-                value = acc.astype(np.int32)
-                if y_dtype == "float32":
-                    value = value.astype(np.float32) * self._multipliers(step, env, N, columns, False)
-            else:
-                value = np.frombuffer(raw, _NUMPY[y_dtype]).reshape(M, N)
-            self._place(step, out, layer, value)
-        env[step["y"]] = out
+        return corrections
 
     def _multipliers(self, step, env, N, columns, divide=True):
         sa = np.float32(np.asarray(env[step["a"]["scale"]]).reshape(-1)[0])

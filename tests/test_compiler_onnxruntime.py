@@ -73,3 +73,49 @@ def test_direct_grouped_convolutions_on_a_batch_match_onnxruntime(group, depthwi
     want = session.run(None, {"x": x})[0]
     assert np.count_nonzero((want > -128) & (want < 127)) > want.size // 2, "outputs saturate"
     np.testing.assert_array_equal(runtime.infer_sync({"x": x})["y"], want)
+
+
+def _conv_chain(rng, size, channels, widths):
+    """A float model: 3x3 convolutions with ReLU, one after another, then global average
+    pooling and a fully-connected layer."""
+    nodes, inits = [], []
+    x, cin = "input", channels
+    for index, width in enumerate(widths):
+        w, b, y = f"w{index}", f"b{index}", f"conv{index}"
+        inits += [numpy_helper.from_array((rng.standard_normal((width, cin, 3, 3)) *
+                                           np.sqrt(2 / (cin * 9))).astype(np.float32), w),
+                  numpy_helper.from_array((rng.standard_normal(width) * 0.1).astype(np.float32), b)]
+        nodes += [helper.make_node("Conv", [x, w, b], [y], kernel_shape=[3, 3], pads=[1] * 4),
+                  helper.make_node("Relu", [y], [y + "_relu"])]
+        x, cin = y + "_relu", width
+    inits += [numpy_helper.from_array(rng.standard_normal((4, cin)).astype(np.float32), "fc_w")]
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["gap"]),
+              helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+              helper.make_node("Gemm", ["flat", "fc_w"], ["logits"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "conv_chain",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize("quant_format", ["QOperator", "QDQ"])
+def test_convolutions_in_a_row_keep_their_tensor_in_the_scratchpad(quant_format, seed, tmp_path):
+    """Two convolutions whose tensor between them has no other reader run as one NPU
+    program, that tensor kept in the scratchpad (the first step runs with the next), and
+    the model still matches onnxruntime bit for bit."""
+    rng = np.random.default_rng(seed)
+    path = quantize(_conv_chain(rng, 16, 8, [16, 16, 24]), tmp_path / "chain.onnx", rng,
+                    quant_format, per_channel=True)
+    compiled = compile_model(path)
+    npu = [step for step in compiled.steps if step["op"] == "gemm"]
+    assert npu[0].get("runs_with_next") and npu[0]["program"] is None
+    assert npu[1]["layers"][0].get("x_resident") and not npu[1].get("runs_with_next")
+    runtime = Runtime(compiled, GoldenBackend(compiled.config, compiled.memory_bytes))
+    session = onnxruntime_session(path)
+    for _ in range(3):
+        x = (rng.standard_normal((1, 8, 16, 16)) * rng.uniform(0.5, 3)).astype(np.float32)
+        np.testing.assert_array_equal(runtime.infer_sync({"input": x})["logits"],
+                                      session.run(None, {"input": x})[0])

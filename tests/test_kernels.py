@@ -9,9 +9,10 @@ from hw.isa import Opcode, decode
 from hw.registers import ErrorCode
 from sw.kernels import (ConvLayer, GemmLayer, LayerError, candidate_conv_plans, candidate_plans,
                         conv_k_tiles, emit_conv, emit_gemm, plan_conv, plan_gemm, predict_program,
-                        weight_bytes)
+                        resident_pair, weight_bytes)
 from sw.simulator import NPUSimulator
-from verif.npu_workloads import MemoryImage, direct_conv_workload, gemm_workload
+from verif.npu_workloads import (MemoryImage, direct_conv_workload, gemm_workload,
+                                 resident_conv_pair_workload)
 
 
 def _shapes(seed):
@@ -187,3 +188,52 @@ def test_resident_weights_come_in_one_load_row():
         layer = GemmLayer(4096, K, 64, 0, 0, 0, 0)
         assert weight_bytes(config, -(-K // config.rows), 64) == 64 * 8 * -(-K // 8)
         assert any(plan.resident for plan in candidate_plans(config, layer)) == resident
+
+
+def _pair_shapes(seed):
+    """Two random convolutions in a row: kernels 1 to 3 (not square), the first with stride
+    1 or 2, uneven padding, channel counts that do and do not fill the array's rows, uint8
+    and int8 activations on either side."""
+    rng = np.random.default_rng(seed)
+    print(f"seed {seed}")
+    kernel, stride = tuple(int(k) for k in rng.integers(1, 4, size=2)), int(rng.integers(1, 3))
+    first = dict(H=int(rng.integers(4, 16)), W=int(rng.integers(4, 16)),
+                 C=int(rng.choice([3, 8, 12, 16])), N=int(rng.choice([5, 8, 12, 16, 24])),
+                 kernel=kernel, strides=(stride, stride),
+                 pads=tuple(int(p) for p in rng.integers(0, 2, size=4)),
+                 act_flip=bool(rng.integers(2)))
+    second = dict(N=int(rng.integers(1, 30)), kernel=tuple(int(k) for k in rng.integers(1, 4, size=2)),
+                  strides=(1, 1), pads=tuple(int(p) for p in rng.integers(0, 2, size=4)),
+                  act_flip=bool(rng.integers(2)))
+    layers = ConvLayer(first["H"], first["W"], first["C"], first["N"], kernel, (stride, stride),
+                       first["pads"])
+    layers = resident_pair(DEFAULT_CONFIG, layers,
+                           ConvLayer(layers.OH, layers.OW, first["N"], second["N"],
+                                     second["kernel"], (1, 1), second["pads"]))
+    return first, second, layers
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_convolutions_keep_the_tensor_between_them_in_the_scratchpad(seed):
+    """The first convolution writes its outputs into the scratchpad as the second reads its
+    input (sw.kernels.resident_pair): every candidate plan of each (a MATMUL per output row,
+    or wide, whose unstored results fall in the tensor's padding) against both
+    convolutions' definitions in NumPy; only the second's outputs are stored."""
+    first, second, (producer, consumer) = _pair_shapes(seed)
+    plans = [(plan, None) for plan in candidate_conv_plans(DEFAULT_CONFIG, producer)] + \
+        [(None, plan) for plan in candidate_conv_plans(DEFAULT_CONFIG, consumer)]
+    for index, pair in enumerate(plans):
+        workload = resident_conv_pair_workload(DEFAULT_CONFIG, np.random.default_rng(seed + index),
+                                               first, second, pair, MemoryImage(4 << 20))
+        _run(DEFAULT_CONFIG, workload, (first, second), pair)
+        stored = predict_program(DEFAULT_CONFIG, workload.program).dma_write_bytes
+        assert stored == consumer.M * consumer.N, (pair, stored)
+
+
+def test_a_tensor_kept_between_convolutions_must_fit_half_the_scratchpad():
+    first = ConvLayer(64, 64, 8, 16, (3, 3), (1, 1), (1, 1, 1, 1), name="node 'a'")
+    second = ConvLayer(64, 64, 16, 16, (3, 3), (1, 1), (1, 1, 1, 1), name="node 'b'")
+    with pytest.raises(LayerError, match="node 'b': its 69696-byte padded input exceeds half"):
+        resident_pair(DEFAULT_CONFIG, first, second)
+    with pytest.raises(LayerError, match="node 'b': keeping its input in the scratchpad needs"):
+        resident_pair(NPUConfig(rows=4, cols=6), first, second)

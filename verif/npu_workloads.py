@@ -12,14 +12,14 @@ import numpy as np
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
 from sw.kernels import (ConvLayer, GemmLayer, a_pitch, conv_pad_bytes, emit_conv, emit_gemm, im2col,
-                        pack_conv_weights, pack_depthwise_weights, pack_weights)
+                        pack_conv_weights, pack_depthwise_weights, pack_weights, resident_pair)
 from sw.simulator import pack_channel_params
 from verif.golden import requantize
 from verif.stimulus import int8_full_range, random_channel_params
 
 
 __all__ = ["MemoryImage", "Workload", "gemm_workload", "conv_workload", "direct_conv_workload",
-           "random_program"]
+           "resident_conv_pair_workload", "random_program"]
 
 
 class MemoryImage:
@@ -154,6 +154,28 @@ def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
     image = image or MemoryImage()
     x = rng.integers(0, 256, size=(C, H, W)) if act_flip else int8_full_range(rng, (C, H, W))
     zero_point = int(rng.integers(0, 256)) if act_flip else int(rng.integers(-128, 128))
+    layer, values = _direct_conv(config, image, rng, x, zero_point, N, kernel, strides, pads,
+                                 act_flip, out_int32, depthwise)
+    out_bytes = 4 if out_int32 else 1
+    layer.y_addr = image.reserve(layer.M * N * out_bytes)
+    expected = values.astype("<i4").view(np.uint8).reshape(-1) if out_int32 else \
+        (values & 0xFF).astype(np.uint8).reshape(-1)
+    program = emit_conv(config, layer, plan=plan)
+    return _finish(config, image, program, [(layer.name, layer.y_addr, expected)],
+                   _conv_macs(layer))
+
+
+def _conv_macs(layer):
+    return layer.M * layer.N * (1 if layer.depthwise else layer.C) * layer.kernel[0] * layer.kernel[1]
+
+
+def _direct_conv(config, image, rng, x, zero_point, N, kernel, strides, pads, act_flip,
+                 out_int32, depthwise, params=None):
+    """(:class:`ConvLayer` with its input, zero-point line, weights and channel parameters
+    placed in ``image``, and its expected outputs as (OH·OW) × N integers) of a
+    convolution of ``x`` (C × H × W) with random full-range weights and ``params`` (random
+    by default)."""
+    C, H, W = x.shape
     if depthwise:
         # ONNX's depthwise weights (C × 1 × kh × kw), and the same as a dense C × C kernel
         # for the reference below.
@@ -163,9 +185,10 @@ def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
         w[np.arange(C), np.arange(C)] = w_depthwise[:, 0]
     else:
         w = int8_full_range(rng, (N, C, *kernel))
-    params = random_channel_params(rng, N)
     fan_in = (1 if depthwise else C) * kernel[0] * kernel[1]
-    params["multiplier"] = (params["multiplier"] * np.float32(1 / np.sqrt(fan_in))).astype(np.float32)
+    if params is None:
+        params = random_channel_params(rng, N)
+        params["multiplier"] = (params["multiplier"] * np.float32(1 / np.sqrt(fan_in))).astype(np.float32)
     pt, pl, pb, pr = pads
     padded = np.pad(x, ((0, 0), (pt, pb), (pl, pr)), constant_values=zero_point).astype(np.int64)
     layer = ConvLayer(H, W, C, N, tuple(kernel), tuple(strides), tuple(pads),
@@ -182,12 +205,12 @@ def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
             acc += np.einsum("chw,oc->hwo", window - offset, w[:, :, i, j].astype(np.int64))
     acc = acc.reshape(-1, N)
     if out_int32:
-        expected = acc.astype(np.int32).astype("<i4").view(np.uint8).reshape(-1)
+        values = acc.astype(np.int32)
     else:
         true_acc = acc + (offset - zero_point) * w.reshape(N, -1).sum(axis=1)
-        expected = (requantize(true_acc.astype(np.int32), params["bias"], params["multiplier"],
-                               params["zero_point"], params["clamp_lo"], params["clamp_hi"],
-                               params["unsigned"]) & 0xFF).astype(np.uint8).reshape(-1)
+        values = requantize(true_acc.astype(np.int32), params["bias"], params["multiplier"],
+                            params["zero_point"], params["clamp_lo"], params["clamp_hi"],
+                            params["unsigned"])
     hw_params = dict(params, bias=params["bias"] + (offset - zero_point) * w.reshape(N, -1).sum(axis=1))
     dtype = np.uint8 if act_flip else np.int8
     layer.x_addr = image.place(x.transpose(1, 2, 0).astype(dtype))
@@ -199,10 +222,43 @@ def direct_conv_workload(config, rng, H, W, C, N, kernel=(3, 3), strides=(1, 1),
     padded_params = {key: np.resize(value, -(-N // config.cols) * config.cols)
                      for key, value in hw_params.items()}
     layer.param_addr = image.place(pack_channel_params(config, padded_params))
-    layer.y_addr = image.reserve(OH * OW * N * (4 if out_int32 else 1))
-    program = emit_conv(config, layer, plan=plan)
-    return _finish(config, image, program, [(layer.name, layer.y_addr, expected)],
-                   OH * OW * N * fan_in)
+    return layer, values
+
+
+def resident_conv_pair_workload(config, rng, first, second, plans=(None, None), image=None):
+    """Two convolutions in one program, the second reading the first's output, which stays
+    in the scratchpad (``sw.kernels.resident_pair``). ``first`` and ``second`` are dicts of
+    H, W, C, N, kernel, strides, pads and act_flip (the second's H, W, C follow from the
+    first). The intermediate tensor has one zero point, as a quantized tensor does; the
+    expected outputs come from both convolutions' definitions in NumPy."""
+    image = image or MemoryImage()
+    flip1, flip2 = first["act_flip"], second["act_flip"]
+    C, H, W = first["C"], first["H"], first["W"]
+    x = rng.integers(0, 256, size=(C, H, W)) if flip1 else int8_full_range(rng, (C, H, W))
+    zero_point = int(rng.integers(0, 256)) if flip1 else int(rng.integers(-128, 128))
+    # The first layer's outputs are the second's inputs: one zero point, the second's type.
+    N1 = first["N"]
+    params = random_channel_params(rng, N1)
+    qmin, qmax = (0, 255) if flip2 else (-128, 127)
+    middle_zero = int(rng.integers(qmin, qmax + 1))
+    fan_in = C * first["kernel"][0] * first["kernel"][1]
+    params.update(unsigned=np.full(N1, flip2), zero_point=np.full(N1, middle_zero),
+                  clamp_lo=np.where(rng.random(N1) < 0.5, qmin, middle_zero),
+                  clamp_hi=np.full(N1, qmax),
+                  multiplier=(params["multiplier"] * np.float32(1 / np.sqrt(fan_in))).astype(np.float32))
+    layer1, middle = _direct_conv(config, image, rng, x, zero_point, N1, first["kernel"],
+                                  first["strides"], first["pads"], flip1, False, False, params)
+    x2 = middle.reshape(layer1.OH, layer1.OW, N1).transpose(2, 0, 1)
+    layer2, values = _direct_conv(config, image, rng, x2, middle_zero, second["N"],
+                                  second["kernel"], second["strides"], second["pads"], flip2,
+                                  False, False)
+    layer2.y_addr = image.reserve(layer2.M * layer2.N)
+    layer1, layer2 = resident_pair(config, layer1, layer2)
+    program = emit_conv(config, layer1, plan=plans[0])
+    emit_conv(config, layer2, program, plan=plans[1])
+    expected = (values & 0xFF).astype(np.uint8).reshape(-1)
+    return _finish(config, image, program, [(layer2.name, layer2.y_addr, expected)],
+                   _conv_macs(layer1) + _conv_macs(layer2))
 
 
 def random_program(config, rng, layers=3, scale=1.0):

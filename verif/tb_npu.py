@@ -20,10 +20,10 @@ from hw.isa import INSTRUCTION_BYTES, Opcode
 from hw.registers import NPU_MAGIC, ErrorCode
 from sw.asm import Program
 from sw.driver import NPUDriver
-from sw.kernels import ConvLayer, candidate_conv_plans
+from sw.kernels import ConvLayer, candidate_conv_plans, resident_pair
 from sw.simulator import NPUSimulator
 from verif.npu_workloads import (MemoryImage, Workload, conv_workload, direct_conv_workload,
-                                 gemm_workload, random_program)
+                                 gemm_workload, random_program, resident_conv_pair_workload)
 from verif.runner import BUILD
 from verif.tb_util import start_clock_and_reset, tb_params, tb_rng
 
@@ -173,14 +173,25 @@ async def conv_layers(dut):
     """Convolutions with zero points and random pauses: a 3x3 one with ReLU as a GEMM on
     im2col in software, and four run straight from their NHWC input on the NPU (stride 1,
     one MATMUL per band; stride 2 with 12 channels, uneven padding and int8 activations;
-    depthwise, with diagonal weight tiles; and one whose weights stay resident while its
-    bands go through)."""
+    depthwise, with diagonal weight tiles; one whose weights stay resident while its
+    bands go through; and two in one program, the tensor between them kept in the
+    scratchpad)."""
     bench = NPUBench(dut)
     await bench.start(pause=0.1)
     size = bench.params.get("conv_size", 8)
     resident = next(plan for plan in candidate_conv_plans(
         bench.config, ConvLayer(size + 3, size, 16, 20, (3, 3), (1, 1), (1, 1, 1, 1)))
         if plan.resident)
+    # The first convolution computed wide writes its unstored results into the padding of
+    # the tensor it leaves in the scratchpad; the second must fill that padding again.
+    first = dict(H=size, W=size + 1, C=12, N=16, kernel=(3, 3), strides=(1, 1),
+                 pads=(1, 1, 1, 1), act_flip=True)
+    second = dict(N=20, kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1), act_flip=False)
+    producer, _ = resident_pair(
+        bench.config, ConvLayer(size, size + 1, 12, 16, (3, 3), (1, 1), (1, 1, 1, 1)),
+        ConvLayer(size, size + 1, 16, 20, (3, 3), (1, 1), (1, 1, 1, 1)))
+    wide_into_padding = next(plan for plan in candidate_conv_plans(bench.config, producer)
+                             if plan.wide)
     workloads = [
         ("conv im2col", conv_workload(bench.config, bench.rng, channels=16, out_channels=16,
                                       size=size)),
@@ -192,7 +203,9 @@ async def conv_layers(dut):
         ("conv depthwise", direct_conv_workload(bench.config, bench.rng, size, size, 20, 20,
                                                 depthwise=True)),
         ("conv direct, weights resident over its bands", direct_conv_workload(
-            bench.config, bench.rng, size + 3, size, 16, 20, plan=resident))]
+            bench.config, bench.rng, size + 3, size, 16, 20, plan=resident)),
+        ("two convs, the tensor between them in the scratchpad", resident_conv_pair_workload(
+            bench.config, bench.rng, first, second, (wide_into_padding, None)))]
     for name, workload in workloads:
         status = await bench.run(workload)
         bench.report(name, workload, status)
