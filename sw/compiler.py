@@ -32,8 +32,8 @@ from hw.config import DEFAULT_CONFIG
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
 from sw.kernels import (ConvLayer, GemmLayer, LayerError, a_pitch, conv_k_tiles, conv_pad_bytes,
-                        emit_conv, emit_gemm, param_bytes, predict_program, preferred, resident_pair,
-                        weight_bytes, LOWERING_TOLERANCE)
+                        emit_conv, emit_gemm, emit_resident_pair, param_bytes, predict_program,
+                        preferred, resident_pair, weight_bytes, LOWERING_TOLERANCE)
 from sw.npu_file import CompiledModel
 
 
@@ -386,10 +386,8 @@ class _Compiler:
             fused = resident_pair(self.config, first, second)
         except LayerError:
             return None
-        program = Program()
         try:
-            for layer in fused:
-                emit_conv(self.config, layer, program)
+            program = emit_resident_pair(self.config, *fused)
         except LayerError:
             return None
         apart = [predict_program(self.config, emit_conv(self.config, layer)) for layer in (first, second)]

@@ -45,7 +45,8 @@ __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
            "pack_conv_weights", "pack_depthwise_weights", "im2col", "a_pitch", "weight_bytes",
            "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
-           "plan_conv", "emit_conv", "resident_pair", "ResidentTensor", "preferred",
+           "plan_conv", "emit_conv", "resident_pair", "emit_resident_pair", "ResidentTensor",
+           "preferred",
            "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE"]
 
 
@@ -667,11 +668,12 @@ def _can_be_wide(config, layer):
 
 def resident_pair(config, first, second):
     """``first`` and ``second`` (:class:`ConvLayer`, ``second`` reading what ``first``
-    writes) with the tensor between them kept in the scratchpad: in its lower half, as
-    ``second`` reads its input, while both run in the upper half. :class:`LayerError` if
-    they cannot: the tensor must fit that half, ``first`` must write 8-bit outputs of at
-    most the channel-parameter table's channels, and the array must be square (an output
-    tile then fills one activation slot)."""
+    writes) with the tensor between them kept in the scratchpad: at its bottom, padded as
+    ``second`` reads its input, while both plan their buffers in the rest (from the next
+    eighth of the scratchpad up). :class:`LayerError` if they cannot: the tensor must fit
+    half the scratchpad, ``first`` must write 8-bit outputs of at most the
+    channel-parameter table's channels, and the array must be square (an output tile then
+    fills one activation slot)."""
     R, C = config.rows, config.cols
     S = config.scratchpad_bytes
     if not R == C == slot_bytes(R):
@@ -686,9 +688,27 @@ def resident_pair(config, first, second):
     if tensor.size > S // 2:
         raise LayerError(f"{second.name}: its {tensor.size}-byte padded input exceeds half "
                          f"the {S}-byte scratchpad")
-    window = (S // 2, S // 2)
+    base = -(-tensor.size // (S // 8)) * (S // 8)
+    window = (base, S - base)
     return (replace(first, y_resident=tensor, window=window),
             replace(second, x_resident=tensor, window=window))
+
+
+def emit_resident_pair(config, first, second, program=None):
+    """Append ``first`` and ``second`` (as :func:`resident_pair` returns them) to
+    ``program``; return it. The second runs with its :func:`plan_conv` plan; the first's
+    plan is the :func:`preferred` by the two layers' predictions together, not the first's
+    alone (a plan a few percent slower on the first layer alone may be as fast on the pair
+    and read its weights fewer times)."""
+    program = Program() if program is None else program
+    after = predict_program(config, emit_conv(config, second))
+    tried = [(plan, predict_program(config, emit_conv(config, first, plan=plan)))
+             for plan in candidate_conv_plans(config, first)]
+    pair = [replace(p, **{key: getattr(p, key) + getattr(after, key)
+                          for key in ("cycles", "dma_read_bytes", "dma_write_bytes")})
+            for _, p in tried]
+    emit_conv(config, first, program, plan=tried[preferred(pair)][0])
+    return emit_conv(config, second, program)
 
 
 def candidate_conv_plans(config, layer):

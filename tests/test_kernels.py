@@ -218,9 +218,11 @@ def test_two_convolutions_keep_the_tensor_between_them_in_the_scratchpad(seed):
     """The first convolution writes its outputs into the scratchpad as the second reads its
     input (sw.kernels.resident_pair): every candidate plan of each (a MATMUL per output row,
     or wide, whose unstored results fall in the tensor's padding) against both
-    convolutions' definitions in NumPy; only the second's outputs are stored."""
+    convolutions' definitions in NumPy, and the pair as the compiler plans it; only the
+    second's outputs are stored."""
     first, second, (producer, consumer) = _pair_shapes(seed)
-    plans = [(plan, None) for plan in candidate_conv_plans(DEFAULT_CONFIG, producer)] + \
+    plans = [(None, None)] + \
+        [(plan, None) for plan in candidate_conv_plans(DEFAULT_CONFIG, producer)] + \
         [(None, plan) for plan in candidate_conv_plans(DEFAULT_CONFIG, consumer)]
     for index, pair in enumerate(plans):
         workload = resident_conv_pair_workload(DEFAULT_CONFIG, np.random.default_rng(seed + index),

@@ -12,7 +12,8 @@ import numpy as np
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
 from sw.kernels import (ConvLayer, GemmLayer, a_pitch, conv_pad_bytes, emit_conv, emit_gemm, im2col,
-                        pack_conv_weights, pack_depthwise_weights, pack_weights, resident_pair)
+                        pack_conv_weights, pack_depthwise_weights, pack_weights, resident_pair,
+                        emit_resident_pair)
 from sw.simulator import pack_channel_params
 from verif.golden import requantize
 from verif.stimulus import int8_full_range, random_channel_params
@@ -230,7 +231,8 @@ def resident_conv_pair_workload(config, rng, first, second, plans=(None, None), 
     in the scratchpad (``sw.kernels.resident_pair``). ``first`` and ``second`` are dicts of
     H, W, C, N, kernel, strides, pads and act_flip (the second's H, W, C follow from the
     first). The intermediate tensor has one zero point, as a quantized tensor does; the
-    expected outputs come from both convolutions' definitions in NumPy."""
+    expected outputs come from both convolutions' definitions in NumPy. With no ``plans``
+    the pair is planned as the compiler plans it (``sw.kernels.emit_resident_pair``)."""
     image = image or MemoryImage()
     flip1, flip2 = first["act_flip"], second["act_flip"]
     C, H, W = first["C"], first["H"], first["W"]
@@ -254,8 +256,11 @@ def resident_conv_pair_workload(config, rng, first, second, plans=(None, None), 
                                   False, False)
     layer2.y_addr = image.reserve(layer2.M * layer2.N)
     layer1, layer2 = resident_pair(config, layer1, layer2)
-    program = emit_conv(config, layer1, plan=plans[0])
-    emit_conv(config, layer2, program, plan=plans[1])
+    if plans == (None, None):
+        program = emit_resident_pair(config, layer1, layer2)
+    else:
+        program = emit_conv(config, layer1, plan=plans[0])
+        emit_conv(config, layer2, program, plan=plans[1])
     expected = (values & 0xFF).astype(np.uint8).reshape(-1)
     return _finish(config, image, program, [(layer2.name, layer2.y_addr, expected)],
                    _conv_macs(layer1) + _conv_macs(layer2))
