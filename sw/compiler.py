@@ -98,8 +98,9 @@ def _reads(step):
 
 
 class _Compiler:
-    def __init__(self, model, config, source):
+    def __init__(self, model, config, source, pairs=None):
         self.config = config
+        self.pairs = pairs or {}    # see resident_pairs
         self.source = source
         self.graph = model.graph
         self.constants = {}
@@ -182,7 +183,7 @@ class _Compiler:
             if handler is None:
                 self.fail(node, "operator not supported by the NPU compiler")
             handler(node)
-        self.keep_tensors_between_convolutions()
+        self.follow_pairs()
         for output in self.graph.output:
             if output.name not in self.shapes:
                 raise CompileError(f"{self.source}: output '{output.name}' is not produced by "
@@ -290,6 +291,8 @@ class _Compiler:
         out_bytes = 4 if out_int32 else 1
         direct = kind == "conv" and split == 1 and \
             self.prefers_direct(layers, a_shape, b_shape, attrs, a_dtype, out_int32, name)
+        resident_out = y in self.pairs                     # the first of a pair (see resident_pairs)
+        resident_in = self.pairs.get(a.tensor) == y         # the second
         if direct and self.depthwise(a_shape, b_shape, attrs):
             # One layer for all the channels of an image, its weight tiles diagonal.
             layers = [dict(layer, group=0, N=b_shape[0], depthwise=True)
@@ -300,17 +303,22 @@ class _Compiler:
                 if direct:
                     conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
                     pad_bytes = conv_pad_bytes(self.config, conv)
-                    conv.x_addr = self.memory.alloc(conv.H * conv.W * conv.C)
+                    # A tensor kept in the scratchpad between a pair has no memory.
+                    conv.x_addr = 0 if resident_in else self.memory.alloc(conv.H * conv.W * conv.C)
                     conv.pad_addr = self.memory.alloc(pad_bytes)
                     conv.weight_addr = self.memory.alloc(
                         weight_bytes(self.config, conv_k_tiles(self.config, conv), N))
                     conv.param_addr = self.memory.alloc(param_bytes(self.config, N))
-                    conv.y_addr = self.memory.alloc(M * N * out_bytes)
-                    emit_conv(self.config, conv, program)
+                    conv.y_addr = 0 if resident_out else self.memory.alloc(M * N * out_bytes)
+                    if resident_in:
+                        emit_resident_pair(self.config, *resident_pair(
+                            self.config, self.conv_layers[a.tensor], conv), program)
+                    elif not resident_out:
+                        emit_conv(self.config, conv, program)
                     geometry.append(dict(layer, direct=True, x_addr=conv.x_addr,
                                          pad_addr=conv.pad_addr, pad_bytes=pad_bytes,
                                          weight_addr=conv.weight_addr, param_addr=conv.param_addr,
-                                         y_addr=conv.y_addr))
+                                         y_addr=conv.y_addr, **({"x_resident": True} if resident_in else {})))
                     continue
                 pitch = a_pitch(self.config, K)
                 gemm = GemmLayer(M, K, N, a_addr=self.memory.alloc(M * pitch),
@@ -328,76 +336,68 @@ class _Compiler:
                                  y_addr=gemm.y_addr))
         if direct and len(layers) == 1:
             self.conv_layers[y] = conv
-        program.end()
-        program_name = f"program{len(self.steps)}"
-        self.constants[program_name] = np.frombuffer(program.to_bytes(), np.uint8)
-        program_addr = self.memory.alloc(len(program.to_bytes()), INSTRUCTION_BYTES)
         self.produce(y, out_shape, y_dtype)
-        self.steps.append({
+        step = {
             "op": "gemm", "node": self.name(node), "op_type": node.op_type, "kind": kind,
-            "a": a.__dict__, "a_dtype": a_dtype, "b": b.__dict__, "bias": bias, "y": y, "y_dtype": y_dtype,
-            "y_scale": y_name.scale if y_name else "", "y_zero_point": y_name.zero_point if y_name else "",
-            "activation": activation, "attrs": attrs, "layers": geometry, "out_shape": list(out_shape),
-            "program": program_name, "program_addr": program_addr, "weight_split": split,
-            "instructions": len(program),
-        })
+            "a": a.__dict__, "a_dtype": a_dtype, "b": b.__dict__, "bias": bias, "y": y,
+            "y_dtype": y_dtype, "y_scale": y_name.scale if y_name else "",
+            "y_zero_point": y_name.zero_point if y_name else "", "activation": activation,
+            "attrs": attrs, "layers": geometry, "out_shape": list(out_shape), "weight_split": split,
+        }
+        if resident_out:
+            # Run by the second of the pair's program.
+            step.update(program=None, program_addr=None, instructions=0, runs_with_next=True)
+        else:
+            program.end()
+            step.update(program=f"program{len(self.steps)}", instructions=len(program),
+                        program_addr=self.memory.alloc(len(program.to_bytes()), INSTRUCTION_BYTES))
+            self.constants[step["program"]] = np.frombuffer(program.to_bytes(), np.uint8)
+        self.steps.append(step)
 
-    def keep_tensors_between_convolutions(self):
-        """Run two convolutions as one program, the tensor between them kept in the
-        scratchpad (:func:`sw.kernels.resident_pair`), where the second is the only reader
-        of the first's 8-bit output and reads nothing else computed at run time (so it can
-        follow the first at once), both run straight from their input on one image, and
-        the cost model prefers it: fewer DRAM bytes within the lowering's tolerance of the
-        cycles of running them apart. The first step then ``runs_with_next``."""
+    def resident_pairs(self):
+        """{output of the first: output of the second} of the pairs of convolutions this
+        compilation would run as one program, the tensor between them kept in the
+        scratchpad (:func:`sw.kernels.resident_pair`): the second is the only reader of the
+        first's 8-bit output and reads nothing else computed at run time (so it can follow
+        the first at once), both run straight from their input on one image, neither is in
+        another pair, and the cost model prefers it: fewer DRAM bytes within the lowering's
+        tolerance of the cycles of running them apart. :func:`compile_model` then compiles
+        the model again with these pairs, so that the kept tensors take no memory."""
         outputs = {o.name for o in self.graph.output}
-        i = 0
-        while i < len(self.steps):
-            first = self.steps[i]
-            i += 1
-            if first["op"] != "gemm" or first["y"] not in self.conv_layers or first["y"] in outputs:
+        pairs = {}
+        for first in self.steps:
+            y = first.get("y")
+            if first["op"] != "gemm" or y not in self.conv_layers or y in outputs or \
+                    y in pairs.values():
                 continue
-            readers = [j for j, step in enumerate(self.steps) if first["y"] in _reads(step)]
+            readers = [step for step in self.steps if y in _reads(step)]
             if len(readers) != 1:
                 continue
-            second = self.steps[readers[0]]
-            if second["op"] != "gemm" or second["y"] not in self.conv_layers or \
-                    first["layers"][0].get("x_resident") or \
-                    any(name != first["y"] and name not in self.constants for name in _reads(second)):
-                continue
-            pair = self.resident_program(self.conv_layers[first["y"]], self.conv_layers[second["y"]])
-            if pair is None:
-                continue
-            program, instructions = pair
-            for step in (first, second):
-                del self.constants[step["program"]]
-            self.constants[second["program"]] = program
-            second.update(program_addr=self.memory.alloc(len(program), INSTRUCTION_BYTES),
-                          instructions=instructions)
-            second["layers"][0]["x_resident"] = True
-            first.update(runs_with_next=True, program=None, program_addr=None, instructions=0)
-            self.steps.remove(second)
-            self.steps.insert(i, second)
-            i += 1
+            second = readers[0]
+            if second["op"] == "gemm" and second["y"] in self.conv_layers and \
+                    all(name == y or name in self.constants for name in _reads(second)) and \
+                    self.prefers_resident(self.conv_layers[y], self.conv_layers[second["y"]]):
+                pairs[y] = second["y"]
+        return pairs
 
-    def resident_program(self, first, second):
-        """(program bytes, instructions) of ``first`` then ``second`` with the tensor
-        between them in the scratchpad, or None where that cannot run or is not preferred."""
+    def prefers_resident(self, first, second):
+        """Whether ``first`` then ``second`` can run with the tensor between them in the
+        scratchpad, and the cost model prefers it to running them apart."""
         try:
-            fused = resident_pair(self.config, first, second)
+            program = emit_resident_pair(self.config, *resident_pair(self.config, first, second))
         except LayerError:
-            return None
-        try:
-            program = emit_resident_pair(self.config, *fused)
-        except LayerError:
-            return None
+            return False
         apart = [predict_program(self.config, emit_conv(self.config, layer)) for layer in (first, second)]
-        together = predict_program(self.config, program)
         both = replace(apart[0], **{key: getattr(apart[0], key) + getattr(apart[1], key)
                                     for key in ("cycles", "dma_read_bytes", "dma_write_bytes")})
-        if preferred([both, together], LOWERING_TOLERANCE) != 1:
-            return None
-        program.end()
-        return np.frombuffer(program.to_bytes(), np.uint8), len(program)
+        return preferred([both, predict_program(self.config, program)], LOWERING_TOLERANCE) == 1
+
+    def follow_pairs(self):
+        """Move the second of each pair right after the first, which it runs with."""
+        for first in [step for step in self.steps if step.get("runs_with_next")]:
+            second = next(step for step in self.steps if step.get("y") == self.pairs[first["y"]])
+            self.steps.remove(second)
+            self.steps.insert(self.steps.index(first) + 1, second)
 
     @staticmethod
     def depthwise(a_shape, b_shape, attrs):
@@ -751,6 +751,10 @@ def compile_model(model, config=DEFAULT_CONFIG, source=None):
         pass
     compiler = _Compiler(model, config, source)
     compiler.run()
+    pairs = compiler.resident_pairs()
+    if pairs:
+        compiler = _Compiler(model, config, source, pairs)
+        compiler.run()
 
     def describe(value):
         entry = {"name": value.name, "shape": list(compiler.shapes[value.name]),
