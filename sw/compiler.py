@@ -12,7 +12,9 @@ either format:
 Output: a :class:`sw.npu_file.CompiledModel`: a list of steps. Convolutions and matrix
 products become NPU programs (``sw.kernels``, planned for the configuration's array and
 SRAM sizes: a convolution runs straight from its NHWC input on the NPU, or as a GEMM on
-the host's im2col, whichever the cost model prefers); pooling, residual additions and the
+the host's im2col, whichever the cost model prefers; two convolutions in a row may run as
+one program, the tensor between them kept in the scratchpad, see
+:meth:`_Compiler.resident_pairs`); pooling, residual additions and the
 quantize/dequantize at the edges run on the host with onnxruntime's arithmetic
 (``sw.host_ops``). Scales and zero points may be constants or graph inputs: they are
 resolved at run time, so the requantization multipliers are computed exactly as

@@ -24,7 +24,9 @@ steps (N-tile, K-chunk). The load engine runs one step ahead of the compute engi
 (program order L0, L1, C0, L2, C1, ...), the store engine writes each unit out while the
 next one computes, and four kinds of tokens keep the double buffers safe. Every layer ends
 with a barrier, so layers can follow each other in one program and a later layer may read
-what an earlier one stored.
+what an earlier one stored. Two convolutions in a row may keep the tensor between them in
+the scratchpad (:func:`resident_pair`): it sits at the bottom, and both layers lay out the
+plan above in the rest (``ConvLayer.window``).
 
 :func:`plan_gemm` and :func:`plan_conv` choose the block and group sizes among the
 candidate tilings with the cost model (:mod:`sw.cost_model`), and the compiler chooses
@@ -46,8 +48,7 @@ __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
            "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
            "plan_conv", "emit_conv", "resident_pair", "emit_resident_pair", "ResidentTensor",
-           "preferred",
-           "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE"]
+           "preferred", "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE"]
 
 
 class LayerError(ValueError):
@@ -655,7 +656,7 @@ def _conv_limits(config, layer, wide):
     return k_tiles, n_tiles, rows, chunk_tiles
 
 
-def _can_be_wide(config, layer):
+def _can_be_wide(layer):
     """Whether ``layer`` may run wide: with equal strides; from a resident input only with
     stride 1 (its phases would need loads); into a resident output only when each row's
     unstored results fall in that tensor's padding (its padded rows as wide as the rows
@@ -717,7 +718,7 @@ def candidate_conv_plans(config, layer):
     buffers allow, and shorter; N-groups as wide as the output buffer allows, and half."""
     plans = []
     error = None
-    for wide in (False, True) if _can_be_wide(config, layer) else (False,):
+    for wide in (False, True) if _can_be_wide(layer) else (False,):
         try:
             k_tiles, n_tiles, max_rows, chunk_tiles = _conv_limits(config, layer, wide)
         except LayerError as refused:
