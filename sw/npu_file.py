@@ -17,7 +17,9 @@ from hw.config import NPUConfig
 
 __all__ = ["CompiledModel", "NPUFileError", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+#: 2: an NPU step names its input's dtype, and may run with the next step (the pair of
+#: convolutions of ``sw.kernels.resident_pair``).
+FORMAT_VERSION = 2
 
 
 class NPUFileError(Exception):

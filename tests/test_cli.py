@@ -3,8 +3,10 @@ average pool and a fully-connected layer, quantized by quantize_static, run bit-
 against onnxruntime), and a one-line error with a non-zero exit for every kind of bad
 input."""
 
+import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import onnx
@@ -126,6 +128,22 @@ def test_not_a_npu_file(tmp_path):
     path = tmp_path / "model.npu"
     path.write_bytes(b"garbage")
     assert_one_line_error(*npu("info", path)[::2], str(path), "not a compiled .npu model")
+
+
+def test_npu_file_of_an_older_format(quantized, tmp_path):
+    """A .npu file written by an earlier version of the compiler is refused in one line:
+    its steps lack what this runtime reads."""
+    out = tmp_path / "cnn.npu"
+    assert npu("compile", quantized, "-o", out)[0] == 0
+    with zipfile.ZipFile(out) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    manifest = json.loads(files["manifest.json"])
+    manifest["format"] -= 1
+    files["manifest.json"] = json.dumps(manifest)
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    assert_one_line_error(*npu("info", out)[::2], str(out), f".npu format {manifest['format']}")
 
 
 def test_fpga_backend_without_a_board(quantized, tmp_path):
