@@ -12,7 +12,8 @@ either format:
 Output: a :class:`sw.npu_file.CompiledModel`: a list of steps. Convolutions and matrix
 products become NPU programs (``sw.kernels``, planned for the configuration's array and
 SRAM sizes: a convolution runs straight from its NHWC input on the NPU, or as a GEMM on
-the host's im2col, whichever the cost model prefers; two convolutions in a row may run as
+the host's im2col, whichever the cost model prefers for the whole network (see
+:meth:`_Compiler.network_lowerings`); two convolutions in a row may run as
 one program, the tensor between them kept in the scratchpad, see
 :meth:`_Compiler.resident_pairs`); pooling, residual additions and the
 quantize/dequantize at the edges run on the host with onnxruntime's arithmetic
@@ -67,6 +68,14 @@ class _Memory:
 
 
 @dataclass
+class _Cost:
+    """A prediction's cycles and DRAM bytes, as :func:`sw.kernels.preferred` compares them."""
+    cycles: int
+    dma_read_bytes: int
+    dma_write_bytes: int = 0
+
+
+@dataclass
 class _Q:
     """A quantized operand: tensor, scale and zero-point names."""
     tensor: str
@@ -100,9 +109,12 @@ def _reads(step):
 
 
 class _Compiler:
-    def __init__(self, model, config, source, pairs=None):
+    def __init__(self, model, config, source, lowerings=None, pairs=None):
         self.config = config
-        self.pairs = pairs or {}    # see resident_pairs
+        self.lowerings = lowerings or {}    # see network_lowerings
+        self.lowering_options = {}          # convolution: [(cycles, DRAM bytes) im2col, direct]
+        self.lowering_choices = {}          # convolution: whether it runs straight from its input
+        self.pairs = pairs or {}            # see resident_pairs
         self.source = source
         self.graph = model.graph
         self.constants = {}
@@ -440,7 +452,38 @@ class _Compiler:
         groups = 1 if not conv.depthwise else attrs["group"]
         im2col = replace(one_group, **{key: getattr(one_group, key) * groups for key in
                                        ("cycles", "dma_read_bytes", "dma_write_bytes")})
-        return preferred([im2col, direct], LOWERING_TOLERANCE) == 1
+        images = a_shape[0]
+        self.lowering_options[name] = [(images * p.cycles, images * (p.dma_read_bytes + p.dma_write_bytes))
+                                       for p in (im2col, direct)]
+        decision = self.lowerings.get(name, preferred([im2col, direct], LOWERING_TOLERANCE) == 1)
+        self.lowering_choices[name] = decision
+        return decision
+
+    def network_lowerings(self):
+        """{convolution: whether it runs straight from its input} for every convolution
+        that can run either way, chosen for the whole network: each layer's
+        :meth:`prefers_direct` choice, then, most DRAM bytes saved per cycle added first,
+        the other lowering of layers where it moves fewer bytes, as long as these layers
+        together stay within the lowering's tolerance of their fastest cycles. (A slow
+        lowering of one small layer, such as ResNet-8's stem run straight from its three
+        channels, may cost the network a few percent of its cycles for a tenth of its
+        bytes.)"""
+        chosen, extra, candidates = {}, 0, []
+        fastest = sum(min(cycles for cycles, _ in options) for options in self.lowering_options.values())
+        for name, options in self.lowering_options.items():
+            (c0, b0), (c1, b1) = options
+            direct = preferred([_Cost(c0, b0), _Cost(c1, b1)], LOWERING_TOLERANCE) == 1
+            chosen[name] = direct
+            (cycles, bytes_), (other_cycles, other_bytes) = options[direct], options[not direct]
+            extra += cycles - min(c0, c1)
+            if other_bytes < bytes_:
+                candidates.append(((bytes_ - other_bytes) / max(other_cycles - cycles, 1),
+                                   name, other_cycles - cycles))
+        for _, name, added in sorted(candidates, reverse=True):
+            if extra + added <= LOWERING_TOLERANCE * fastest:
+                chosen[name] = not chosen[name]
+                extra += added
+        return chosen
 
     def weight_split(self, b):
         """How many int8 weight matrices ``w - zero_point`` needs (1 to 3).
@@ -753,9 +796,13 @@ def compile_model(model, config=DEFAULT_CONFIG, source=None):
         pass
     compiler = _Compiler(model, config, source)
     compiler.run()
+    lowerings = compiler.network_lowerings()
+    if any(direct != compiler.lowering_choices[name] for name, direct in lowerings.items()):
+        compiler = _Compiler(model, config, source, lowerings)
+        compiler.run()
     pairs = compiler.resident_pairs()
     if pairs:
-        compiler = _Compiler(model, config, source, pairs)
+        compiler = _Compiler(model, config, source, lowerings, pairs)
         compiler.run()
 
     def describe(value):

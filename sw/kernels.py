@@ -285,7 +285,9 @@ CYCLE_TOLERANCE = 0.03
 #: (16 × 16 × 32 to 64 channels, stride 2) runs straight from its input in 12.9% more
 #: cycles than on im2col (predicted; 11.5% in the RTL), with 46% fewer DRAM bytes: with
 #: this tolerance the whole network moves 8.5% fewer bytes for 1.1% more cycles (at 10%
-#: that layer took im2col).
+#: that layer took im2col). The compiler also applies it to a network's convolutions
+#: together (``sw.compiler`` ``network_lowerings``), and to a pair of convolutions kept in
+#: the scratchpad against the two run apart.
 LOWERING_TOLERANCE = 0.15
 
 

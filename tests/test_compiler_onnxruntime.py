@@ -121,3 +121,21 @@ def test_convolutions_in_a_row_keep_their_tensor_in_the_scratchpad(quant_format,
         x = (rng.standard_normal((1, 8, 16, 16)) * rng.uniform(0.5, 3)).astype(np.float32)
         np.testing.assert_array_equal(runtime.infer_sync({"input": x})["logits"],
                                       session.run(None, {"input": x})[0])
+
+
+def test_the_network_spends_cycles_where_they_save_the_most_bytes(seed, tmp_path):
+    """A 3-channel first convolution is twice as slow run straight from its input as on
+    im2col, so alone it takes im2col; followed by larger convolutions, the network has
+    cycles to spare within the lowering's tolerance and runs it directly, for a ninth of
+    its input bytes (sw.compiler network_lowerings). Both match onnxruntime bit for bit."""
+    rng = np.random.default_rng(seed)
+    for widths, direct in (([16], False), ([16, 16, 16], True)):
+        path = quantize(_conv_chain(rng, 32, 3, widths), tmp_path / f"chain{len(widths)}.onnx",
+                        rng, "QOperator", per_channel=True)
+        compiled = compile_model(path)
+        first = next(step for step in compiled.steps if step["op"] == "gemm")
+        assert bool(first["layers"][0].get("direct")) == direct, widths
+        runtime = Runtime(compiled, GoldenBackend(compiled.config, compiled.memory_bytes))
+        x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+        np.testing.assert_array_equal(runtime.infer_sync({"input": x})["logits"],
+                                      onnxruntime_session(path).run(None, {"input": x})[0])
