@@ -68,14 +68,6 @@ class _Memory:
 
 
 @dataclass
-class _Cost:
-    """A prediction's cycles and DRAM bytes, as :func:`sw.kernels.preferred` compares them."""
-    cycles: int
-    dma_read_bytes: int
-    dma_write_bytes: int = 0
-
-
-@dataclass
 class _Q:
     """A quantized operand: tensor, scale and zero-point names."""
     tensor: str
@@ -402,9 +394,8 @@ class _Compiler:
         except LayerError:
             return False
         apart = [predict_program(self.config, emit_conv(self.config, layer)) for layer in (first, second)]
-        both = replace(apart[0], **{key: getattr(apart[0], key) + getattr(apart[1], key)
-                                    for key in ("cycles", "dma_read_bytes", "dma_write_bytes")})
-        return preferred([both, predict_program(self.config, program)], LOWERING_TOLERANCE) == 1
+        return preferred([apart[0] + apart[1], predict_program(self.config, program)],
+                         LOWERING_TOLERANCE) == 1
 
     def follow_pairs(self):
         """Move the second of each pair right after the first, which it runs with."""
@@ -461,8 +452,8 @@ class _Compiler:
 
     def network_lowerings(self):
         """{convolution: whether it runs straight from its input} for every convolution
-        that can run either way, chosen for the whole network: each layer's
-        :meth:`prefers_direct` choice, then, most DRAM bytes saved per cycle added first,
+        that can run either way, chosen for the whole network: each layer's own
+        :meth:`prefers_direct` choice on this (first) compilation, then, most DRAM bytes saved per cycle added first,
         the other lowering of layers where it moves fewer bytes, as long as these layers
         together stay within the lowering's tolerance of their fastest cycles. (A slow
         lowering of one small layer, such as ResNet-8's stem run straight from its three
@@ -471,11 +462,9 @@ class _Compiler:
         chosen, extra, candidates = {}, 0, []
         fastest = sum(min(cycles for cycles, _ in options) for options in self.lowering_options.values())
         for name, options in self.lowering_options.items():
-            (c0, b0), (c1, b1) = options
-            direct = preferred([_Cost(c0, b0), _Cost(c1, b1)], LOWERING_TOLERANCE) == 1
-            chosen[name] = direct
+            direct = chosen[name] = self.lowering_choices[name]
             (cycles, bytes_), (other_cycles, other_bytes) = options[direct], options[not direct]
-            extra += cycles - min(c0, c1)
+            extra += cycles - min(cycles, other_cycles)
             if other_bytes < bytes_:
                 candidates.append(((bytes_ - other_bytes) / max(other_cycles - cycles, 1),
                                    name, other_cycles - cycles))

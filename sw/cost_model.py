@@ -30,7 +30,7 @@ same). Cycle constants are calibrated against the RTL by ``make bench``.
 
 import functools
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.engines import ComputeEngine
@@ -95,6 +95,10 @@ class Prediction:
     mac_cycles: int
     fetch_cycles: int
     dma_cycles: int
+
+    def __add__(self, other):
+        """The prediction of two programs run one after the other."""
+        return Prediction(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 def _instructions(program):

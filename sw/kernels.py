@@ -707,10 +707,7 @@ def emit_resident_pair(config, first, second, program=None):
     after = predict_program(config, emit_conv(config, second))
     tried = [(plan, predict_program(config, emit_conv(config, first, plan=plan)))
              for plan in candidate_conv_plans(config, first)]
-    pair = [replace(p, **{key: getattr(p, key) + getattr(after, key)
-                          for key in ("cycles", "dma_read_bytes", "dma_write_bytes")})
-            for _, p in tried]
-    emit_conv(config, first, program, plan=tried[preferred(pair)][0])
+    emit_conv(config, first, program, plan=tried[preferred([p + after for _, p in tried])][0])
     return emit_conv(config, second, program)
 
 

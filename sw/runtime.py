@@ -215,11 +215,9 @@ class Runtime:
         or for a convolution run straight from its input, that input as H×W×C (None when
         that input stays in the scratchpad, written there by the step before)."""
         b = env[step["b"]["tensor"]]
-        a_dtype = np.dtype(step["a_dtype"])
-        za = self._param(env, step["a"]["zero_point"], a_dtype)
-        if layer.get("x_resident"):
-            return None, b.reshape(b.shape[0], -1).T.astype(np.int64), slice(None)
-        a = env[step["a"]["tensor"]]
+        za = self._param(env, step["a"]["zero_point"], np.dtype(step["a_dtype"]))
+        resident = layer.get("x_resident")
+        a = None if resident else env[step["a"]["tensor"]]
         kind, attrs = step["kind"], step["attrs"]
         if kind == "conv" and layer.get("depthwise"):
             # Every channel at once: W holds each channel's kernel in its own column.
@@ -229,8 +227,8 @@ class Runtime:
             group, batch = layer["group"], layer["batch"]
             oc, cg = b.shape[:2]
             ocg = oc // attrs["group"]
-            x = a[batch, group * cg:(group + 1) * cg]
-            A = x.transpose(1, 2, 0) if layer.get("direct") else \
+            x = None if resident else a[batch, group * cg:(group + 1) * cg]
+            A = None if resident else x.transpose(1, 2, 0) if layer.get("direct") else \
                 im2col(x, b.shape[2:], attrs["strides"], attrs["pads"], za.reshape(-1)[0])
             W = b[group * ocg:(group + 1) * ocg].reshape(ocg, -1).T
             columns = slice(group * ocg, (group + 1) * ocg)

@@ -11,8 +11,8 @@ from sw.kernels import (ConvLayer, GemmLayer, LayerError, candidate_conv_plans, 
                         conv_k_tiles, emit_conv, emit_gemm, plan_conv, plan_gemm, predict_program,
                         resident_pair, weight_bytes)
 from sw.simulator import NPUSimulator
-from verif.npu_workloads import (MemoryImage, direct_conv_workload, gemm_workload,
-                                 resident_conv_pair_workload)
+from verif.npu_workloads import (MemoryImage, conv_pair_layers, direct_conv_workload,
+                                 gemm_workload, resident_conv_pair_workload)
 
 
 def _shapes(seed):
@@ -205,12 +205,7 @@ def _pair_shapes(seed):
     second = dict(N=int(rng.integers(1, 30)), kernel=tuple(int(k) for k in rng.integers(1, 4, size=2)),
                   strides=(1, 1), pads=tuple(int(p) for p in rng.integers(0, 2, size=4)),
                   act_flip=bool(rng.integers(2)))
-    layers = ConvLayer(first["H"], first["W"], first["C"], first["N"], kernel, (stride, stride),
-                       first["pads"])
-    layers = resident_pair(DEFAULT_CONFIG, layers,
-                           ConvLayer(layers.OH, layers.OW, first["N"], second["N"],
-                                     second["kernel"], (1, 1), second["pads"]))
-    return first, second, layers
+    return first, second, conv_pair_layers(DEFAULT_CONFIG, first, second)
 
 
 @pytest.mark.parametrize("seed", range(4))

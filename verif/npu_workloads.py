@@ -20,7 +20,7 @@ from verif.stimulus import int8_full_range, random_channel_params
 
 
 __all__ = ["MemoryImage", "Workload", "gemm_workload", "conv_workload", "direct_conv_workload",
-           "resident_conv_pair_workload", "random_program"]
+           "conv_pair_layers", "resident_conv_pair_workload", "random_program"]
 
 
 class MemoryImage:
@@ -224,6 +224,17 @@ def _direct_conv(config, image, rng, x, zero_point, N, kernel, strides, pads, ac
                      for key, value in hw_params.items()}
     layer.param_addr = image.place(pack_channel_params(config, padded_params))
     return layer, values
+
+
+def conv_pair_layers(config, first, second):
+    """The two :class:`ConvLayer` (no tensors placed) of :func:`resident_conv_pair_workload`
+    with ``first`` and ``second``, as ``sw.kernels.resident_pair`` returns them: for choosing
+    their plans."""
+    layer = ConvLayer(first["H"], first["W"], first["C"], first["N"], first["kernel"],
+                      first["strides"], first["pads"])
+    return resident_pair(config, layer, ConvLayer(layer.OH, layer.OW, first["N"], second["N"],
+                                                  second["kernel"], second["strides"],
+                                                  second["pads"]))
 
 
 def resident_conv_pair_workload(config, rng, first, second, plans=(None, None), image=None):

@@ -20,10 +20,11 @@ from hw.isa import INSTRUCTION_BYTES, Opcode
 from hw.registers import NPU_MAGIC, ErrorCode
 from sw.asm import Program
 from sw.driver import NPUDriver
-from sw.kernels import ConvLayer, candidate_conv_plans, resident_pair
+from sw.kernels import ConvLayer, candidate_conv_plans
 from sw.simulator import NPUSimulator
 from verif.npu_workloads import (MemoryImage, Workload, conv_workload, direct_conv_workload,
-                                 gemm_workload, random_program, resident_conv_pair_workload)
+                                 conv_pair_layers, gemm_workload, random_program,
+                                 resident_conv_pair_workload)
 from verif.runner import BUILD
 from verif.tb_util import start_clock_and_reset, tb_params, tb_rng
 
@@ -187,9 +188,7 @@ async def conv_layers(dut):
     first = dict(H=size, W=size + 1, C=12, N=16, kernel=(3, 3), strides=(1, 1),
                  pads=(1, 1, 1, 1), act_flip=True)
     second = dict(N=20, kernel=(3, 3), strides=(1, 1), pads=(1, 1, 1, 1), act_flip=False)
-    producer, _ = resident_pair(
-        bench.config, ConvLayer(size, size + 1, 12, 16, (3, 3), (1, 1), (1, 1, 1, 1)),
-        ConvLayer(size, size + 1, 16, 20, (3, 3), (1, 1), (1, 1, 1, 1)))
+    producer, _ = conv_pair_layers(bench.config, first, second)
     wide_into_padding = next(plan for plan in candidate_conv_plans(bench.config, producer)
                              if plan.wide)
     workloads = [
