@@ -1,9 +1,11 @@
 """Small arithmetic helpers shared by the NPU's blocks."""
 
 from amaranth import *
+from amaranth.lib import memory
+from amaranth.utils import ceil_log2
 
 
-__all__ = ["registered_product", "serial_product"]
+__all__ = ["delay_line", "registered_product", "serial_product"]
 
 
 def serial_product(m, a, b, start, name):
@@ -67,3 +69,18 @@ def registered_product(m, platform, a, b, shape, name):
         i_CLK0=ClockSignal(), i_CE0=C(1), i_RST0=C(0),
         **ports)
     return product
+
+
+def delay_line(m, value, cycles, name):
+    """``value``, ``cycles`` (at least 2) clock cycles later: a memory written every cycle
+    at a running pointer and read ``cycles - 1`` entries behind it, with a registered read.
+    """
+    depth = 1 << ceil_log2(cycles)
+    line = memory.Memory(shape=unsigned(len(value)), depth=depth, init=[])
+    m.submodules[name] = line
+    write, read = line.write_port(), line.read_port()
+    pointer = Signal(range(depth), name=f"{name}_pointer")
+    m.d.sync += pointer.eq(pointer + 1)
+    m.d.comb += [write.addr.eq(pointer), write.data.eq(value), write.en.eq(1),
+                 read.addr.eq(pointer - (cycles - 1))]
+    return read.data

@@ -47,6 +47,12 @@ class NPUConfig:
         (``hw.serial_output_stage``), without DSP blocks or FIFOs and in well under half
         the logic of one pipelined lane, at about 45 cycles per output; ``output_lanes``
         and ``output_stages`` are then unused.
+    elementwise_add : bool
+        The output stage's add mode (``hw.add_stage``): element-wise QLinearAdd of two
+        8-bit tensors packed in the accumulators by the array, for a channel row whose
+        records have flags bit 1 set. Needs the pipelined output stage with one lane per
+        column and a channel table of more than one row; without it, flags bit 1 is
+        ignored and the compiler runs adds on the host.
     fetch_depth : int
         Instructions the fetcher's prefetch FIFO holds.
     fetch_burst : int
@@ -75,6 +81,7 @@ class NPUConfig:
     output_lanes: int = 0
     output_stages: int = 15
     serial_output: bool = False
+    elementwise_add: bool = True
     fetch_depth: int = 32
     fetch_burst: int = 8
     dma_queue_depth: int = 4
@@ -94,6 +101,11 @@ class NPUConfig:
                              f"not {self.output_lanes}")
         if not 1 <= self.output_stages <= 15:
             raise ValueError(f"NPUConfig.output_stages must be 1 to 15, not {self.output_stages}")
+        if self.elementwise_add and (self.serial_output or self.output_stage_lanes != self.cols
+                                     or self.channel_depth == 1):
+            raise ValueError("NPUConfig.elementwise_add needs the pipelined output stage with one "
+                             "lane per column (serial_output off, output_lanes 0) and "
+                             "channel_depth > 1")
         for name in ("queue_depth", "fetch_burst", "dma_queue_depth", "dma_outstanding"):
             if getattr(self, name) < 1:
                 raise ValueError(f"NPUConfig.{name} must be positive, not {getattr(self, name)}")

@@ -410,6 +410,7 @@ class ComputeEngine(wiring.Component):
                 matrix.params.p.data[c].clamp_lo.eq(record[80:96]),
                 matrix.params.p.data[c].clamp_hi.eq(record[96:112]),
                 matrix.params.p.data[c].unsigned_output.eq(record[112]),
+                matrix.params.p.data[c].add_mode.eq(record[113] if config.elementwise_add else 0),
             ]
 
         # --- Activation reader ------------------------------------------------------------

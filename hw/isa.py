@@ -118,7 +118,9 @@ class Config(data.Struct):
     ``channel``, from the scratchpad at ``sp_addr``. A row holds ``cols`` channels; each
     channel's record is 16 little-endian bytes: bias (int32), multiplier (float32 bits),
     zero point (int16), clamp low (int16), clamp high (int16), flags (uint16: bit 0,
-    unsigned output). The records are stored transposed, one byte of every channel per
+    unsigned output; bit 1, add mode: with ``NPUConfig.elementwise_add`` the record then
+    holds an element-wise QLinearAdd's float32 offset and two scale ratios and 8-bit clamp
+    bounds instead, see ``hw/add_stage.py``). The records are stored transposed, one byte of every channel per
     weight slot: byte ``s`` of channel ``c`` of table row ``r`` is at
     ``sp_addr + (16 * r + s) * weight_slot + c``."""
     header: Header

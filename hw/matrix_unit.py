@@ -52,6 +52,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .config import NPUConfig
+from .add_stage import AddStage
 from .output_stage import OutputStage, channel_params
 from .serial_output_stage import SerialOutputStage
 from .systolic_array import SystolicArray
@@ -78,7 +79,8 @@ def config_output_stage(config, tag_shape=unsigned(1)):
     if config.serial_output:
         return SerialOutputStage(config.cols, tag_shape=tag_shape)
     return OutputStage(config.cols, tag_shape=tag_shape, units=config.output_stage_lanes,
-                       stages=config.output_stages)
+                       stages=config.output_stages,
+                       upstream_latency=AddStage.latency if config.elementwise_add else 0)
 
 
 class MatrixUnit(wiring.Component):
@@ -238,11 +240,26 @@ class MatrixUnit(wiring.Component):
                 m.d.comb += [results_fifo.r_en.eq(advance), table_read.en.eq(advance)]
                 with m.If(advance):
                     m.d.sync += [beat_valid.eq(results_fifo.r_rdy), beat.eq(fifo_head)]
-        m.d.comb += [
-            output_stage.inp.valid.eq(beat_valid),
-            output_stage.inp.p.acc.eq(beat.acc),
-            output_stage.inp.p.params.eq(row),
-            output_stage.inp.p.tag.eq(beat.tag),
-        ]
+        beat_payload = Signal.like(output_stage.inp.p)
+        m.d.comb += [beat_payload.acc.eq(beat.acc), beat_payload.params.eq(row),
+                     beat_payload.tag.eq(beat.tag)]
+        if config.elementwise_add:
+            # Beats of add-mode rows go through the add stage first, the others straight
+            # on: an emitting MATMUL's beats all use one row, and the next emitting MATMUL
+            # waits for them (``ComputeEngine``), so the two paths never hold beats at once.
+            # The credits count the add stage's beats too.
+            m.submodules.add_stage = add_stage = AddStage(C, self.tag_shape)
+            adding = Cat(row[c].add_mode for c in range(C)).any()
+            m.d.comb += [add_stage.inp.valid.eq(beat_valid & adding),
+                         add_stage.inp.p.eq(beat_payload)]
+            with m.If(add_stage.out.valid):
+                m.d.comb += [output_stage.inp.valid.eq(1),
+                             output_stage.inp.p.eq(add_stage.out.p)]
+            with m.Else():
+                m.d.comb += [output_stage.inp.valid.eq(beat_valid & ~adding),
+                             output_stage.inp.p.eq(beat_payload)]
+        else:
+            m.d.comb += [output_stage.inp.valid.eq(beat_valid),
+                         output_stage.inp.p.eq(beat_payload)]
         wiring.connect(m, output_stage.out, wiring.flipped(self.results))
         return m

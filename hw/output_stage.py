@@ -55,14 +55,17 @@ groups on consecutive cycles, and ``inp.ready`` rises with the last group, so it
 accepts a beat every ``lanes / u`` cycles. Its pipeline has ``n`` registers (1 to 15)
 spread over the 15 steps above, with :attr:`latency` ``n + 2`` from the beat's
 handshake. The results are the same bit for bit.
+
+``upstream_latency``: cycles of a pipeline in front of the stage (``hw.add_stage``) whose
+beats the producer's credits also count; the FIFOs grow to cover them at full rate.
 """
 
 from amaranth import *
-from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import registered_product
+from .arith import delay_line, registered_product
 
 
 __all__ = ["channel_params", "output_stage_signature", "SATURATED", "round_half_even",
@@ -77,6 +80,7 @@ channel_params = data.StructLayout({
     "clamp_lo":        signed(16),
     "clamp_hi":        signed(16),
     "unsigned_output": unsigned(1),
+    "add_mode":        unsigned(1),    # flags bit 1: the fields hold hw.add_stage's
 })
 
 
@@ -137,21 +141,6 @@ carried_params = data.StructLayout({name: channel_params.members[name] for name 
 DELAY_LINE_MIN = 5
 
 
-def _delay_line(m, value, cycles, name):
-    """``value``, ``cycles`` (at least 2) clock cycles later: a memory written every cycle
-    at a running pointer and read ``cycles - 1`` entries behind it, with a registered read.
-    """
-    depth = 1 << ceil_log2(cycles)
-    line = memory.Memory(shape=unsigned(len(value)), depth=depth, init=[])
-    m.submodules[name] = line
-    write, read = line.write_port(), line.read_port()
-    pointer = Signal(range(depth), name=f"{name}_pointer")
-    m.d.sync += pointer.eq(pointer + 1)
-    m.d.comb += [write.addr.eq(pointer), write.data.eq(value), write.en.eq(1),
-                 read.addr.eq(pointer - (cycles - 1))]
-    return read.data
-
-
 def _shift_right_parts(value, amount, width):
     """``value >> amount`` truncated to ``width`` bits, and whether rounding it half to even
     adds one; ``amount`` >= 1 (a Value). Guard and sticky bits, so no wide compare."""
@@ -171,7 +160,8 @@ class OutputStage(wiring.Component):
     #: Beats the output FIFOs hold: every beat in the pipeline has its place reserved.
     fifo_depth = 1 << ceil_log2(latency + 4)
 
-    def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=15):
+    def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=15,
+                 upstream_latency=0):
         if units is None:
             units = lanes
         if units < 1 or lanes % units:
@@ -182,10 +172,10 @@ class OutputStage(wiring.Component):
         self.units = units
         self.groups = lanes // units
         self.tag_shape = tag_shape
-        if stages != type(self).stages:
+        if stages != type(self).stages or upstream_latency:
             self.stages = stages
             self.latency = stages + 2
-            self.fifo_depth = 1 << ceil_log2(self.latency + 4)
+            self.fifo_depth = 1 << ceil_log2(self.latency + upstream_latency + 4)
         # Logical stages (1 to 15) whose results are registered: evenly spread, the
         # last one (the output register) always.
         self.registered = {round(LOGICAL_STAGES * (i + 1) / stages) for i in range(stages)}
@@ -300,7 +290,7 @@ class OutputStage(wiring.Component):
             :data:`DELAY_LINE_MIN` or more, else in their registers."""
             delay = len(self.registered & set(range(1, logical)))
             if delay >= DELAY_LINE_MIN:
-                return _delay_line(m, value, delay, f"l{lane}_{name}_line")
+                return delay_line(m, value, delay, f"l{lane}_{name}_line")
             for n in range(1, logical):
                 value = stage(value, f"l{lane}_{name}_{n}", n)
             return value

@@ -26,6 +26,10 @@ class UsageError(Exception):
     pass
 
 
+#: The steps that run a program on the NPU.
+_NPU_STEPS = ("gemm", "npu_add")
+
+
 def parse_config(text):
     """``rows=4,cols=4,scratchpad_bytes=16384`` → NPUConfig (defaults for the rest)."""
     if not text:
@@ -72,9 +76,9 @@ def cmd_compile(args):
     model = compile_model(args.model, config, source=args.model)
     output = args.output or str(Path(args.model).with_suffix(".npu"))
     model.save(output)
-    gemms = [s for s in model.steps if s["op"] == "gemm"]
-    print(f"{output}: {len(model.steps)} steps ({len(gemms)} on the NPU, "
-          f"{sum(s['instructions'] for s in gemms)} instructions), compiled for a "
+    npu = [s for s in model.steps if s["op"] in _NPU_STEPS]
+    print(f"{output}: {len(model.steps)} steps ({len(npu)} on the NPU, "
+          f"{sum(s['instructions'] for s in npu)} instructions), compiled for a "
           f"{config.rows}x{config.cols} array with {config.scratchpad_bytes // 1024} KiB "
           f"(configuration 0x{config.config_id():08x})")
 
@@ -167,8 +171,14 @@ def cmd_info(args):
     print(f"  memory image: {model.memory_bytes:,} bytes")
     print(f"  {'step':<5} {'where':<5} {'operation':<16} {'node':<32} details")
     for index, step in enumerate(model.steps):
-        where = "npu" if step["op"] == "gemm" else "host"
+        where = "npu" if step["op"] in _NPU_STEPS else "host"
         details = ""
+        if step["op"] == "npu_add":
+            layer = step["layer"]
+            details = f"add mode: {layer['n']} {'uint8' if layer['unsigned'] else 'int8'} " \
+                      f"elements, {step['instructions']} instructions"
+        if step.get("host_reason"):
+            details = f"on the host: {step['host_reason']}"
         if step["op"] == "gemm":
             shapes = ", ".join(f"{l['M']}x{l['K']}x{l['N']}" for l in step["layers"][:3])
             more = f" (+{len(step['layers']) - 3} more)" if len(step["layers"]) > 3 else ""
@@ -191,7 +201,7 @@ def cmd_disasm(args):
     from sw.npu_file import CompiledModel
     model = CompiledModel.load(args.model)
     for step in model.steps:
-        if step["op"] != "gemm":
+        if step["op"] not in _NPU_STEPS:
             continue
         if step.get("runs_with_next"):
             print(f"; node {step['node']} ({step['op_type']}): in the next node's program")

@@ -15,7 +15,10 @@ SRAM sizes: a convolution runs straight from its NHWC input on the NPU, or as a 
 the host's im2col, whichever the cost model prefers for the whole network (see
 :meth:`_Compiler.network_lowerings`); two convolutions in a row may run as
 one program, the tensor between them kept in the scratchpad, see
-:meth:`_Compiler.resident_pairs`); pooling, residual additions and the
+:meth:`_Compiler.resident_pairs`). Additions of two tensors of one shape and type with
+per-tensor constant scales and zero points run in the output stage's add mode
+(``sw.kernels.emit_add``) when the configuration has it and computes them exactly (see
+:meth:`_Compiler.add_mode_refusal`). Pooling, the other additions and the
 quantize/dequantize at the edges run on the host with onnxruntime's arithmetic
 (``sw.host_ops``). Scales and zero points may be constants or graph inputs: they are
 resolved at run time, so the requantization multipliers are computed exactly as
@@ -25,18 +28,21 @@ Every problem is a :class:`CompileError` with a one-line message that names the 
 the node.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from hw.add_stage import add_mode_unsupported
 from hw.config import DEFAULT_CONFIG
 from hw.isa import INSTRUCTION_BYTES
+from sw import host_ops
 from sw.asm import Program
-from sw.kernels import (ConvLayer, GemmLayer, LayerError, a_pitch, conv_k_tiles, conv_pad_bytes,
-                        emit_conv, emit_gemm, emit_resident_pair, param_bytes, predict_program,
-                        preferred, resident_pair, weight_bytes, LOWERING_TOLERANCE)
+from sw.kernels import (AddLayer, ConvLayer, GemmLayer, LayerError, a_pitch, conv_k_tiles,
+                        conv_pad_bytes, emit_add, emit_conv, emit_gemm, emit_resident_pair,
+                        param_bytes, plan_add, predict_program, preferred, resident_pair,
+                        weight_bytes, LOWERING_TOLERANCE)
 from sw.npu_file import CompiledModel
 
 
@@ -615,7 +621,7 @@ class _Compiler:
             return bias.tensor
         self.fail(node, "a float bias is not supported (quantize the model with its bias)")
 
-    # --- host operations -------------------------------------------------------------------------
+    # --- additions -------------------------------------------------------------------------------
     def op_QLinearAdd(self, node):
         i = node.input
         self.add_step(node, _Q(i[0], i[1], i[2]), _Q(i[3], i[4], i[5]),
@@ -628,10 +634,64 @@ class _Compiler:
         self.add_step(node, inputs[0], inputs[1], y, activation)
 
     def add_step(self, node, a, b, y, activation):
-        shape = np.broadcast_shapes(self.shape(node, a.tensor), self.shape(node, b.tensor))
-        self.produce(y.tensor, shape, self.output_dtype(y))
-        self.steps.append({"op": "add", "node": self.name(node), "a": a.__dict__,
-                           "b": b.__dict__, "y": y.__dict__, "activation": activation})
+        """An ``add`` step on the host (``sw.host_ops.qlinear_add``, with the reason it does
+        not run on the NPU), or an ``npu_add`` step: a program of the output stage's add
+        mode (``sw.kernels.emit_add``), whose ``a`` is the operand onnxruntime streams as X
+        (input B when it swaps them, ``sw.host_ops.qlinear_add_swaps``) and ``b`` the other."""
+        a_shape, b_shape = self.shape(node, a.tensor), self.shape(node, b.tensor)
+        try:
+            shape = np.broadcast_shapes(a_shape, b_shape)
+        except ValueError:
+            self.fail(node, f"input shapes {list(a_shape)} and {list(b_shape)} do not broadcast")
+        dtype = self.output_dtype(y)
+        self.produce(y.tensor, shape, dtype)
+        step = {"node": self.name(node), "y": y.__dict__, "activation": activation}
+        x, y_in = (b, a) if host_ops.qlinear_add_swaps(a_shape, b_shape) else (a, b)
+        refusal = self.add_mode_refusal(x, y_in, y, a_shape, b_shape)
+        name = f"{self.source}: node '{self.name(node)}' ({node.op_type})"
+        layer = AddLayer(int(np.prod(shape)), unsigned=dtype == "uint8", name=name)
+        if refusal is None:
+            try:
+                chunk = plan_add(self.config, layer)
+            except LayerError as error:
+                refusal = str(error).removeprefix(f"{name}: ")
+        if refusal is not None:
+            self.steps.append({"op": "add", **step, "a": a.__dict__, "b": b.__dict__,
+                               "host_reason": refusal})
+            return
+        n = layer.n
+        layer.x_addr, layer.y_addr = self.memory.alloc(n), self.memory.alloc(n)
+        layer.weight_addr = self.memory.alloc(weight_bytes(self.config, 2, self.config.cols))
+        layer.param_addr = self.memory.alloc(param_bytes(self.config, self.config.cols))
+        layer.out_addr = self.memory.alloc(n)
+        program = emit_add(self.config, layer, chunk_vectors=chunk).end()
+        step.update(op="npu_add", op_type=node.op_type, a=x.__dict__, b=y_in.__dict__,
+                    layer=asdict(layer), out_shape=list(shape), program=f"program{len(self.steps)}",
+                    instructions=len(program),
+                    program_addr=self.memory.alloc(len(program.to_bytes()), INSTRUCTION_BYTES))
+        self.constants[step["program"]] = np.frombuffer(program.to_bytes(), np.uint8)
+        self.steps.append(step)
+
+    def add_mode_refusal(self, x, y_in, y, x_shape, y_shape):
+        """Why the add of ``x`` and ``y_in`` into ``y`` (X and Y as onnxruntime streams them)
+        cannot run in the output stage's add mode, as a phrase, or None: it needs the mode
+        in the configuration, inputs of one shape, one 8-bit type for inputs and output,
+        per-tensor constant scales and zero points, and parameters the mode computes
+        exactly (``hw.add_stage.add_mode_unsupported``)."""
+        if not self.config.elementwise_add:
+            return "the configuration has no add mode"
+        if tuple(x_shape) != tuple(y_shape):
+            return f"its inputs broadcast ({list(x_shape)} and {list(y_shape)})"
+        dtypes = [self.dtype(x.tensor), self.dtype(y_in.tensor), self.output_dtype(y)]
+        if len(set(dtypes)) != 1 or dtypes[0] not in ("uint8", "int8"):
+            return f"its inputs and output are {', '.join(dtypes)}, not one 8-bit type"
+        values = []
+        for name in (x.scale, x.zero_point, y_in.scale, y_in.zero_point, y.scale, y.zero_point):
+            if name and (name not in self.constants or self.constants[name].size != 1):
+                return f"'{name}' is not a per-tensor constant"
+            values.append(self.constants[name] if name else np.zeros((), dtypes[0]))
+        ratio_x, ratio_y, fixed = host_ops.qlinear_add_parameters(*values)
+        return add_mode_unsupported(fixed, ratio_x, ratio_y)
 
     def pool_attrs(self, node):
         attrs = self.attrs(node)

@@ -1,7 +1,8 @@
 """Cost model of NPU programs: predicted cycles and DRAM bytes, without RTL.
 
 :func:`predict` replays a program's instruction list (``sw.asm.Program``, as
-``sw.kernels.emit_gemm`` builds it) through a timing model of the hardware:
+``sw.kernels.emit_gemm``, ``emit_conv`` and ``emit_add`` build it) through a timing model
+of the hardware:
 
 * **fetch and decode**: in order, one instruction every ``latency + 1`` cycles of the
   configuration's ``hw.fetcher.InstructionChecker`` (the decoder holds each instruction
@@ -70,7 +71,9 @@ def drain(config):
     """Cycles from an emitting tile's last vector read to its tokens: the scratchpad's read
     latency, the array's latency, the output stage's pipeline and the compute engine's
     result FIFO. (An output stage with fewer lanes than columns takes longer per result,
-    which is not modelled; a serial output stage counts here with its longest beat.)"""
+    which is not modelled; a serial output stage counts here with its longest beat. The
+    beats of an element-wise add also pass the add stage, ``hw.add_stage.AddStage.latency``
+    cycles more per emitting MATMUL, which is not modelled either: a few per add.)"""
     return (Scratchpad.read_latency + SystolicArray(config.rows, config.cols).latency +
             config_output_stage(config).latency + ComputeEngine.result_latency)
 

@@ -128,9 +128,10 @@ def dequantize_linear(q, scale, zero_point=None, axis=1):
     return (q.astype(np.int32) - zero).astype(_F32) * scale
 
 
-def _input0_is_span_scalar(a_shape, b_shape):
-    """onnxruntime's InputBroadcaster treats input 0 as "scalar" when it does not advance along the
-    innermost non-unit output axis (or when the output has one element)."""
+def qlinear_add_swaps(a_shape, b_shape):
+    """Whether onnxruntime's QLinearAdd streams ``b`` as its X operand (and ``a`` as Y): its
+    InputBroadcaster treats input 0 as "scalar" when it does not advance along the innermost
+    non-unit output axis (or when the output has one element)."""
     out_shape = np.broadcast_shapes(a_shape, b_shape)
     aligned = (1,) * (len(out_shape) - len(a_shape)) + tuple(a_shape)
     for out_dim, a_dim in zip(reversed(out_shape), reversed(aligned)):
@@ -139,13 +140,29 @@ def _input0_is_span_scalar(a_shape, b_shape):
     return True
 
 
+def qlinear_add_parameters(a_scale, a_zero_point, b_scale, b_zero_point, y_scale, y_zero_point):
+    """The float32 ``(ratio_x, ratio_y, fixed)`` of :func:`qlinear_add` with ``a`` as X and
+    ``b`` as Y (per-tensor parameters), as onnxruntime computes them::
+
+        ratio_x = sX / sY_out,  ratio_y = sY / sY_out
+        fixed = float(zp_out) - fma(ratio_x, float(zpX), ratio_y * float(zpY))
+    """
+    out_scale = _scalar(y_scale, _F32)
+    ratio_x = _F32(_scalar(a_scale, _F32) / out_scale)
+    ratio_y = _F32(_scalar(b_scale, _F32) / out_scale)
+    x_zero, y_zero, out_zero = (_F32(_scalar(zero).astype(np.int64))
+                                for zero in (a_zero_point, b_zero_point, y_zero_point))
+    fixed = _F32(out_zero - _fma_f32(ratio_x, x_zero, _F32(ratio_y * y_zero)))
+    return ratio_x, ratio_y, fixed
+
+
 def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point):
     """com.microsoft QLinearAdd on uint8 or int8, with NumPy (multidirectional) broadcasting.
 
     onnxruntime: onnxruntime/contrib_ops/cpu/quantization/qlinear_binary_op.cc and the AVX2 kernel
     onnxruntime/core/mlas/lib/intrinsics/avx2/qladd_avx2.cpp (MlasQLinearAddKernelAvx2Helper),
     compiled with FMA contraction. The operand that is streamed (X) is `a`, unless `a` is constant
-    along the innermost broadcast axis (see _input0_is_span_scalar), in which case onnxruntime swaps
+    along the innermost broadcast axis (see qlinear_add_swaps), in which case onnxruntime swaps
     the operands and X is `b`; Y is the other operand. All in float32, `fma` rounding once:
 
         rX = sX / sY_out,  rY = sY / sY_out
@@ -160,16 +177,12 @@ def qlinear_add(a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_z
     _check_8bit(a.dtype)
     if b.dtype != a.dtype:
         raise TypeError("a and b must have the same dtype")
-    operands = [(a, _scalar(a_scale, _F32), _scalar(a_zero_point).astype(np.int64)),
-                (b, _scalar(b_scale, _F32), _scalar(b_zero_point).astype(np.int64))]
-    if _input0_is_span_scalar(a.shape, b.shape):
+    operands = [(a, a_scale, a_zero_point), (b, b_scale, b_zero_point)]
+    if qlinear_add_swaps(a.shape, b.shape):
         operands.reverse()
     (x, x_scale, x_zero), (y, y_in_scale, y_in_zero) = operands
-    out_scale = _scalar(y_scale, _F32)
-    out_zero = _scalar(y_zero_point).astype(np.int64)
-    ratio_x = _F32(x_scale / out_scale)
-    ratio_y = _F32(y_in_scale / out_scale)
-    fixed = _F32(_F32(out_zero) - _fma_f32(ratio_x, _F32(x_zero), _F32(ratio_y * _F32(y_in_zero))))
+    ratio_x, ratio_y, fixed = qlinear_add_parameters(x_scale, x_zero, y_in_scale, y_in_zero,
+                                                     y_scale, y_zero_point)
     x_full, y_full = np.broadcast_arrays(x.astype(_F32), y.astype(_F32))
     value = _fma_f32(x_full, ratio_x, _fma_f32(y_full, ratio_y, fixed))
     return _saturate(_cvtps_epi32(value), a.dtype)

@@ -31,6 +31,14 @@ plan above in the rest (``ConvLayer.window``).
 :func:`plan_gemm` and :func:`plan_conv` choose the block and group sizes among the
 candidate tilings with the cost model (:mod:`sw.cost_model`), and the compiler chooses
 between the two lowerings of a convolution the same way (:func:`preferred`).
+
+An element-wise add of two 8-bit tensors (:class:`AddLayer`, :func:`emit_add`) runs in the
+output stage's add mode (``hw.add_stage``): chunks of both operands are loaded into one
+activation buffer (X in its lower half, Y in its upper half), X passes the array twice
+with the diagonal weight tile ``-128 · I`` and Y once with ``I``, so that each accumulator
+holds ``-256 · x' + y'``, and the last pass emits through an add-mode channel row. A vector
+holds ``min(rows, cols)`` consecutive elements; loads, compute and stores overlap through
+the same double buffers and tokens as above.
 """
 
 from dataclasses import dataclass, replace
@@ -48,7 +56,8 @@ __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
            "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
            "plan_conv", "emit_conv", "resident_pair", "emit_resident_pair", "ResidentTensor",
-           "preferred", "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE"]
+           "preferred", "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE", "AddLayer",
+           "pack_add_weights", "candidate_add_chunks", "plan_add", "emit_add"]
 
 
 class LayerError(ValueError):
@@ -952,37 +961,200 @@ def _emit_tiled(config, layer, operand, plan, program):
         out[-1]["push_prev"] = 1
         return out
 
-    def add(instructions):
-        for insn in instructions:
-            insn = dict(insn)
-            program.emit(insn.pop("opcode"), **insn)
-
     # Prologue: channel parameters, through the parameter buffer in as many pieces as needed.
     tile_param_bytes = CHANNEL_PARAM_BYTES * weight_slot
     per_piece = (S // 16) // tile_param_bytes
     pieces = range(0, plan.n_tiles, per_piece)
     for n0 in pieces:
         count = min(per_piece, plan.n_tiles - n0)
-        add([dict(opcode=Opcode.LOAD, mem_addr=layer.param_addr + n0 * tile_param_bytes,
-                  sp_addr=param_buffer, rows=1, row_bytes=count * tile_param_bytes,
-                  push_next=1, pop_next=int(n0 > 0)),
-             dict(opcode=Opcode.CONFIG, sp_addr=param_buffer, channel=n0, count=count,
-                  pop_prev=1, push_prev=int(n0 + per_piece < plan.n_tiles))])
-    add(loads(0))
+        _append(program, [
+            dict(opcode=Opcode.LOAD, mem_addr=layer.param_addr + n0 * tile_param_bytes,
+                 sp_addr=param_buffer, rows=1, row_bytes=count * tile_param_bytes,
+                 push_next=1, pop_next=int(n0 > 0)),
+            dict(opcode=Opcode.CONFIG, sp_addr=param_buffer, channel=n0, count=count,
+                 pop_prev=1, push_prev=int(n0 + per_piece < plan.n_tiles))])
+    _append(program, loads(0))
     for s in range(len(steps)):
         if s in load_index and load_index[s] + 1 < len(fresh):
-            add(loads(load_index[s] + 1))
-        add(computes(s))
+            _append(program, loads(load_index[s] + 1))
+        _append(program, computes(s))
         u = steps[s][0]
         if s == len(steps) - 1 or steps[s + 1][0] != u:
-            add(stores(u))
+            _append(program, stores(u))
 
-    # Barrier: consume every token still outstanding, then let the load engine go on only
-    # once the stores of this layer have completed.
-    leftover_stores = min(2, len(units))
-    for i in range(leftover_stores):
-        program.emit(Opcode.SYNC, engine=Engine.COMPUTE, pop_next=1,
-                     push_prev=int(i == leftover_stores - 1))
-    for _ in range(min(2, len(fresh)) + 1):
+    _barrier(program, min(2, len(units)), min(2, len(fresh)))
+    return program
+
+
+def _append(program, instructions):
+    """Emit ``instructions`` (dicts of an opcode and its fields) into ``program``."""
+    for insn in instructions:
+        insn = dict(insn)
+        program.emit(insn.pop("opcode"), **insn)
+
+
+def _barrier(program, stores, releases):
+    """The end of a layer: consume every token still outstanding (the store engine's for
+    the last ``stores`` stores, the compute engine's ``releases`` of buffers the load
+    engine did not wait for), then let the load engine go on only once the stores of this
+    layer have completed."""
+    for i in range(stores):
+        program.emit(Opcode.SYNC, engine=Engine.COMPUTE, pop_next=1, push_prev=int(i == stores - 1))
+    for _ in range(releases + 1):
         program.emit(Opcode.SYNC, engine=Engine.LOAD, pop_next=1)
+
+
+@dataclass
+class AddLayer:
+    """An element-wise add of two 8-bit tensors of ``n`` elements in the output stage's add
+    mode (``hw.add_stage``).
+
+    ``x_addr`` and ``y_addr``: the operands X and Y (int8, or uint8 with ``unsigned``),
+    ``n`` contiguous bytes each. ``weight_addr``: :func:`pack_add_weights` bytes.
+    ``param_addr``: one channel-parameter row in the add mode
+    (:func:`sw.simulator.pack_add_params` of ``cols`` channels). ``out_addr``: the ``n``
+    results, of the operands' type.
+    """
+    n: int
+    x_addr: int = 0
+    y_addr: int = 0
+    weight_addr: int = 0
+    param_addr: int = 0
+    out_addr: int = 0
+    unsigned: bool = False
+    name: str = "add"
+
+
+def pack_add_weights(config):
+    """The weight tiles of :func:`emit_add`, as :func:`pack_weights` lays them out: the
+    diagonal ``-128 · I`` (for X), then ``I`` (for Y)."""
+    diagonal = np.eye(config.rows, config.cols, dtype=np.int64)
+    return pack_weights(config, np.concatenate([-128 * diagonal, diagonal]).astype(np.int8))
+
+
+def _add_lanes(config):
+    """Elements per activation vector of an add: a diagonal tile passes ``min(rows, cols)``."""
+    return min(config.rows, config.cols)
+
+
+def _add_limits(config, layer):
+    """The most vectors per chunk of ``layer``; :class:`LayerError` if it cannot run."""
+    S = config.scratchpad_bytes
+    weight_slot = slot_bytes(config.cols)
+    if not config.elementwise_add:
+        raise LayerError(f"{layer.name}: the configuration has no add mode (elementwise_add)")
+    if layer.n < 1:
+        raise LayerError(f"{layer.name}: an add of no elements")
+    # A chunk of X and one of Y fill an activation buffer; its results one output buffer.
+    most = min(config.acc_depth, 4095, (S // 8) // slot_bytes(config.rows),
+               (3 * S // 32) // weight_slot)
+    if most < 1 or 2 * config.rows * weight_slot > S // 4 or \
+            S // 16 < CHANNEL_PARAM_BYTES * weight_slot:
+        raise LayerError(f"{layer.name}: an add does not fit the {S}-byte scratchpad")
+    return most
+
+
+def candidate_add_chunks(config, layer):
+    """The vectors per chunk :func:`plan_add` chooses from: chunks as large as the buffers
+    allow, and smaller (they overlap their loads, compute and stores better)."""
+    most = _add_limits(config, layer)
+    vectors = -(-layer.n // _add_lanes(config))
+    return sorted({-(-vectors // count) for count in _block_counts(-(-vectors // most), vectors)},
+                  reverse=True)
+
+
+def plan_add(config, layer):
+    """Vectors per chunk of ``layer``: the :func:`preferred` of :func:`candidate_add_chunks`
+    by the predictions of :mod:`sw.cost_model`, remembered for the configuration and ``n``;
+    raises :class:`LayerError` if the add cannot run."""
+    key = (config, "add", layer.n)
+    if key not in _chosen:
+        chunks = candidate_add_chunks(config, layer)
+        predictions = [predict_program(config, emit_add(config, layer, chunk_vectors=chunk))
+                       for chunk in chunks]
+        _chosen[key] = chunks[preferred(predictions)]
+    return _chosen[key]
+
+
+def _vector_transfers(opcode, mem_addr, sp_addr, count, lanes, slot):
+    """LOAD/STORE of ``count`` contiguous bytes of memory as vectors of ``lanes`` bytes,
+    ``slot`` bytes apart in the scratchpad (the last vector may be shorter)."""
+    if lanes == slot and count < 1 << 16:
+        return [_transfer(opcode, mem_addr, sp_addr, 1, count, 0, 0)]
+    full, rest = divmod(count, lanes)
+    out = [_transfer(opcode, mem_addr, sp_addr, full, lanes, lanes, slot)] if full else []
+    if rest:
+        out.append(_transfer(opcode, mem_addr + full * lanes, sp_addr + full * slot, 1, rest,
+                             0, 0))
+    return out
+
+
+def emit_add(config, layer, program=None, chunk_vectors=None):
+    """Append the instructions of ``layer`` (an :class:`AddLayer`) and a closing barrier to
+    ``program``; return it. ``chunk_vectors``: vectors per chunk (by default
+    :func:`plan_add`'s choice).
+
+    The prologue loads the channel row and the two weight tiles and CONFIGs the row (table
+    row 0). Chunk ``c`` is loaded into activation buffer ``c % 2`` while chunk ``c - 1``
+    computes, X and Y each with a token of its own: the two passes of X (with ``-128 · I``)
+    need only X, the pass of Y (with ``I``, emitting into output buffer ``c % 2``) waits for
+    Y, then hands the buffer back to the load engine and the results to the store engine,
+    whose store frees the output buffer for chunk ``c + 2``."""
+    program = Program() if program is None else program
+    chunk = chunk_vectors or plan_add(config, layer)
+    R, S = config.rows, config.scratchpad_bytes
+    lanes = _add_lanes(config)
+    act_slot, weight_slot = slot_bytes(R), slot_bytes(config.cols)
+    act_buffers = [0, S // 4]                   # X at the buffer, Y S/8 above it
+    weight_buffer = S // 2                      # -128 · I, then I
+    tile_bytes = R * weight_slot
+    out_buffers = [3 * S // 4, 3 * S // 4 + 3 * S // 32]
+    param_buffer = 15 * S // 16
+    chunks = [(e0, min(chunk * lanes, layer.n - e0)) for e0 in range(0, layer.n, chunk * lanes)]
+
+    def loads(c):
+        e0, count = chunks[c]
+        out = []
+        for mem_addr, half in ((layer.x_addr, 0), (layer.y_addr, S // 8)):
+            out += _vector_transfers(Opcode.LOAD, mem_addr + e0, act_buffers[c % 2] + half,
+                                     count, lanes, act_slot)
+            out[-1]["push_next"] = 1
+        if c >= 2:
+            out[0]["pop_next"] = 1
+        return out
+
+    def computes(c):
+        buffer = act_buffers[c % 2]
+        passes = [(buffer, weight_buffer), (buffer, weight_buffer),
+                  (buffer + S // 8, weight_buffer + tile_bytes)]
+        out = [dict(opcode=Opcode.MATMUL, weight_addr=weight_addr, act_addr=act_addr,
+                    act_stride=1, count=-(-chunks[c][1] // lanes), acc_addr=0,
+                    accumulate=int(i > 0), act_flip=int(layer.unsigned))
+               for i, (act_addr, weight_addr) in enumerate(passes)]
+        out[0]["pop_prev"] = 1
+        out[-1].update(emit=1, channel=0, out_addr=out_buffers[c % 2], out_stride=weight_slot,
+                       pop_prev=1, pop_next=int(c >= 2), push_prev=1, push_next=1)
+        return out
+
+    def stores(c):
+        e0, count = chunks[c]
+        out = _vector_transfers(Opcode.STORE, layer.out_addr + e0, out_buffers[c % 2], count,
+                                lanes, weight_slot)
+        out[0]["pop_prev"] = 1
+        out[-1]["push_prev"] = 1
+        return out
+
+    _append(program, [
+        dict(opcode=Opcode.LOAD, mem_addr=layer.param_addr, sp_addr=param_buffer, rows=1,
+             row_bytes=CHANNEL_PARAM_BYTES * weight_slot),
+        dict(opcode=Opcode.LOAD, mem_addr=layer.weight_addr, sp_addr=weight_buffer, rows=1,
+             row_bytes=2 * tile_bytes, push_next=1),
+        dict(opcode=Opcode.CONFIG, sp_addr=param_buffer, channel=0, count=1, pop_prev=1)])
+    _append(program, loads(0))
+    for c in range(len(chunks)):
+        if c + 1 < len(chunks):
+            _append(program, loads(c + 1))
+        _append(program, computes(c))
+        _append(program, stores(c))
+    _barrier(program, min(2, len(chunks)), min(2, len(chunks)))
     return program

@@ -19,7 +19,7 @@ __all__ = ["CompiledModel", "NPUFileError", "FORMAT_VERSION"]
 
 #: 2: an NPU step names its input's dtype, and may run with the next step (the pair of
 #: convolutions of ``sw.kernels.resident_pair``).
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 class NPUFileError(Exception):

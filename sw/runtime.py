@@ -9,8 +9,9 @@ A backend only moves bytes and runs programs:
 * ``async run_program(address)`` → :class:`sw.driver.RunStatus` (with the counters).
 
 The runtime does the rest: it writes the programs once, and for every inference packs
-operands and channel parameters (computing each requantization multiplier in float32
-exactly as onnxruntime does), runs the NPU programs, and runs the host steps.
+operands and channel parameters (computing each requantization multiplier, and each add
+mode's ratios and offset, in float32 exactly as onnxruntime does), runs the NPU programs,
+and runs the host steps.
 """
 
 import asyncio
@@ -22,8 +23,9 @@ from hw.config import DEFAULT_CONFIG
 from hw.registers import ErrorCode
 from sw import host_ops
 from sw.driver import RunStatus
-from sw.kernels import im2col, pack_conv_weights, pack_depthwise_weights, pack_weights
-from sw.simulator import NPUSimulator, pack_channel_params
+from sw.kernels import (im2col, pack_add_weights, pack_conv_weights, pack_depthwise_weights,
+                        pack_weights)
+from sw.simulator import NPUSimulator, pack_add_params, pack_channel_params
 
 
 __all__ = ["Runtime", "InferenceError", "GoldenBackend", "InferenceStats"]
@@ -98,7 +100,7 @@ class Runtime:
 
     async def load(self):
         for step in self.model.steps:
-            if step["op"] == "gemm" and not step.get("runs_with_next"):
+            if step.get("program"):
                 await self.backend.write_memory(step["program_addr"],
                                                 self.model.constants[step["program"]].tobytes())
         self.loaded = True
@@ -324,6 +326,34 @@ class Runtime:
             await self.backend.write_memory(layer["param_addr"], pack_channel_params(config, params).tobytes())
             corrections.append((bias + correction, columns))
         return corrections
+
+    async def _npu_add(self, step, env):
+        """An add in the output stage's add mode: its operands (``a`` as X, ``b`` as Y), weight
+        tiles and channel row written, its program run, its output read."""
+        config = self.model.config
+        layer = step["layer"]
+        x, x_scale, x_zero = self._q(env, step["a"])
+        y, y_scale, y_zero = self._q(env, step["b"])
+        out = step["y"]
+        scale, zero_point = env[out["scale"]], self._param(env, out["zero_point"])
+        ratio_x, ratio_y, fixed = host_ops.qlinear_add_parameters(x_scale, x_zero, y_scale, y_zero,
+                                                                  scale, zero_point)
+        info = np.iinfo(x.dtype)
+        lo, hi = (info.min, info.max) if not step["activation"] else \
+            self._clamp(step["activation"], env, scale, zero_point, info.min, info.max)
+        params = pack_add_params(config, config.cols, fixed, ratio_x, ratio_y, lo, hi,
+                                 layer["unsigned"])
+        for addr, data in ((layer["x_addr"], x), (layer["y_addr"], y),
+                           (layer["weight_addr"], pack_add_weights(config)),
+                           (layer["param_addr"], params)):
+            await self.backend.write_memory(addr, np.ascontiguousarray(data).tobytes())
+        status = await self.backend.run_program(step["program_addr"])
+        if status.error is not ErrorCode.NONE:
+            raise InferenceError(f"{self.source}: node '{step['node']}': the NPU stopped with "
+                                 f"{status}")
+        self.stats.add(status, 0, step["instructions"])
+        raw = await self.backend.read_memory(layer["out_addr"], layer["n"])
+        env[out["tensor"]] = np.frombuffer(raw, x.dtype).reshape(step["out_shape"]).copy()
 
     def _multipliers(self, step, env, N, columns, divide=True):
         sa = np.float32(np.asarray(env[step["a"]["scale"]]).reshape(-1)[0])

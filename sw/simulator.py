@@ -16,11 +16,11 @@ from hw.config import NPUConfig
 from hw.isa import (CHANNEL_PARAM_BYTES, ENGINE_OF, INSTRUCTION_BYTES, Engine, Opcode, decode,
                     slot_bytes)
 from hw.registers import ErrorCode
-from verif.golden import requantize
+from verif.golden import add_output, requantize
 
 
 __all__ = ["NPUSimulator", "RunResult", "NPUError", "check_instruction",
-           "CHANNEL_PARAM_DTYPE", "pack_channel_params"]
+           "CHANNEL_PARAM_DTYPE", "CHANNEL_ADD_DTYPE", "pack_channel_params", "pack_add_params"]
 
 class NPUError(Exception):
     def __init__(self, code, address):
@@ -109,6 +109,12 @@ class NPUSimulator:
             "clamp_lo": np.zeros((c.channel_depth, c.cols), np.int64),
             "clamp_hi": np.zeros((c.channel_depth, c.cols), np.int64),
             "unsigned": np.zeros((c.channel_depth, c.cols), bool),
+            "add": np.zeros((c.channel_depth, c.cols), bool),
+            "fixed": np.zeros((c.channel_depth, c.cols), np.float32),
+            "ratio_x": np.zeros((c.channel_depth, c.cols), np.float32),
+            "ratio_y": np.zeros((c.channel_depth, c.cols), np.float32),
+            "add_lo": np.zeros((c.channel_depth, c.cols), np.int64),
+            "add_hi": np.zeros((c.channel_depth, c.cols), np.int64),
         }
 
     # --- Program execution ----------------------------------------------------------
@@ -226,6 +232,10 @@ class NPUSimulator:
             else:
                 q = requantize(total[m], t["bias"], t["multiplier"], t["zero_point"],
                                t["clamp_lo"], t["clamp_hi"], t["unsigned"])
+                if t["add"].any():
+                    q = np.where(t["add"], add_output(total[m], t["fixed"], t["ratio_x"],
+                                                      t["ratio_y"], t["add_lo"], t["add_hi"],
+                                                      t["unsigned"]), q)
                 sp[out:out + C] = (q & 0xFF).astype(np.uint8)
 
     def _config(self, f):
@@ -242,12 +252,23 @@ class NPUSimulator:
         table["clamp_lo"][rows] = entries["clamp_lo"]
         table["clamp_hi"][rows] = entries["clamp_hi"]
         table["unsigned"][rows] = (entries["flags"] & 1).astype(bool)
+        adds = np.frombuffer(records.tobytes(), dtype=CHANNEL_ADD_DTYPE).reshape(f["count"], C)
+        table["add"][rows] = (entries["flags"] & 2).astype(bool) & self.config.elementwise_add
+        for key in ("fixed", "ratio_x", "ratio_y"):
+            table[key][rows] = adds[key]
+        signed = ~table["unsigned"][rows]
+        for key in ("lo", "hi"):
+            table[f"add_{key}"][rows] = np.where(signed, adds[key].astype(np.int8), adds[key])
 
 
 #: One channel's parameters as they sit in memory (:data:`hw.isa.CHANNEL_PARAM_BYTES`).
 CHANNEL_PARAM_DTYPE = np.dtype([("bias", "<i4"), ("multiplier", "<f4"), ("zero_point", "<i2"),
                                 ("clamp_lo", "<i2"), ("clamp_hi", "<i2"), ("flags", "<u2")])
-assert CHANNEL_PARAM_DTYPE.itemsize == CHANNEL_PARAM_BYTES
+#: The same bytes in the output stage's add mode (flags bit 1; ``hw.add_stage``): the
+#: clamp bounds are bytes of the output type.
+CHANNEL_ADD_DTYPE = np.dtype([("fixed", "<f4"), ("ratio_x", "<f4"), ("ratio_y", "<f4"),
+                              ("lo", "u1"), ("hi", "u1"), ("flags", "<u2")])
+assert CHANNEL_PARAM_DTYPE.itemsize == CHANNEL_ADD_DTYPE.itemsize == CHANNEL_PARAM_BYTES
 
 
 def pack_channel_params(config, params):
@@ -256,13 +277,34 @@ def pack_channel_params(config, params):
     ``params``: dict of per-channel arrays (bias, multiplier, zero_point, clamp_lo,
     clamp_hi, unsigned); the last table row is padded with zero records.
     """
-    C, slot = config.cols, slot_bytes(config.cols)
+    C = config.cols
     count = len(params["bias"])
     n = -(-count // C) * C
     records = np.zeros(n, CHANNEL_PARAM_DTYPE)
     for key in ("bias", "multiplier", "zero_point", "clamp_lo", "clamp_hi"):
         records[key][:count] = params[key]
     records["flags"][:count] = np.asarray(params["unsigned"], np.uint16) & 1
+    return _transposed(config, records)
+
+
+def pack_add_params(config, count, fixed, ratio_x, ratio_y, clamp_lo, clamp_hi, unsigned):
+    """Scratchpad bytes of channel-parameter rows for CONFIG in the output stage's add mode
+    (``verif.golden.add_output``): ``count`` channels with the same float32 ``fixed``,
+    ``ratio_x`` and ``ratio_y``, clamp bounds in the output type, and its signedness."""
+    C = config.cols
+    n = -(-count // C) * C
+    records = np.zeros(n, CHANNEL_ADD_DTYPE)
+    records["fixed"][:count], records["ratio_x"][:count] = fixed, ratio_x
+    records["ratio_y"][:count] = ratio_y
+    records["lo"][:count], records["hi"][:count] = clamp_lo & 0xFF, clamp_hi & 0xFF
+    records["flags"][:count] = 2 | int(bool(unsigned))
+    return _transposed(config, records)
+
+
+def _transposed(config, records):
+    """CONFIG's layout of channel records: one byte of every channel per weight slot."""
+    C, slot = config.cols, slot_bytes(config.cols)
+    n = len(records)
     raw = np.frombuffer(records.tobytes(), np.uint8).reshape(n // C, C, CHANNEL_PARAM_BYTES)
     out = np.zeros((n // C, CHANNEL_PARAM_BYTES, slot), np.uint8)
     out[:, :, :C] = raw.transpose(0, 2, 1)

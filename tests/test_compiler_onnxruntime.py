@@ -1,13 +1,15 @@
 """Compiled models on the golden backend against onnxruntime, bit for bit: random CNNs
 (conv stacks with stride 1 and 2, padding, ReLU, a residual add, max or average pooling,
 global average pooling, a fully-connected layer) quantized by onnxruntime's
-quantize_static in both formats, with per-tensor and per-channel weight scales."""
+quantize_static in both formats, with per-tensor and per-channel weight scales; and adds
+in the NPU's add mode or, where it cannot compute them, on the host."""
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import sw.compiler
+from hw.config import DEFAULT_CONFIG
 from sw.compiler import compile_model
 from sw.runtime import GoldenBackend, Runtime
 from verif.oracle import onnxruntime_session
@@ -139,3 +141,132 @@ def test_the_network_spends_cycles_where_they_save_the_most_bytes(seed, tmp_path
         x = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
         np.testing.assert_array_equal(runtime.infer_sync({"input": x})["logits"],
                                       onnxruntime_session(path).run(None, {"input": x})[0])
+
+
+def _full_range(rng, dtype, shape):
+    """Uniform values of ``dtype`` with both extremes (and 0) among the first elements."""
+    info = np.iinfo(dtype)
+    values = rng.integers(info.min, info.max + 1, size=shape).astype(dtype)
+    values.reshape(-1)[:3] = [info.min, info.max, 0][:values.size]
+    return values
+
+
+def _add_model(nodes, inputs, outputs, inits, microsoft=False):
+    graph = helper.make_graph(
+        nodes, "adds", [helper.make_tensor_value_info(*value) for value in inputs],
+        [helper.make_tensor_value_info(*value) for value in outputs],
+        [numpy_helper.from_array(np.asarray(value), name) for name, value in inits])
+    opsets = [helper.make_opsetid("", 13)]
+    if microsoft:
+        opsets.append(helper.make_opsetid("com.microsoft", 1))
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8
+    return model
+
+
+def _qlinear_add(name, a, b, y, scales, zero_points):
+    """A QLinearAdd node of ``a`` and ``b`` into ``y``, and its scales and zero points as
+    initializers (named after the node)."""
+    params = [f"{name}_{p}" for p in ("sa", "za", "sb", "zb", "sy", "zy")]
+    node = helper.make_node("QLinearAdd", [a, *params[:2], b, *params[2:4], *params[4:]], [y],
+                            name=name, domain="com.microsoft")
+    values = [scales[0], zero_points[0], scales[1], zero_points[1], scales[2], zero_points[2]]
+    return node, list(zip(params, values))
+
+
+def _run_against_onnxruntime(model, config, feeds):
+    """Compile ``model`` for ``config``; its outputs for each of ``feeds`` on the golden
+    backend, asserted equal to onnxruntime's bit for bit; return the compiled model and the
+    last outputs."""
+    compiled = compile_model(model, config)
+    runtime = Runtime(compiled, GoldenBackend(compiled.config, compiled.memory_bytes), config)
+    session = onnxruntime_session(model)
+    for inputs in feeds:
+        want = session.run(None, inputs)
+        got = runtime.infer_sync(inputs)
+        for output, value in zip(session.get_outputs(), want):
+            np.testing.assert_array_equal(got[output.name], value, err_msg=output.name)
+    return compiled, want
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_adds_run_in_the_add_mode(dtype, seed):
+    """com.microsoft QLinearAdd on the NPU's add mode, bit for bit with onnxruntime: 210
+    elements (not a whole number of vectors), full-range inputs, random zero points,
+    scales under which some outputs saturate; and a one-element add, whose operands
+    onnxruntime swaps (input B is X)."""
+    rng = np.random.default_rng(seed)
+    type_ = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    info = np.iinfo(dtype)
+    shapes = {"sum": [2, 3, 5, 7], "one": [1]}
+    nodes, inputs, outputs, inits = [], [], [], []
+    for name, shape in shapes.items():
+        scales = np.exp2(rng.uniform(-7, -3, size=3)).astype(np.float32)
+        scales[2] = np.float32(max(scales[:2]) * rng.uniform(0.5, 0.9))
+        zero_points = rng.integers(info.min, info.max + 1, size=3).astype(dtype)
+        node, values = _qlinear_add(name, f"{name}_a", f"{name}_b", f"{name}_y", scales,
+                                    zero_points)
+        nodes.append(node)
+        inits += values
+        inputs += [(f"{name}_a", type_, shape), (f"{name}_b", type_, shape)]
+        outputs.append((f"{name}_y", type_, shape))
+    model = _add_model(nodes, inputs, outputs, inits, microsoft=True)
+    feeds = [{name: _full_range(rng, dtype, shape) for name, _, shape in inputs} for _ in range(3)]
+    compiled, want = _run_against_onnxruntime(model, DEFAULT_CONFIG, feeds)
+    assert [step["op"] for step in compiled.steps] == ["npu_add", "npu_add"]
+    assert compiled.steps[1]["a"]["tensor"] == "one_b", "onnxruntime streams input B as X"
+    saturated = np.isin(want[0], [info.min, info.max])
+    assert saturated.any() and not saturated.all(), want[0]
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qdq_add_with_relu_runs_in_the_add_mode(dtype, seed):
+    """DequantizeLinear → Add → Relu → QuantizeLinear folds into one add on the NPU, its
+    clamp from the output zero point, bit for bit with onnxruntime."""
+    rng = np.random.default_rng(seed)
+    type_ = TensorProto.UINT8 if dtype == np.uint8 else TensorProto.INT8
+    info = np.iinfo(dtype)
+    shape = [1, 4, 6, 5]
+    scales = np.exp2(rng.uniform(-7, -3, size=3)).astype(np.float32)
+    zero_points = rng.integers(info.min // 2, info.max // 2, size=3).astype(dtype)
+    nodes = [helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["a_float"]),
+             helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["b_float"]),
+             helper.make_node("Add", ["a_float", "b_float"], ["sum"], name="residual"),
+             helper.make_node("Relu", ["sum"], ["relu"]),
+             helper.make_node("QuantizeLinear", ["relu", "sy", "zy"], ["y"])]
+    inits = list(zip(["sa", "sb", "sy"], scales)) + list(zip(["za", "zb", "zy"], zero_points))
+    model = _add_model(nodes, [("a", type_, shape), ("b", type_, shape)], [("y", type_, shape)],
+                       inits)
+    feeds = [{name: _full_range(rng, dtype, shape) for name in "ab"} for _ in range(3)]
+    compiled, want = _run_against_onnxruntime(model, DEFAULT_CONFIG, feeds)
+    (step,) = compiled.steps
+    assert step["op"] == "npu_add" and step["activation"] == "relu"
+    assert (want[0] == zero_points[2]).any() and (want[0] > zero_points[2]).any(), want[0]
+
+
+def test_adds_the_add_mode_cannot_compute_run_on_the_host(seed):
+    """An add stays on the host, with the reason recorded, when its inputs broadcast, when
+    its ratios are too far apart for the add mode to compute exactly, or when the
+    configuration has no add mode; bit for bit with onnxruntime either way."""
+    rng = np.random.default_rng(seed)
+    U8 = TensorProto.UINT8
+    zero_points = rng.integers(0, 256, size=3).astype(np.uint8)
+    broadcast, inits = _qlinear_add("broadcast", "x", "bias", "y",
+                                    np.float32([0.02, 0.03, 0.04]), zero_points)
+    far, far_inits = _qlinear_add("far", "x", "z", "w", np.float32([0.02, 0.02 * 2.0**-20, 0.04]),
+                                  zero_points)
+    model = _add_model([broadcast, far], [("x", U8, [1, 3, 4, 4]), ("bias", U8, [1, 3, 1, 1]),
+                                          ("z", U8, [1, 3, 4, 4])],
+                       [("y", U8, [1, 3, 4, 4]), ("w", U8, [1, 3, 4, 4])], inits + far_inits,
+                       microsoft=True)
+    feeds = [{"x": _full_range(rng, np.uint8, (1, 3, 4, 4)),
+              "bias": _full_range(rng, np.uint8, (1, 3, 1, 1)),
+              "z": _full_range(rng, np.uint8, (1, 3, 4, 4))} for _ in range(2)]
+    compiled, _ = _run_against_onnxruntime(model, DEFAULT_CONFIG, feeds)
+    assert [step["op"] for step in compiled.steps] == ["add", "add"]
+    assert compiled.steps[0]["host_reason"] == \
+        "its inputs broadcast ([1, 3, 4, 4] and [1, 3, 1, 1])"
+    assert "ratio_x is more than 2^15 times" in compiled.steps[1]["host_reason"]
+    no_add_mode = DEFAULT_CONFIG.with_(elementwise_add=False)
+    compiled, _ = _run_against_onnxruntime(model, no_add_mode, feeds)
+    assert {step["host_reason"] for step in compiled.steps} == {"the configuration has no add mode"}

@@ -5,14 +5,19 @@ import numpy as np
 import pytest
 
 from hw.config import DEFAULT_CONFIG, NPUConfig
-from hw.isa import Opcode, decode
+from hw.isa import INSTRUCTION_BYTES, Opcode, decode
 from hw.registers import ErrorCode
-from sw.kernels import (ConvLayer, GemmLayer, LayerError, candidate_conv_plans, candidate_plans,
-                        conv_k_tiles, emit_conv, emit_gemm, plan_conv, plan_gemm, predict_program,
-                        resident_pair, weight_bytes)
-from sw.simulator import NPUSimulator
-from verif.npu_workloads import (MemoryImage, conv_pair_layers, direct_conv_workload,
+from sw.asm import Program
+from sw.host_ops import qlinear_add_parameters
+from sw.kernels import (AddLayer, ConvLayer, GemmLayer, LayerError, candidate_add_chunks,
+                        candidate_conv_plans, candidate_plans, conv_k_tiles, emit_add, emit_conv,
+                        emit_gemm, pack_add_weights, param_bytes, plan_conv, plan_gemm,
+                        predict_program, resident_pair, weight_bytes)
+from sw.simulator import NPUSimulator, pack_add_params
+from verif.golden import add_output
+from verif.npu_workloads import (MemoryImage, add_workload, conv_pair_layers, direct_conv_workload,
                                  gemm_workload, resident_conv_pair_workload)
+from verif.stimulus import int8_full_range
 
 
 def _shapes(seed):
@@ -234,3 +239,69 @@ def test_a_tensor_kept_between_convolutions_must_fit_half_the_scratchpad():
         resident_pair(DEFAULT_CONFIG, first, second)
     with pytest.raises(LayerError, match="node 'b': keeping its input in the scratchpad needs"):
         resident_pair(NPUConfig(rows=4, cols=6), first, second)
+
+
+@pytest.mark.parametrize("config", [DEFAULT_CONFIG, NPUConfig(rows=4, cols=6)], ids=["8x8", "4x6"])
+def test_add_computes_the_add_mode(config, seed):
+    """emit_add on int8 and uint8 operands (full range, random zero points and clamps,
+    verif.npu_workloads.add_workload) against verif.golden.add_output: one element,
+    lengths that end in a partial vector, and one of three or more chunks with each
+    candidate chunk size (the last chunk partial). On 4 x 6 a vector is 4 of the 6 lanes,
+    loaded and stored with 2-D strides."""
+    rng = np.random.default_rng(seed)
+    lanes = min(config.rows, config.cols)
+    for unsigned in (False, True):
+        for n in (1, 8 * lanes + 3, int(rng.integers(2, 700))):
+            _run(config, add_workload(config, rng, n, unsigned), n, None)
+        n = 1100 * lanes + int(rng.integers(1, lanes))
+        chunks = candidate_add_chunks(config, AddLayer(n))
+        assert -(-n // (chunks[0] * lanes)) >= 3, chunks
+        for chunk in chunks:
+            _run(config, add_workload(config, rng, n, unsigned, chunk_vectors=chunk), n, chunk)
+
+
+def test_add_moves_each_byte_once_and_overlaps_transfers_and_compute():
+    """Each operand and result byte crosses the DMA once (plus the weight tiles and the
+    channel row), and the predicted cycles stay within a fifth of the busier of the DMA and
+    the array (three passes per vector): loads, compute and stores overlap."""
+    config, n = DEFAULT_CONFIG, 16384
+    program = emit_add(config, AddLayer(n))
+    predicted = predict_program(config, program)
+    constants = weight_bytes(config, 2, config.cols) + param_bytes(config, config.cols)
+    assert (predicted.dma_read_bytes, predicted.dma_write_bytes) == (2 * n + constants, n)
+    assert predicted.mac_cycles == 3 * n // config.cols
+    assert predicted.cycles < 1.2 * max(predicted.dma_cycles, predicted.mac_cycles), predicted
+
+
+def test_an_add_follows_a_gemm_in_one_program_and_reads_its_output(seed):
+    """A GEMM, then an add of its int8 output (as X) and full-range Y, in one program: the
+    add's tokens follow the GEMM's closing barrier (no deadlock, no token of one layer
+    taken by the other) and it reads what the GEMM stored."""
+    config, rng = DEFAULT_CONFIG, np.random.default_rng(seed)
+    image = MemoryImage()
+    gemm = gemm_workload(config, rng, 30, 40, 20, image=image)
+    ((_, gemm_out, x),), n = gemm.outputs, 30 * 20
+    y = int8_full_range(rng, n)
+    ratio_x, ratio_y, fixed = qlinear_add_parameters(np.float32(0.02), np.int8(3), np.float32(0.03),
+                                                     np.int8(-5), np.float32(0.025), np.int8(7))
+    layer = AddLayer(n, gemm_out, image.place(y.astype(np.int8)),
+                     image.place(pack_add_weights(config)),
+                     image.place(pack_add_params(config, config.cols, fixed, ratio_x, ratio_y,
+                                                 -128, 127, False)), image.reserve(n))
+    program = Program()
+    program.words = gemm.program.words[:-1]
+    emit_add(config, layer, program).end()
+    address = image.place(np.frombuffer(program.to_bytes(), np.uint8), INSTRUCTION_BYTES)
+    memory = image.data.copy()
+    assert NPUSimulator(config).run(memory, address).error is ErrorCode.NONE
+    expected = add_output(-256 * x.view(np.int8).astype(np.int64) + y, fixed, ratio_x, ratio_y,
+                          -128, 127, False)
+    np.testing.assert_array_equal(memory[gemm_out:gemm_out + n], x)
+    np.testing.assert_array_equal(memory[layer.out_addr:layer.out_addr + n].view(np.int8), expected)
+
+
+def test_adds_that_cannot_run_are_refused_by_name():
+    with pytest.raises(LayerError, match="node 'sum': the configuration has no add mode"):
+        emit_add(NPUConfig(elementwise_add=False), AddLayer(16, name="node 'sum'"))
+    with pytest.raises(LayerError, match="node 'sum': an add of no elements"):
+        emit_add(DEFAULT_CONFIG, AddLayer(0, name="node 'sum'"))

@@ -2,6 +2,7 @@
 
 import pytest
 
+from hw.add_stage import AddStage
 from hw.output_stage import OutputStage
 from hw.serial_output_stage import SerialOutputStage
 from verif.runner import simulate
@@ -29,3 +30,11 @@ def test_serial_output_stage_matches_golden(lanes, seed, waves):
     simulate(SerialOutputStage(lanes=lanes, tag_shape=16), name=f"serial_output_stage_{lanes}",
              test_module="verif.tb_output_stage",
              params={"lanes": lanes, "serial": True, "beats": 1200 // lanes}, seed=seed, waves=waves)
+
+
+@pytest.mark.parametrize("lanes", [8])
+def test_add_stage_matches_golden(lanes, seed, waves):
+    """The add mode (QLinearAdd) in front of the output stage, and its pass-through."""
+    simulate(AddStage(lanes=lanes, tag_shape=16), name=f"add_stage_{lanes}",
+             test_module="verif.tb_add_stage", params={"lanes": lanes, "beats": 1500},
+             seed=seed, waves=waves)

@@ -118,7 +118,7 @@ def _model_row(config, row, index, model, inputs):
     names = [output.name for output in session.get_outputs()]
     np.savez(f"{prefix}.expected.npz", **dict(zip(names, session.run(names, inputs))))
     programs = [_program(compiled.constants[step["program"]])
-                for step in compiled.steps if step["op"] == "gemm" and step["program"]]
+                for step in compiled.steps if step.get("program")]
     cycles, dram = _prediction(config, programs)
     return dict(row, kind="model", model=f"{prefix}.npu", inputs=f"{prefix}.inputs.npz",
                 expected=f"{prefix}.expected.npz", memory_bytes=compiled.memory_bytes,

@@ -5,6 +5,7 @@ Waivers live in one place, verif/verilator_waivers.vlt, each with its reason.
 
 import sys
 
+from hw.add_stage import AddStage
 from hw.config import DEFAULT_CONFIG
 from hw.matrix_unit import MatrixUnit
 from hw.npu import NPU
@@ -16,6 +17,7 @@ from verif.runner import lint
 def blocks(config=DEFAULT_CONFIG):
     """(name, component) of every block that is linted, at the default configuration."""
     return [
+        ("add_stage", AddStage(config.cols, tag_shape=16)),
         ("output_stage", OutputStage(config.cols, tag_shape=16)),
         ("serial_output_stage", SerialOutputStage(config.cols, tag_shape=16)),
         ("matrix_unit", MatrixUnit(config)),

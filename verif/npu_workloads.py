@@ -9,18 +9,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hw.add_stage import add_mode_unsupported
 from hw.isa import INSTRUCTION_BYTES
 from sw.asm import Program
-from sw.kernels import (ConvLayer, GemmLayer, a_pitch, conv_pad_bytes, emit_conv, emit_gemm, im2col,
-                        pack_conv_weights, pack_depthwise_weights, pack_weights, resident_pair,
-                        emit_resident_pair)
-from sw.simulator import pack_channel_params
-from verif.golden import requantize
+from sw.host_ops import qlinear_add_parameters
+from sw.kernels import (AddLayer, ConvLayer, GemmLayer, a_pitch, conv_pad_bytes, emit_add,
+                        emit_conv, emit_gemm, im2col, pack_add_weights, pack_conv_weights,
+                        pack_depthwise_weights, pack_weights, resident_pair, emit_resident_pair)
+from sw.simulator import pack_add_params, pack_channel_params
+from verif.golden import add_output, requantize
 from verif.stimulus import int8_full_range, random_channel_params
 
 
 __all__ = ["MemoryImage", "Workload", "gemm_workload", "conv_workload", "direct_conv_workload",
-           "conv_pair_layers", "resident_conv_pair_workload", "random_program"]
+           "conv_pair_layers", "resident_conv_pair_workload", "add_workload", "random_program"]
 
 
 class MemoryImage:
@@ -277,8 +279,53 @@ def resident_conv_pair_workload(config, rng, first, second, plans=(None, None), 
                    _conv_macs(layer1) + _conv_macs(layer2))
 
 
+def _add_layer(config, image, rng, n, unsigned, name):
+    """An add of ``n`` random elements with its operands, weights and parameters placed in
+    ``image``: the layer and its output region (name, address, expected bytes)."""
+    dtype = np.uint8 if unsigned else np.int8
+    qmin, qmax = (0, 255) if unsigned else (-128, 127)
+    x, y = (int8_full_range(rng, n) + (128 if unsigned else 0) for _ in range(2))
+    while True:
+        scales = np.exp2(rng.uniform(-8, -4, size=3)).astype(np.float32)
+        zero_points = rng.integers(qmin, qmax + 1, size=3).astype(dtype)
+        ratio_x, ratio_y, fixed = qlinear_add_parameters(scales[0], zero_points[0], scales[1],
+                                                         zero_points[1], scales[2], zero_points[2])
+        if add_mode_unsupported(fixed, ratio_x, ratio_y) is None:
+            break
+    clamp = rng.integers(0, 3)
+    clamp_lo = qmin if clamp == 0 else int(zero_points[2]) if clamp == 1 else \
+        int(rng.integers(qmin, qmax + 1))
+    clamp_hi = int(rng.integers(clamp_lo, qmax + 1)) if clamp == 2 else qmax
+    layer = AddLayer(n, image.place(x.astype(dtype)), image.place(y.astype(dtype)),
+                     image.place(pack_add_weights(config)),
+                     image.place(pack_add_params(config, config.cols, fixed, ratio_x, ratio_y,
+                                                 clamp_lo, clamp_hi, unsigned)),
+                     image.reserve(n), unsigned, name)
+    offset = 128 if unsigned else 0
+    expected = add_output(-256 * (x - offset) + (y - offset), fixed, ratio_x, ratio_y, clamp_lo,
+                          clamp_hi, unsigned)
+    return layer, (layer.name, layer.out_addr, (expected & 0xFF).astype(np.uint8))
+
+
+def add_workload(config, rng, n, unsigned, image=None, chunk_vectors=None):
+    """An element-wise QLinearAdd of two tensors of ``n`` elements in the output stage's add
+    mode (``sw.kernels.emit_add``, ``chunk_vectors`` vectors per chunk; by default the
+    compiler's choice): full-range random operands (uint8 with ``unsigned``,
+    else int8; both extremes in each of 16 or more elements), random per-tensor scales and
+    zero points whose parameters (``sw.host_ops.qlinear_add_parameters``)
+    ``hw.add_stage.add_mode_unsupported`` accepts, and a clamp that is the output type's
+    range, a ReLU at the output zero point, or a random window. The expected output is
+    ``verif.golden.add_output`` of the accumulators ``-256 · x' + y'`` the array forms."""
+    image = image or MemoryImage()
+    layer, output = _add_layer(config, image, rng, n, unsigned,
+                               f"add {n} {'uint8' if unsigned else 'int8'}")
+    return _finish(config, image, emit_add(config, layer, chunk_vectors=chunk_vectors),
+                   [output], 0)
+
+
 def random_program(config, rng, layers=3, scale=1.0):
-    """Several random GEMM and convolution layers back to back in one program.
+    """Several random GEMM layers and, with ``config.elementwise_add``, element-wise adds
+    back to back in one program.
 
     ``scale`` shrinks the largest shapes drawn (each dimension's upper bound, not its
     lower bound of 1), for arrays much smaller than 8 x 8, which need many more cycles
@@ -292,7 +339,13 @@ def random_program(config, rng, layers=3, scale=1.0):
         return int(rng.integers(1, max(2, round(high * scale))))
 
     for index in range(layers):
-        kind = rng.integers(0, 3)
+        kind = rng.integers(0, 4 if config.elementwise_add else 3)
+        if kind == 3:
+            layer, output = _add_layer(config, image, rng, dimension(3000), bool(rng.integers(0, 2)),
+                                       f"layer {index}")
+            emit_add(config, layer, program)
+            outputs.append(output)
+            continue
         if kind == 0:
             M, K, N = dimension(70), dimension(70), dimension(70)
             a = int8_full_range(rng, (M, K))

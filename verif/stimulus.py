@@ -5,7 +5,7 @@ import numpy as np
 
 __all__ = ["int8_full_range", "random_multipliers", "random_channel_params",
            "edge_accumulators", "tie_cases", "channel_param_fields", "golden_requantize",
-           "float32_rounding_edges"]
+           "float32_rounding_edges", "random_add_params", "add_operands", "add_tie_cases"]
 
 
 def int8_full_range(rng, shape):
@@ -88,6 +88,7 @@ def channel_param_fields(params, index):
         "clamp_lo": int(params["clamp_lo"][index]),
         "clamp_hi": int(params["clamp_hi"][index]),
         "unsigned_output": int(params["unsigned"][index]),
+        "add_mode": 0,
     }
 
 
@@ -112,3 +113,78 @@ def float32_rounding_edges():
     acc = np.array([t for t, _ in cases], np.int64)
     multiplier = np.exp2(-np.array([k for _, k in cases], np.float64)).astype(np.float32)
     return acc, multiplier
+
+
+def random_add_params(rng, n):
+    """Per-channel parameters of the output stage's add mode (``verif.golden.add_output``)
+    that ``hw.add_stage.add_mode_unsupported`` accepts: realistic scale ratios and offsets,
+    power-of-two ratios with half-integer offsets (exact ties), ratios and offsets as far
+    apart as the frame allows, negative ratios, and zero offsets; clamps from none to a
+    ReLU or a random window, in the output type."""
+    from hw.add_stage import MAX_FIXED_SHIFT, MAX_PRODUCT_SHIFT, add_mode_unsupported
+    f32 = np.float32
+    params = {key: np.zeros(n, dtype) for key, dtype in (
+        ("fixed", f32), ("ratio_x", f32), ("ratio_y", f32), ("clamp_lo", np.int64),
+        ("clamp_hi", np.int64), ("unsigned", bool))}
+    for i in range(n):
+        while True:
+            kind = rng.integers(0, 5)
+            if kind == 0:
+                ratio_x, ratio_y = np.exp2(rng.uniform(-4, 3, size=2))
+                fixed = rng.uniform(-400, 400)
+            elif kind == 1:
+                ratio_x, ratio_y = np.exp2(-rng.integers(0, 8, size=2).astype(float))
+                fixed = rng.integers(-1024, 1024) / 4
+            elif kind == 2:
+                ratio_x = np.exp2(rng.uniform(-4, 2))
+                ratio_y = ratio_x * np.exp2(rng.choice([-1, 1]) * rng.uniform(0, MAX_PRODUCT_SHIFT))
+                fixed = ratio_x * np.exp2(rng.uniform(-MAX_FIXED_SHIFT, 4)) * rng.choice([-1, 1])
+            elif kind == 3:
+                ratio_x, ratio_y = -np.exp2(rng.uniform(-4, 3, size=2))
+                fixed = rng.uniform(-100, 100)
+            else:
+                ratio_x, ratio_y = np.exp2(rng.uniform(-4, 3, size=2))
+                fixed = 0.0
+            values = f32(fixed), f32(ratio_x), f32(ratio_y)
+            if add_mode_unsupported(*values) is None:
+                break
+        params["fixed"][i], params["ratio_x"][i], params["ratio_y"][i] = values
+        unsigned = bool(rng.integers(0, 2))
+        qmin, qmax = (0, 255) if unsigned else (-128, 127)
+        clamp = rng.integers(0, 3)
+        lo = qmin if clamp == 0 else int(rng.integers(qmin, qmax + 1))
+        hi = qmax if clamp != 2 else int(rng.integers(lo, qmax + 1))
+        params["clamp_lo"][i], params["clamp_hi"][i], params["unsigned"][i] = lo, hi, unsigned
+    return params
+
+
+def add_operands(rng, n):
+    """``n`` accumulators ``-256 * x' + y'`` of full-range int8 ``x'`` and ``y'`` (as the
+    array packs an add's operands)."""
+    x, y = int8_full_range(rng, n), int8_full_range(rng, n)
+    return -256 * x + y
+
+
+def add_tie_cases(rng, n):
+    """(accumulators, :func:`random_add_params`-style parameters) whose exact sums lie
+    halfway between two float32 values, and whose result decides the output: one operand
+    is 1 and the other 0, the ratio ``0.5 - 2^(k-24)`` and the offset an integer ``h`` of
+    bit length ``k + 1``, so that the fused multiply-add ``h + 0.5 - 2^(k-24)`` rounds
+    (to even) to ``h + 0.5``, and that to an even integer. Half the cases in the first
+    multiply-add (``y``), half in the second (``x``); both signs."""
+    params = random_add_params(rng, n)
+    accs = np.zeros(n, np.int64)
+    for i in range(n):
+        h = int(rng.integers(1, 128))
+        k = h.bit_length() - 1
+        sign = rng.choice([-1, 1])
+        ratio = np.float32(sign * (0.5 - 2.0**(k - 24)))
+        in_x = bool(rng.integers(0, 2))
+        offset = 128 * bool(params["unsigned"][i])
+        x, y = (1, 0) if in_x else (0, 1)
+        accs[i] = -256 * (x - offset) + (y - offset)
+        params["fixed"][i] = np.float32(sign * h)
+        params["ratio_x"][i] = ratio if in_x else np.float32(0.75)
+        params["ratio_y"][i] = np.float32(0.75) if in_x else ratio
+        params["clamp_lo"][i], params["clamp_hi"][i] = (0, 255) if params["unsigned"][i] else (-128, 127)
+    return accs, params
