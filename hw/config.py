@@ -52,7 +52,8 @@ class NPUConfig:
         8-bit tensors packed in the accumulators by the array, for a channel row whose
         records have flags bit 1 set. Needs the pipelined output stage with one lane per
         column and a channel table of more than one row; without it, flags bit 1 is
-        ignored and the compiler runs adds on the host.
+        ignored and the compiler runs adds on the host. Off by default: one add circuit
+        per column takes the ULX3S build below its 50 MHz (see the README).
     fetch_depth : int
         Instructions the fetcher's prefetch FIFO holds.
     fetch_burst : int
@@ -81,7 +82,7 @@ class NPUConfig:
     output_lanes: int = 0
     output_stages: int = 15
     serial_output: bool = False
-    elementwise_add: bool = True
+    elementwise_add: bool = False
     fetch_depth: int = 32
     fetch_burst: int = 8
     dma_queue_depth: int = 4

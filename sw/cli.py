@@ -31,10 +31,11 @@ _NPU_STEPS = ("gemm", "npu_add")
 
 
 def parse_config(text):
-    """``rows=4,cols=4,scratchpad_bytes=16384`` → NPUConfig (defaults for the rest)."""
+    """``rows=4,cols=4,scratchpad_bytes=16384,elementwise_add=1`` → NPUConfig (defaults for
+    the rest; flags as 0 or 1)."""
     if not text:
         return DEFAULT_CONFIG
-    fields = {f.name for f in dataclasses.fields(NPUConfig)}
+    fields = {f.name: f.type for f in dataclasses.fields(NPUConfig)}
     values = {}
     for item in text.split(","):
         key, _, value = item.partition("=")
@@ -45,6 +46,9 @@ def parse_config(text):
             values[key] = int(value, 0)
         except ValueError:
             raise UsageError(f"--config: {key} must be an integer, not '{value}'") from None
+        if fields[key] in (bool, "bool"):
+            # 0 or 1 on the command line; a bool in the configuration (and its identifier).
+            values[key] = bool(values[key])
     try:
         return NPUConfig(**values)
     except ValueError as error:

@@ -13,6 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from hw.config import NPUConfig
+from sw.cli import parse_config
 from verif.oracle import onnxruntime_session
 from verif.random_models import quantize, random_float_cnn
 
@@ -154,3 +156,11 @@ def test_fpga_backend_without_a_board(quantized, tmp_path):
     assert_one_line_error(*npu("run", out, "--input", x, "--backend", "fpga", "--port",
                                tmp_path / "ttyUSB9")[::2], "ttyUSB9", "cannot open")
     assert_one_line_error(*npu("run", out, "--input", x, "--backend", "fpga")[::2], "--port")
+
+
+def test_a_flag_on_the_command_line_gives_the_hardware_configuration_identifier():
+    """``--config elementwise_add=1`` is the configuration built with ``True`` (the
+    identifier is a CRC of the values, so 1 and True must not differ)."""
+    parsed = parse_config("elementwise_add=1,serial_products=0")
+    assert parsed == NPUConfig(elementwise_add=True)
+    assert parsed.config_id() == NPUConfig(elementwise_add=True).config_id()

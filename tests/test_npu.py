@@ -10,7 +10,7 @@ from verif.runner import simulate
 
 
 def test_npu_programs(seed, waves):
-    config = NPUConfig()
+    config = NPUConfig(elementwise_add=True)
     simulate(NPU(config), name="npu", test_module="verif.tb_npu",
              testcase=["random_programs", "conv_layers", "elementwise_adds",
                        "repeated_runs_are_identical",
