@@ -51,8 +51,8 @@ from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .config import NPUConfig
 from .add_stage import AddStage
+from .config import NPUConfig
 from .output_stage import OutputStage, channel_params
 from .serial_output_stage import SerialOutputStage
 from .systolic_array import SystolicArray
