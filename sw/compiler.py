@@ -360,11 +360,16 @@ class _Compiler:
             # Run by the second of the pair's program.
             step.update(program=None, program_addr=None, instructions=0, runs_with_next=True)
         else:
-            program.end()
-            step.update(program=f"program{len(self.steps)}", instructions=len(program),
-                        program_addr=self.memory.alloc(len(program.to_bytes()), INSTRUCTION_BYTES))
-            self.constants[step["program"]] = np.frombuffer(program.to_bytes(), np.uint8)
+            self.store_program(step, program.end())
         self.steps.append(step)
+
+    def store_program(self, step, program):
+        """Give ``step`` its (ended) ``program``: a constant of the model and a place in
+        memory."""
+        code = program.to_bytes()
+        step.update(program=f"program{len(self.steps)}", instructions=len(program),
+                    program_addr=self.memory.alloc(len(code), INSTRUCTION_BYTES))
+        self.constants[step["program"]] = np.frombuffer(code, np.uint8)
 
     def resident_pairs(self):
         """{output of the first: output of the second} of the pairs of convolutions this
@@ -664,12 +669,9 @@ class _Compiler:
         layer.weight_addr = self.memory.alloc(weight_bytes(self.config, 2, self.config.cols))
         layer.param_addr = self.memory.alloc(param_bytes(self.config, self.config.cols))
         layer.out_addr = self.memory.alloc(n)
-        program = emit_add(self.config, layer, chunk_vectors=chunk).end()
         step.update(op="npu_add", op_type=node.op_type, a=x.__dict__, b=y_in.__dict__,
-                    layer=asdict(layer), out_shape=list(shape), program=f"program{len(self.steps)}",
-                    instructions=len(program),
-                    program_addr=self.memory.alloc(len(program.to_bytes()), INSTRUCTION_BYTES))
-        self.constants[step["program"]] = np.frombuffer(program.to_bytes(), np.uint8)
+                    layer=asdict(layer), out_shape=list(shape))
+        self.store_program(step, emit_add(self.config, layer, chunk_vectors=chunk).end())
         self.steps.append(step)
 
     def add_mode_refusal(self, x, y_in, y, x_shape, y_shape):

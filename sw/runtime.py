@@ -254,11 +254,8 @@ class Runtime:
         if step.get("runs_with_next"):
             return
         steps, self._pending = self._pending, []
-        status = await self.backend.run_program(step["program_addr"])
-        if status.error is not ErrorCode.NONE:
-            raise InferenceError(f"{self.source}: node '{step['node']}': the NPU stopped with {status}")
-        macs = sum(layer["M"] * layer["K"] * layer["N"] for s in steps for layer in s["layers"])
-        self.stats.add(status, macs, step["instructions"])
+        await self._run(step, sum(layer["M"] * layer["K"] * layer["N"]
+                                  for s in steps for layer in s["layers"]))
 
         y_dtype = step["y_dtype"]
         out_int32 = y_dtype in ("int32", "float32")
@@ -275,6 +272,13 @@ class Runtime:
                 value = np.frombuffer(raw, _NUMPY[y_dtype]).reshape(M, N)
             self._place(step, out, layer, value)
         env[step["y"]] = out
+
+    async def _run(self, step, macs):
+        """Run ``step``'s program; count its ``macs`` and the NPU's counters in the stats."""
+        status = await self.backend.run_program(step["program_addr"])
+        if status.error is not ErrorCode.NONE:
+            raise InferenceError(f"{self.source}: node '{step['node']}': the NPU stopped with {status}")
+        self.stats.add(status, macs, step["instructions"])
 
     async def _write_operands(self, step, env):
         """Write ``step``'s activations (unless they stay in the scratchpad), weights and
@@ -347,11 +351,7 @@ class Runtime:
                            (layer["weight_addr"], pack_add_weights(config)),
                            (layer["param_addr"], params)):
             await self.backend.write_memory(addr, np.ascontiguousarray(data).tobytes())
-        status = await self.backend.run_program(step["program_addr"])
-        if status.error is not ErrorCode.NONE:
-            raise InferenceError(f"{self.source}: node '{step['node']}': the NPU stopped with "
-                                 f"{status}")
-        self.stats.add(status, 0, step["instructions"])
+        await self._run(step, 0)
         raw = await self.backend.read_memory(layer["out_addr"], layer["n"])
         env[out["tensor"]] = np.frombuffer(raw, x.dtype).reshape(step["out_shape"]).copy()
 
