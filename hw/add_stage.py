@@ -26,7 +26,7 @@ matrix unit sends the others straight on). It computes ``v`` exactly in
 integers: ``v = V · 2^(k + m - 150)`` with an integer ``|V| <= 2^24``, and hands the
 output stage a requantization whose result is ``q``: accumulator ``V``, bias 0,
 multiplier ``2^(k + m - 150)`` (exact: a power of two), zero point 0 and the clamp bytes
-as bounds. Beats without the add mode pass unchanged.
+as bounds. Lanes of an add-mode beat whose own record has no add mode pass unchanged.
 
 The arithmetic: the three float32 fields are ``±S · 2^(E - 150)`` with 24-bit
 significands ``S``. With ``m`` the least exponent ``E`` of the non-zero fields, each term
@@ -37,26 +37,35 @@ clearing the ``k`` bits below, where ``k`` is its bit length less 24; the result
 an integer of the frame. :func:`add_mode_unsupported` states the parameters for which
 this is exact (the compiler runs other adds on the host).
 
+An add beat arrives at most once every three array passes (``x`` twice, then ``y``), so
+the stage computes with ``circuits`` lane circuits, each taking one lane a cycle: a beat
+takes :attr:`steps` (``lanes / circuits``) cycles, circuit ``c`` computing lanes
+``s · circuits + c`` in step ``s``. Beats wait in a FIFO of ``depth`` accumulator rows
+(LUT RAM); the records are held once, in a register loaded with every beat.
+
 Members
 -------
 inp : ``In(stream.Signature(layout))``
     ``acc``: ``lanes`` int32 accumulators; ``params``: one
-    :data:`hw.output_stage.channel_params` per lane; ``tag``. ``ready`` is always high.
+    :data:`hw.output_stage.channel_params` per lane; ``tag``. ``ready`` is always high:
+    its producer sends at most ``depth`` beats that have not left ``out`` (the matrix
+    unit's credits), and every beat in the stage has the same ``params`` (an emitting
+    MATMUL's beats share one channel row, and the next waits for them).
 out : ``Out(stream.Signature(layout))``
     The same layout, for the output stage. Nothing stops it, and ``ready`` is not looked
-    at: its consumer must take every beat (the output stage, whose credits cover the
-    beats in this stage).
+    at: its consumer must take every beat (the output stage).
 
 Latency
 -------
-:attr:`latency` (10) cycles, one beat per cycle. The beat waits in a delay line (LUT RAM)
-while the lanes compute.
+:attr:`latency` cycles from a beat into an idle stage to its ``out`` beat; one beat every
+:attr:`steps` cycles. A lane circuit is a pipeline of :attr:`circuit_latency` registers.
 """
 
 import numpy as np
 
 from amaranth import *
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from .arith import delay_line
@@ -118,10 +127,15 @@ def add_stage_layout(lanes, tag_shape):
 
 
 class AddStage(wiring.Component):
-    latency = 10
+    #: Registers of a lane circuit.
+    circuit_latency = 14
 
-    def __init__(self, lanes=8, tag_shape=unsigned(1)):
+    def __init__(self, lanes=8, circuits=2, depth=32, tag_shape=unsigned(1)):
+        if lanes % circuits:
+            raise ValueError(f"AddStage: circuits ({circuits}) must divide lanes ({lanes})")
         self.lanes = lanes
+        self.circuits = circuits
+        self.depth = depth
         self.tag_shape = tag_shape
         layout = add_stage_layout(lanes, tag_shape)
         super().__init__({
@@ -129,42 +143,97 @@ class AddStage(wiring.Component):
             "out": Out(stream.Signature(layout)),
         })
 
+    @property
+    def steps(self):
+        """Cycles per beat: lanes per circuit."""
+        return self.lanes // self.circuits
+
+    @property
+    def latency(self):
+        """Cycles from a beat into the idle stage to its ``out`` beat: the FIFO (2), the
+        lane selection (1), the circuit and the beat's other steps."""
+        return 3 + self.circuit_latency + self.steps - 1
+
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.inp.ready.eq(1)
-        valid = self.inp.valid
-        for n in range(self.latency):
-            stage_valid = Signal(name=f"valid_s{n + 1}")
+        lanes, circuits, steps = self.lanes, self.circuits, self.steps
+        queued = data.StructLayout({"acc": data.ArrayLayout(signed(32), lanes),
+                                    "tag": self.tag_shape})
+        m.submodules.beats = beats = SyncFIFOBuffered(width=queued.size, depth=self.depth)
+        params = Signal(data.ArrayLayout(channel_params, lanes))
+        m.d.comb += [self.inp.ready.eq(1), beats.w_en.eq(self.inp.valid),
+                     beats.w_data.eq(Cat(self.inp.p.acc, self.inp.p.tag))]
+        with m.If(self.inp.valid):
+            m.d.sync += params.eq(self.inp.p.params)
+
+        # Step ``step`` of the FIFO's head beat goes to the circuits.
+        head = Signal(queued)
+        m.d.comb += head.eq(beats.r_data)
+        step = Signal(range(steps))
+        last = step == steps - 1
+        m.d.comb += beats.r_en.eq(last)
+        with m.If(beats.r_rdy):
+            m.d.sync += step.eq(Mux(last, 0, step + 1))
+        context = data.StructLayout({"step": range(steps), "tag": self.tag_shape})
+        issued = Signal(context)
+        m.d.sync += [issued.step.eq(step), issued.tag.eq(head.tag)]
+        # Valid bits in registers (reset); the rest of the context in a delay line.
+        valid = beats.r_rdy
+        for n in range(self.circuit_latency + 1):
+            stage_valid = Signal(name=f"valid_s{n}")
             m.d.sync += stage_valid.eq(valid)
             valid = stage_valid
-        beat = Signal(self.inp.p.shape())
-        m.d.comb += beat.eq(delay_line(m, self.inp.p.as_value(), self.latency, "beat_line"))
 
-        m.d.comb += [self.out.valid.eq(valid), self.out.p.tag.eq(beat.tag)]
-        for lane in range(self.lanes):
-            params = beat.params[lane]
-            value, multiplier = self._lane(m, self.inp.p.acc[lane], self.inp.p.params[lane], lane)
-            out = self.out.p.params[lane]
-            lo, hi = params.clamp_hi[:8], params.clamp_hi[8:]
-            with m.If(params.add_mode):
+        results = []
+        for c in range(circuits):
+            lane_of = [s * circuits + c for s in range(steps)]
+            acc, record = Signal(signed(32), name=f"c{c}_acc"), Signal(channel_params, name=f"c{c}_params")
+            m.d.sync += [acc.eq(Array(head.acc[lane] for lane in lane_of)[step]),
+                         record.eq(Array(params[lane] for lane in lane_of)[step])]
+            value, exponent = self._lane(m, acc, record, c)
+            raw = delay_line(m, Cat(acc, record.add_mode), self.circuit_latency, f"c{c}_raw_line")
+            result = Signal(signed(32), name=f"c{c}_result")
+            m.d.comb += result.eq(Mux(raw[32], value, raw[:32]))
+            results.append((result, exponent))
+        done = Signal(context)
+        m.d.comb += done.eq(delay_line(m, issued.as_value(), self.circuit_latency, "context_line"))
+        done_valid = valid
+
+        # The results of the beat's earlier steps wait; its last step's go straight out.
+        held = [(Signal(signed(32), name=f"held{lane}_acc"), Signal(8, name=f"held{lane}_exponent"))
+                for lane in range(lanes - circuits)]
+        for s in range(steps - 1):
+            with m.If(done_valid & (done.step == s)):
+                for c, (result, exponent) in enumerate(results):
+                    acc, held_exponent = held[s * circuits + c]
+                    m.d.sync += [acc.eq(result), held_exponent.eq(exponent)]
+        lane_results = held + results
+        m.d.comb += [self.out.valid.eq(done_valid & (done.step == steps - 1)),
+                     self.out.p.tag.eq(done.tag)]
+        for lane in range(lanes):
+            record, out = params[lane], self.out.p.params[lane]
+            value, exponent = lane_results[lane]
+            m.d.comb += self.out.p.acc[lane].eq(value)
+            lo, hi = record.clamp_hi[:8], record.clamp_hi[8:]
+            with m.If(record.add_mode):
                 m.d.comb += [
-                    self.out.p.acc[lane].eq(value),
-                    out.multiplier.eq(multiplier),
-                    out.clamp_lo.eq(Mux(params.unsigned_output, lo, lo.as_signed())),
-                    out.clamp_hi.eq(Mux(params.unsigned_output, hi, hi.as_signed())),
-                    out.unsigned_output.eq(params.unsigned_output),
+                    out.multiplier.eq(Cat(Const(0, 23), exponent, Const(0, 1))),
+                    out.clamp_lo.eq(Mux(record.unsigned_output, lo, lo.as_signed())),
+                    out.clamp_hi.eq(Mux(record.unsigned_output, hi, hi.as_signed())),
+                    out.unsigned_output.eq(record.unsigned_output),
                 ]
             with m.Else():
-                m.d.comb += [self.out.p.acc[lane].eq(beat.acc[lane]), out.eq(params)]
+                m.d.comb += out.eq(record)
         return m
 
     def _lane(self, m, acc, params, lane):
-        """The lane's result, :attr:`latency` cycles after ``acc`` and ``params``: the
-        accumulator ``±V`` and the float32 bits of the multiplier ``2^(k + m - 150)``."""
+        """A lane circuit's result, :attr:`circuit_latency` cycles after ``acc`` and
+        ``params``: the accumulator ``±V`` and the biased exponent ``k + m - 23`` of the
+        multiplier ``2^(k + m - 150)``."""
         W = FRAME_BITS
 
         def reg(value, name):
-            register = Signal(Value.cast(value).shape(), name=f"l{lane}_{name}")
+            register = Signal(Value.cast(value).shape(), name=f"c{lane}_{name}")
             m.d.sync += register.eq(value)
             return register
 
@@ -173,7 +242,7 @@ class AddStage(wiring.Component):
             return bits[31], exponent, Mux(exponent == 0, 0, Cat(bits[:23], 1))
 
         def bit_length(magnitude, name):
-            length = Signal(range(len(magnitude) + 1), name=f"l{lane}_{name}")
+            length = Signal(range(len(magnitude) + 1), name=f"c{lane}_{name}")
             for bit in range(len(magnitude)):
                 with m.If(magnitude[bit]):
                     m.d.comb += length.eq(bit + 1)
@@ -220,38 +289,49 @@ class AddStage(wiring.Component):
                  (("sign_x", sign_x), ("sign_y", sign_y), ("sign_c", sign_c))]
         least = reg(least, "least_2")
 
-        # Stage 3: the terms, signed, in the frame.
-        def term(value, shift, sign, name):
-            moved = (value << shift)[:W].as_signed()
-            return reg(Mux(sign, -moved, moved)[:W].as_signed(), name)
-        term_x = term(product_x, shift_x, signs[0], "term_x")
-        term_y = term(product_y, shift_y, signs[1], "term_y")
-        term_c = term(sig_c, shift_c, signs[2], "term_c")
+        # Stage 3: the terms in the frame; stage 4: signed.
+        moved = [reg((value << shift)[:W].as_signed(), f"moved_{name}") for value, shift, name in
+                 ((product_x, shift_x, "x"), (product_y, shift_y, "y"), (sig_c, shift_c, "c"))]
+        signs = [reg(sign, f"{name}_3") for name, sign in zip(("sign_x", "sign_y", "sign_c"), signs)]
         least = reg(least, "least_3")
+        term_x, term_y, term_c = (reg(Mux(sign, -value, value)[:W].as_signed(), f"term_{name}")
+                                  for value, sign, name in zip(moved, signs, "xyc"))
+        least = reg(least, "least_4")
 
-        # Stage 4: t's exact sum, as sign and magnitude; stage 5: its bit length; stage 6: t.
-        negative, magnitude = magnitude_of((term_y + term_c)[:W].as_signed())
+        def later(term_x, least, stage):
+            return reg(term_x, f"term_x_{stage}"), reg(least, f"least_{stage}")
+
+        # Stage 5: t's exact sum; stage 6: as sign and magnitude; stage 7: its bit length;
+        # stage 8: rounded; stage 9: t.
+        t_sum = reg((term_y + term_c)[:W].as_signed(), "t_sum")
+        term_x, least = later(term_x, least, 5)
+        negative, magnitude = magnitude_of(t_sum)
         negative, magnitude = reg(negative, "t_negative"), reg(magnitude, "t_magnitude")
-        term_x, least = reg(term_x, "term_x_4"), reg(least, "least_4")
+        term_x, least = later(term_x, least, 6)
         length = reg(bit_length(magnitude, "t_length_c"), "t_length")
-        negative, magnitude = reg(negative, "t_negative_5"), reg(magnitude, "t_magnitude_5")
-        term_x, least = reg(term_x, "term_x_5"), reg(least, "least_5")
+        negative, magnitude = reg(negative, "t_negative_7"), reg(magnitude, "t_magnitude_7")
+        term_x, least = later(term_x, least, 7)
         t_magnitude, _ = rounded(magnitude, length)
+        negative, t_magnitude = reg(negative, "t_negative_8"), reg(t_magnitude, "t_rounded")
+        term_x, least = later(term_x, least, 8)
         t = reg(Mux(negative, -t_magnitude, t_magnitude)[:W].as_signed(), "t")
-        term_x, least = reg(term_x, "term_x_6"), reg(least, "least_6")
+        term_x, least = later(term_x, least, 9)
 
-        # Stage 7: v's exact sum; stage 8: its bit length; stage 9: v rounded in place;
-        # stage 10: v's significand and the multiplier's exponent.
-        negative, magnitude = magnitude_of((term_x + t)[:W].as_signed())
+        # Stage 10: v's exact sum; stage 11: as sign and magnitude; stage 12: its bit
+        # length; stage 13: v rounded in place; stage 14: v's significand and the
+        # multiplier's exponent.
+        v_sum = reg((term_x + t)[:W].as_signed(), "v_sum")
+        least = reg(least, "least_10")
+        negative, magnitude = magnitude_of(v_sum)
         negative, magnitude = reg(negative, "v_negative"), reg(magnitude, "v_magnitude")
-        least = reg(least, "least_7")
+        least = reg(least, "least_11")
         length = reg(bit_length(magnitude, "v_length_c"), "v_length")
-        negative, magnitude = reg(negative, "v_negative_8"), reg(magnitude, "v_magnitude_8")
-        least = reg(least, "least_8")
+        negative, magnitude = reg(negative, "v_negative_12"), reg(magnitude, "v_magnitude_12")
+        least = reg(least, "least_12")
         v_magnitude, drop = rounded(magnitude, length)
         v_magnitude, drop = reg(v_magnitude, "v_rounded"), reg(drop, "v_drop")
-        negative, least = reg(negative, "v_negative_9"), reg(least, "least_9")
+        negative, least = reg(negative, "v_negative_13"), reg(least, "least_13")
         significand = (v_magnitude >> drop)[:SIGNIFICAND_BITS + 1]
         value = reg(Mux(negative, -significand, significand)[:32].as_signed(), "value")
-        multiplier = reg(Cat(Const(0, 23), (drop + least - 23)[:8], Const(0, 1)), "multiplier")
-        return value, multiplier
+        exponent = reg((drop + least - 23)[:8], "exponent")
+        return value, exponent

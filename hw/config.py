@@ -52,8 +52,10 @@ class NPUConfig:
         8-bit tensors packed in the accumulators by the array, for a channel row whose
         records have flags bit 1 set. Needs the pipelined output stage with one lane per
         column and a channel table of more than one row; without it, flags bit 1 is
-        ignored and the compiler runs adds on the host. Off by default: one add circuit
-        per column takes the ULX3S build below its 50 MHz (see the README).
+        ignored and the compiler runs adds on the host (the iCEBreaker's configuration).
+    add_circuits : int
+        Lane circuits of the add mode (a divisor of ``cols``), each computing one lane a
+        cycle: an add's result row takes ``cols / add_circuits`` cycles.
     fetch_depth : int
         Instructions the fetcher's prefetch FIFO holds.
     fetch_burst : int
@@ -82,7 +84,8 @@ class NPUConfig:
     output_lanes: int = 0
     output_stages: int = 15
     serial_output: bool = False
-    elementwise_add: bool = False
+    elementwise_add: bool = True
+    add_circuits: int = 2
     fetch_depth: int = 32
     fetch_burst: int = 8
     dma_queue_depth: int = 4
@@ -107,6 +110,9 @@ class NPUConfig:
             raise ValueError("NPUConfig.elementwise_add needs the pipelined output stage with one "
                              "lane per column (serial_output off, output_lanes 0) and "
                              "channel_depth > 1")
+        if self.add_circuits < 1 or self.cols % self.add_circuits:
+            raise ValueError(f"NPUConfig.add_circuits must divide cols ({self.cols}), "
+                             f"not {self.add_circuits}")
         for name in ("queue_depth", "fetch_burst", "dma_queue_depth", "dma_outstanding"):
             if getattr(self, name) < 1:
                 raise ValueError(f"NPUConfig.{name} must be positive, not {getattr(self, name)}")

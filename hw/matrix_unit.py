@@ -79,8 +79,7 @@ def config_output_stage(config, tag_shape=unsigned(1)):
     if config.serial_output:
         return SerialOutputStage(config.cols, tag_shape=tag_shape)
     return OutputStage(config.cols, tag_shape=tag_shape, units=config.output_stage_lanes,
-                       stages=config.output_stages,
-                       upstream_latency=AddStage.latency if config.elementwise_add else 0)
+                       stages=config.output_stages)
 
 
 class MatrixUnit(wiring.Component):
@@ -247,8 +246,9 @@ class MatrixUnit(wiring.Component):
             # Beats of add-mode rows go through the add stage first, the others straight
             # on: an emitting MATMUL's beats all use one row, and the next emitting MATMUL
             # waits for them (``ComputeEngine``), so the two paths never hold beats at once.
-            # The credits count the add stage's beats too.
-            m.submodules.add_stage = add_stage = AddStage(C, self.tag_shape)
+            # The credits count the add stage's beats too, so its FIFO holds as many.
+            m.submodules.add_stage = add_stage = AddStage(C, config.add_circuits,
+                                                          output_stage.capacity, self.tag_shape)
             adding = Cat(row[c].add_mode for c in range(C)).any()
             m.d.comb += [add_stage.inp.valid.eq(beat_valid & adding),
                          add_stage.inp.p.eq(beat_payload)]

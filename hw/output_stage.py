@@ -55,9 +55,6 @@ groups on consecutive cycles, and ``inp.ready`` rises with the last group, so it
 accepts a beat every ``lanes / u`` cycles. Its pipeline has ``n`` registers (1 to 15)
 spread over the 15 steps above, with :attr:`latency` ``n + 2`` from the beat's
 handshake. The results are the same bit for bit.
-
-``upstream_latency``: cycles of a pipeline in front of the stage (``hw.add_stage``) whose
-beats the producer's credits also count; the FIFOs grow to cover them at full rate.
 """
 
 from amaranth import *
@@ -160,8 +157,7 @@ class OutputStage(wiring.Component):
     #: Beats the output FIFOs hold: every beat in the pipeline has its place reserved.
     fifo_depth = 1 << ceil_log2(latency + 4)
 
-    def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=15,
-                 upstream_latency=0):
+    def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=15):
         if units is None:
             units = lanes
         if units < 1 or lanes % units:
@@ -172,10 +168,10 @@ class OutputStage(wiring.Component):
         self.units = units
         self.groups = lanes // units
         self.tag_shape = tag_shape
-        if stages != type(self).stages or upstream_latency:
+        if stages != type(self).stages:
             self.stages = stages
             self.latency = stages + 2
-            self.fifo_depth = 1 << ceil_log2(self.latency + upstream_latency + 4)
+            self.fifo_depth = 1 << ceil_log2(self.latency + 4)
         # Logical stages (1 to 15) whose results are registered: evenly spread, the
         # last one (the output register) always.
         self.registered = {round(LOGICAL_STAGES * (i + 1) / stages) for i in range(stages)}

@@ -20,7 +20,9 @@ of the hardware:
   used once that tile has left every column (the interlocks of ``hw.systolic_array``);
   an emitting MATMUL completes the scratchpad's read latency, the array's latency and the
   configuration's output-stage latency (:func:`drain`) cycles after its last vector, and
-  the next MATMUL waits for it (``hw.engines.ComputeEngine`` ordering);
+  the next MATMUL waits for it (``hw.engines.ComputeEngine`` ordering); the result rows
+  of an element-wise add (``predict(..., add=True)``) pass the add stage, one every
+  ``cols / add_circuits`` cycles, and its latency (``hw.add_stage.AddStage``);
 * **tokens**: each pop waits for the matching push (FIFO per counter), as the
   ``sw.simulator`` does, so load, compute and store overlap through the double buffers
   exactly as far as the program allows.
@@ -33,6 +35,7 @@ import functools
 from collections import deque
 from dataclasses import dataclass, fields
 
+from hw.add_stage import AddStage
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.engines import ComputeEngine
 from hw.fetcher import InstructionChecker
@@ -71,9 +74,7 @@ def drain(config):
     """Cycles from an emitting tile's last vector read to its tokens: the scratchpad's read
     latency, the array's latency, the output stage's pipeline and the compute engine's
     result FIFO. (An output stage with fewer lanes than columns takes longer per result,
-    which is not modelled; a serial output stage counts here with its longest beat. The
-    beats of an element-wise add also pass the add stage, ``hw.add_stage.AddStage.latency``
-    cycles more per emitting MATMUL, which is not modelled either: a few per add.)"""
+    which is not modelled; a serial output stage counts here with its longest beat.)"""
     return (Scratchpad.read_latency + SystolicArray(config.rows, config.cols).latency +
             config_output_stage(config).latency + ComputeEngine.result_latency)
 
@@ -115,8 +116,16 @@ def _instructions(program):
     return out
 
 
-def predict(config, program):
-    """A :class:`Prediction` for ``program`` (a ``sw.asm.Program``) on ``config``."""
+@functools.cache
+def add_stage(config):
+    """The add stage of ``config``'s matrix unit (for its timing)."""
+    return AddStage(config.cols, config.add_circuits)
+
+
+def predict(config, program, add=False):
+    """A :class:`Prediction` for ``program`` (a ``sw.asm.Program``) on ``config``; ``add``:
+    the program is an element-wise add's (``sw.kernels.emit_add``), whose emitting
+    MATMULs' result rows pass the add stage."""
     R, C = config.rows, config.cols
     bus = config.bus_width // 8
     fetch_cost = max(decode_cycles(config), INSTRUCTION_BYTES // bus)
@@ -214,7 +223,12 @@ def predict(config, program):
                 bank_free[bank] = array_free - 1 + C
                 bank ^= 1
                 mac_cycles += count
-                done = array_free + (emit_drain if f["emit"] else 0)
+                done = array_free
+                if f["emit"] and add:
+                    stage = add_stage(config)
+                    done = max(array_free, begin + count * stage.steps) + emit_drain + stage.latency
+                elif f["emit"]:
+                    done += emit_drain
                 pending_emit = bool(f["emit"])
                 outstanding = max(outstanding, done)
                 dequeued[index] = start + 1

@@ -309,11 +309,11 @@ def preferred(predictions, tolerance=CYCLE_TOLERANCE):
                if p.cycles <= fastest * (1 + tolerance))[2]
 
 
-def predict_program(config, program):
+def predict_program(config, program, add=False):
     """:func:`sw.cost_model.predict` of ``program`` with its END."""
     from sw.cost_model import predict
 
-    return predict(config, Program().extend(program).end())
+    return predict(config, Program().extend(program).end(), add)
 
 
 #: Plans already chosen, by configuration and layer shape (addresses and names aside).
@@ -1070,7 +1070,7 @@ def plan_add(config, layer):
     key = (config, "add", layer.n)
     if key not in _chosen:
         chunks = candidate_add_chunks(config, layer)
-        predictions = [predict_program(config, emit_add(config, layer, chunk_vectors=chunk))
+        predictions = [predict_program(config, emit_add(config, layer, chunk_vectors=chunk), add=True)
                        for chunk in chunks]
         _chosen[key] = chunks[preferred(predictions)]
     return _chosen[key]

@@ -32,10 +32,12 @@ def test_serial_output_stage_matches_golden(lanes, seed, waves):
              params={"lanes": lanes, "serial": True, "beats": 1200 // lanes}, seed=seed, waves=waves)
 
 
-@pytest.mark.parametrize("lanes", [4])
-def test_add_stage_matches_golden(lanes, seed, waves):
-    """The add mode (QLinearAdd) in front of the output stage, and its pass-through (its
-    lanes are copies of one circuit: four of them)."""
-    simulate(AddStage(lanes=lanes, tag_shape=16), name=f"add_stage_{lanes}",
-             test_module="verif.tb_add_stage", params={"lanes": lanes, "beats": 1500},
+@pytest.mark.parametrize("lanes, circuits", [(4, 2)])
+def test_add_stage_matches_golden(lanes, circuits, seed, waves):
+    """The add mode (QLinearAdd) in front of the output stage, and its pass-through: each
+    circuit computing two lanes of a beat in turn, the FIFO filled up."""
+    depth = 16
+    simulate(AddStage(lanes, circuits, depth, tag_shape=16), name=f"add_stage_{lanes}_{circuits}",
+             test_module="verif.tb_add_stage",
+             params={"lanes": lanes, "circuits": circuits, "depth": depth, "beats": 1500},
              seed=seed, waves=waves)

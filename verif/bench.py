@@ -78,10 +78,11 @@ def _program(blob):
 
 
 def _prediction(config, programs):
-    """The cost model's (cycles, DRAM bytes) summed over ``programs``."""
+    """The cost model's (cycles, DRAM bytes) summed over ``programs``, pairs of a program
+    and whether it is an element-wise add's."""
     cycles = dram = 0
-    for program in programs:
-        p = predict(config, program)
+    for program, add in programs:
+        p = predict(config, program, add)
         cycles += p.cycles
         dram += p.dma_read_bytes + p.dma_write_bytes
     return cycles, dram
@@ -100,7 +101,7 @@ def _gemm_row(config, rng, index, M, K, N):
              names=[name for name, _, _ in workload.outputs],
              addrs=[addr for _, addr, _ in workload.outputs],
              **{f"expected{i}": want for i, (_, _, want) in enumerate(workload.outputs)})
-    cycles, dram = _prediction(config, [workload.program])
+    cycles, dram = _prediction(config, [(workload.program, False)])
     return dict(row, kind="image", image=str(path), memory_bytes=workload.image.next,
                 predicted_cycles=cycles, predicted_dram_bytes=dram)
 
@@ -117,7 +118,7 @@ def _model_row(config, row, index, model, inputs):
     session = onnxruntime_session(model)
     names = [output.name for output in session.get_outputs()]
     np.savez(f"{prefix}.expected.npz", **dict(zip(names, session.run(names, inputs))))
-    programs = [_program(compiled.constants[step["program"]])
+    programs = [(_program(compiled.constants[step["program"]]), step["op"] == "npu_add")
                 for step in compiled.steps if step.get("program")]
     cycles, dram = _prediction(config, programs)
     return dict(row, kind="model", model=f"{prefix}.npu", inputs=f"{prefix}.inputs.npz",

@@ -17,11 +17,11 @@ from verif.runner import lint
 def blocks(config=DEFAULT_CONFIG):
     """(name, component) of every block that is linted, at the default configuration."""
     return [
-        ("add_stage", AddStage(config.cols, tag_shape=16)),
+        ("add_stage", AddStage(config.cols, config.add_circuits, tag_shape=16)),
         ("output_stage", OutputStage(config.cols, tag_shape=16)),
         ("serial_output_stage", SerialOutputStage(config.cols, tag_shape=16)),
         ("matrix_unit", MatrixUnit(config)),
-        ("matrix_unit_add_mode", MatrixUnit(config.with_(elementwise_add=True))),
+        ("matrix_unit_without_add_mode", MatrixUnit(config.with_(elementwise_add=False))),
         ("npu", NPU(config)),
     ]
 

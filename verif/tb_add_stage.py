@@ -25,13 +25,26 @@ def _add_fields(params, index):
             "add_mode": 1}
 
 
-async def _run(dut, accs, adding, add_params, requant_params, idle):
+def _shared_records(rng, beats, lanes, depth):
+    """Runs of 1 to ``depth`` beats that add up to ``beats``, and for each lane of each
+    beat the index of the record it uses: its run's first beat's."""
+    runs = []
+    while beats:
+        runs.append(min(beats, int(rng.integers(1, depth + 1))))
+        beats -= runs[-1]
+    first = np.repeat(np.cumsum([0] + runs[:-1]), runs)
+    return runs, (first[:, None] * lanes + np.arange(lanes)).ravel()
+
+
+async def _run(dut, runs, accs, adding, add_params, requant_params, idle):
     """Send ``accs`` in beats, lane ``k`` in the add mode where ``adding[k]``; check every
-    lane of every output beat."""
+    lane of every output beat. The beats go in ``runs``, each once the run before has
+    left, as an emitting MATMUL's beats do (they share a channel row: the records of a
+    run's beats must be the same)."""
     tb = tb_params()
     lanes = tb["lanes"]
     rng = tb_rng(dut._log)
-    layout = AddStage(lanes, tag_shape=16).inp.p.shape()
+    layout = AddStage(lanes, tb["circuits"], tag_shape=16).inp.p.shape()
     n = len(accs)
     fields = [_add_fields(add_params, k) if adding[k] else channel_param_fields(requant_params, k)
               for k in range(n)]
@@ -42,8 +55,13 @@ async def _run(dut, accs, adding, add_params, requant_params, idle):
                           add_params["clamp_lo"], add_params["clamp_hi"], add_params["unsigned"])
 
     await start_clock_and_reset(dut)
-    cocotb.start_soon(drive_stream(dut.clk, port(dut, "inp"), beats, rng, idle=idle))
-    received = await with_timeout(collect_stream(dut.clk, port(dut, "out"), len(beats), rng), 10, "ms")
+    received, sent = [], 0
+    for count in runs:
+        cocotb.start_soon(drive_stream(dut.clk, port(dut, "inp"), beats[sent:sent + count], rng,
+                                       idle=idle))
+        sent += count
+        await with_timeout(collect_stream(dut.clk, port(dut, "out"), sent, rng, sink=received),
+                           1, "ms")
     mismatches = 0
     for i, bits in enumerate(received):
         out = unpack(layout, bits)
@@ -77,16 +95,21 @@ async def add_lanes_and_passthrough(dut):
     tb = tb_params()
     rng = tb_rng(dut._log)
     n = tb["beats"] * tb["lanes"]
-    adding = rng.random(n) < 0.75
+    runs, record = _shared_records(rng, tb["beats"], tb["lanes"], tb["depth"])
+    adding = (rng.random(n) < 0.75)[record]
+    add_params = {key: value[record] for key, value in random_add_params(rng, n).items()}
+    requant_params = {key: value[record] for key, value in random_channel_params(rng, n).items()}
     accs = np.where(adding, add_operands(rng, n), edge_accumulators(rng, n))
-    await _run(dut, accs, adding, random_add_params(rng, n), random_channel_params(rng, n), 0.2)
+    await _run(dut, runs, accs, adding, add_params, requant_params, 0.2)
 
 
 @cocotb.test()
 async def rounding_ties(dut):
-    """Sums exactly halfway between two float32 values, in either multiply-add: to even."""
+    """Sums exactly halfway between two float32 values, in either multiply-add: to even
+    (each beat with records of its own, so a run of one)."""
     tb = tb_params()
     rng = tb_rng(dut._log)
-    n = tb["beats"] // 4 * tb["lanes"]
+    beats = tb["beats"] // 4
+    n = beats * tb["lanes"]
     accs, params = add_tie_cases(rng, n)
-    await _run(dut, accs, np.ones(n, bool), params, random_channel_params(rng, n), 0.0)
+    await _run(dut, [1] * beats, accs, np.ones(n, bool), params, random_channel_params(rng, n), 0.0)
