@@ -47,10 +47,12 @@ Members
 -------
 inp : ``In(stream.Signature(layout))``
     ``acc``: ``lanes`` int32 accumulators; ``params``: one
-    :data:`hw.output_stage.channel_params` per lane; ``tag``. ``ready`` is always high:
-    its producer sends at most ``depth`` beats that have not left ``out`` (the matrix
-    unit's credits), and every beat in the stage has the same ``params`` (an emitting
-    MATMUL's beats share one channel row, and the next waits for them).
+    :data:`hw.output_stage.channel_params` per lane; ``tag``. Every beat of the matrix
+    unit: the stage takes those with a record in the add mode, and drops the others (the
+    output stage takes them straight). ``ready`` is always high: its producer sends at
+    most ``depth`` beats that have not left ``out`` (the matrix unit's credits), and every
+    beat in the stage has the same ``params`` (an emitting MATMUL's beats share one
+    channel row, and the next waits for them).
 out : ``Out(stream.Signature(layout))``
     The same layout, for the output stage. Nothing stops it, and ``ready`` is not looked
     at: its consumer must take every beat (the output stage).
@@ -150,9 +152,9 @@ class AddStage(wiring.Component):
 
     @property
     def latency(self):
-        """Cycles from a beat into the idle stage to its ``out`` beat: the FIFO (2), the
-        lane selection (1), the circuit and the beat's other steps."""
-        return 3 + self.circuit_latency + self.steps - 1
+        """Cycles from a beat into the idle stage to its ``out`` beat: the input register
+        (1), the FIFO (2), the lane selection (1), the circuit and the beat's other steps."""
+        return 4 + self.circuit_latency + self.steps - 1
 
     def elaborate(self, platform):
         m = Module()
@@ -161,10 +163,16 @@ class AddStage(wiring.Component):
                                     "tag": self.tag_shape})
         m.submodules.beats = beats = SyncFIFOBuffered(width=queued.size, depth=self.depth)
         params = Signal(data.ArrayLayout(channel_params, lanes))
-        m.d.comb += [self.inp.ready.eq(1), beats.w_en.eq(self.inp.valid),
-                     beats.w_data.eq(Cat(self.inp.p.acc, self.inp.p.tag))]
+        # Every beat is registered, and queued if a record has the add mode: the records
+        # (a block RAM's output in the matrix unit) reach no enable before a register.
+        arrived, arrived_valid = Signal(queued), Signal()
+        m.d.comb += self.inp.ready.eq(1)
+        m.d.sync += [arrived_valid.eq(self.inp.valid), arrived.acc.eq(self.inp.p.acc),
+                     arrived.tag.eq(self.inp.p.tag)]
         with m.If(self.inp.valid):
             m.d.sync += params.eq(self.inp.p.params)
+        adding = Cat(params[lane].add_mode for lane in range(lanes)).any()
+        m.d.comb += [beats.w_en.eq(arrived_valid & adding), beats.w_data.eq(arrived)]
 
         # Step ``step`` of the FIFO's head beat goes to the circuits.
         head = Signal(queued)

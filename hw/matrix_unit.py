@@ -250,8 +250,7 @@ class MatrixUnit(wiring.Component):
             m.submodules.add_stage = add_stage = AddStage(C, config.add_circuits,
                                                           output_stage.capacity, self.tag_shape)
             adding = Cat(row[c].add_mode for c in range(C)).any()
-            m.d.comb += [add_stage.inp.valid.eq(beat_valid & adding),
-                         add_stage.inp.p.eq(beat_payload)]
+            m.d.comb += [add_stage.inp.valid.eq(beat_valid), add_stage.inp.p.eq(beat_payload)]
             with m.If(add_stage.out.valid):
                 m.d.comb += [output_stage.inp.valid.eq(1),
                              output_stage.inp.p.eq(add_stage.out.p)]

@@ -6,17 +6,19 @@ from hw.config import NPUConfig
 from hw.matrix_unit import MatrixUnit
 from verif.runner import simulate
 
-# Three shapes: square small, the default, and non-square. ~700 weight tiles each.
-SHAPES = [(4, 4), (8, 8), (4, 8)]
+# Two shapes: the default and a smaller non-square one. ~700 weight tiles each.
+SHAPES = [(8, 8), (4, 8)]
 
 
 @pytest.mark.parametrize("rows,cols", SHAPES, ids=[f"{r}x{c}" for r, c in SHAPES])
 def test_matrix_unit_gemm_tiles(rows, cols, seed, waves):
-    config = NPUConfig(rows=rows, cols=cols, acc_depth=64, channel_depth=16)
-    simulate(MatrixUnit(config), name=f"matrix_unit_{rows}x{cols}",
+    # The add stage (tested on its own and in the whole NPU) in the default shape only: it
+    # doubles the other shape's Verilator build.
+    fields = dict(rows=rows, cols=cols, acc_depth=64, channel_depth=16,
+                  elementwise_add=(rows, cols) == (8, 8))
+    simulate(MatrixUnit(NPUConfig(**fields)), name=f"matrix_unit_{rows}x{cols}",
              test_module="verif.tb_matrix_unit",
              testcase=["random_gemm_tiles", "back_to_back_accumulation", "deep_accumulation",
                        "extreme_tile_sums", "results_held_back"],
-             params={"config": {"rows": rows, "cols": cols, "acc_depth": 64, "channel_depth": 16},
-                     "tiles": 700},
+             params={"config": fields, "tiles": 700},
              seed=seed, waves=waves)
