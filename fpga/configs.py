@@ -64,7 +64,7 @@ ULX3S = BoardBuild(
 ICEBREAKER = BoardBuild(
     name="icebreaker", title="iCEBreaker",
     config=NPUConfig(rows=2, cols=2, scratchpad_bytes=2 * 1024, scratchpad_banks=2,
-                     acc_depth=64, channel_depth=1, bus_width=32, elementwise_add=False,
+                     acc_depth=64, channel_depth=1, bus_width=32,
                      queue_depth=1, serial_output=True, fetch_depth=1,
                      fetch_burst=1, dma_queue_depth=1, dma_outstanding=2, read_slices=False,
                      serial_products=True),

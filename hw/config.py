@@ -52,7 +52,8 @@ class NPUConfig:
         8-bit tensors packed in the accumulators by the array, for a channel row whose
         records have flags bit 1 set. Needs the pipelined output stage with one lane per
         column and a channel table of more than one row; without it, flags bit 1 is
-        ignored and the compiler runs adds on the host (the iCEBreaker's configuration).
+        ignored and the compiler runs adds on the host. Off by default: on the ULX3S it
+        places at an estimated 46 MHz, below the board's 50 MHz (see the README).
     add_circuits : int
         Lane circuits of the add mode (a divisor of ``cols``), each computing one lane a
         cycle: an add's result row takes ``cols / add_circuits`` cycles.
@@ -84,7 +85,7 @@ class NPUConfig:
     output_lanes: int = 0
     output_stages: int = 15
     serial_output: bool = False
-    elementwise_add: bool = True
+    elementwise_add: bool = False
     add_circuits: int = 2
     fetch_depth: int = 32
     fetch_burst: int = 8

@@ -31,7 +31,7 @@ _NPU_STEPS = ("gemm", "npu_add")
 
 
 def parse_config(text):
-    """``rows=4,cols=4,scratchpad_bytes=16384,elementwise_add=0`` → NPUConfig (defaults for
+    """``rows=4,cols=4,scratchpad_bytes=16384,elementwise_add=1`` → NPUConfig (defaults for
     the rest; flags as 0 or 1)."""
     if not text:
         return DEFAULT_CONFIG

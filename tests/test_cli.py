@@ -159,8 +159,8 @@ def test_fpga_backend_without_a_board(quantized, tmp_path):
 
 
 def test_a_flag_on_the_command_line_gives_the_hardware_configuration_identifier():
-    """``--config elementwise_add=0`` is the configuration built with ``False`` (the
-    identifier is a CRC of the values, so 0 and False must not differ)."""
-    parsed = parse_config("elementwise_add=0,serial_products=0")
-    assert parsed == NPUConfig(elementwise_add=False)
-    assert parsed.config_id() == NPUConfig(elementwise_add=False).config_id()
+    """``--config elementwise_add=1`` is the configuration built with ``True`` (the
+    identifier is a CRC of the values, so 1 and True must not differ)."""
+    parsed = parse_config("elementwise_add=1,serial_products=0")
+    assert parsed == NPUConfig(elementwise_add=True)
+    assert parsed.config_id() == NPUConfig(elementwise_add=True).config_id()

@@ -189,8 +189,8 @@ def _run_against_onnxruntime(model, config, feeds):
     return compiled, want
 
 
-#: A configuration without the output stage's add mode (``hw.add_stage``).
-NO_ADD_MODE = DEFAULT_CONFIG.with_(elementwise_add=False)
+#: The default configuration with the output stage's add mode (``hw.add_stage``).
+ADD_MODE = DEFAULT_CONFIG.with_(elementwise_add=True)
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8])
@@ -216,7 +216,7 @@ def test_qlinear_adds_run_in_the_add_mode(dtype, seed):
         outputs.append((f"{name}_y", type_, shape))
     model = _add_model(nodes, inputs, outputs, inits, microsoft=True)
     feeds = [{name: _full_range(rng, dtype, shape) for name, _, shape in inputs} for _ in range(3)]
-    compiled, want = _run_against_onnxruntime(model, DEFAULT_CONFIG, feeds)
+    compiled, want = _run_against_onnxruntime(model, ADD_MODE, feeds)
     assert [step["op"] for step in compiled.steps] == ["npu_add", "npu_add"]
     assert compiled.steps[1]["a"]["tensor"] == "one_b", "onnxruntime streams input B as X"
     saturated = np.isin(want[0], [info.min, info.max])
@@ -242,7 +242,7 @@ def test_qdq_add_with_relu_runs_in_the_add_mode(dtype, seed):
     model = _add_model(nodes, [("a", type_, shape), ("b", type_, shape)], [("y", type_, shape)],
                        inits)
     feeds = [{name: _full_range(rng, dtype, shape) for name in "ab"} for _ in range(3)]
-    compiled, want = _run_against_onnxruntime(model, DEFAULT_CONFIG, feeds)
+    compiled, want = _run_against_onnxruntime(model, ADD_MODE, feeds)
     (step,) = compiled.steps
     assert step["op"] == "npu_add" and step["activation"] == "relu"
     assert (want[0] == zero_points[2]).any() and (want[0] > zero_points[2]).any(), want[0]
@@ -266,10 +266,10 @@ def test_adds_the_add_mode_cannot_compute_run_on_the_host(seed):
     feeds = [{"x": _full_range(rng, np.uint8, (1, 3, 4, 4)),
               "bias": _full_range(rng, np.uint8, (1, 3, 1, 1)),
               "z": _full_range(rng, np.uint8, (1, 3, 4, 4))} for _ in range(2)]
-    compiled, _ = _run_against_onnxruntime(model, DEFAULT_CONFIG, feeds)
+    compiled, _ = _run_against_onnxruntime(model, ADD_MODE, feeds)
     assert [step["op"] for step in compiled.steps] == ["add", "add"]
     assert compiled.steps[0]["host_reason"] == \
         "its inputs broadcast ([1, 3, 4, 4] and [1, 3, 1, 1])"
     assert "ratio_x is more than 2^15 times" in compiled.steps[1]["host_reason"]
-    compiled, _ = _run_against_onnxruntime(model, NO_ADD_MODE, feeds)
+    compiled, _ = _run_against_onnxruntime(model, DEFAULT_CONFIG, feeds)
     assert {step["host_reason"] for step in compiled.steps} == {"the configuration has no add mode"}

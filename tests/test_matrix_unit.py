@@ -12,10 +12,7 @@ SHAPES = [(8, 8), (4, 8)]
 
 @pytest.mark.parametrize("rows,cols", SHAPES, ids=[f"{r}x{c}" for r, c in SHAPES])
 def test_matrix_unit_gemm_tiles(rows, cols, seed, waves):
-    # The add stage (tested on its own and in the whole NPU) in the default shape only: it
-    # doubles the other shape's Verilator build.
-    fields = dict(rows=rows, cols=cols, acc_depth=64, channel_depth=16,
-                  elementwise_add=(rows, cols) == (8, 8))
+    fields = dict(rows=rows, cols=cols, acc_depth=64, channel_depth=16)
     simulate(MatrixUnit(NPUConfig(**fields)), name=f"matrix_unit_{rows}x{cols}",
              test_module="verif.tb_matrix_unit",
              testcase=["random_gemm_tiles", "back_to_back_accumulation", "deep_accumulation",

@@ -21,7 +21,7 @@ def blocks(config=DEFAULT_CONFIG):
         ("output_stage", OutputStage(config.cols, tag_shape=16)),
         ("serial_output_stage", SerialOutputStage(config.cols, tag_shape=16)),
         ("matrix_unit", MatrixUnit(config)),
-        ("matrix_unit_without_add_mode", MatrixUnit(config.with_(elementwise_add=False))),
+        ("matrix_unit_add_mode", MatrixUnit(config.with_(elementwise_add=True))),
         ("npu", NPU(config)),
     ]
 
