@@ -145,16 +145,24 @@ class AddStage(wiring.Component):
             "out": Out(stream.Signature(layout)),
         })
 
+    @classmethod
+    def timing(cls, lanes, circuits):
+        """(:attr:`steps`, :attr:`latency`) of a stage of ``lanes`` lanes and ``circuits``
+        circuits, without building one."""
+        steps = lanes // circuits
+        # The input register (1), the FIFO (2), the lane selection (1), the circuit and
+        # the beat's other steps.
+        return steps, 4 + cls.circuit_latency + steps - 1
+
     @property
     def steps(self):
         """Cycles per beat: lanes per circuit."""
-        return self.lanes // self.circuits
+        return self.timing(self.lanes, self.circuits)[0]
 
     @property
     def latency(self):
-        """Cycles from a beat into the idle stage to its ``out`` beat: the input register
-        (1), the FIFO (2), the lane selection (1), the circuit and the beat's other steps."""
-        return 4 + self.circuit_latency + self.steps - 1
+        """Cycles from a beat into the idle stage to its ``out`` beat."""
+        return self.timing(self.lanes, self.circuits)[1]
 
     def elaborate(self, platform):
         m = Module()

@@ -116,12 +116,6 @@ def _instructions(program):
     return out
 
 
-@functools.cache
-def add_stage(config):
-    """The add stage of ``config``'s matrix unit (for its timing)."""
-    return AddStage(config.cols, config.add_circuits)
-
-
 def predict(config, program, add=False):
     """A :class:`Prediction` for ``program`` (a ``sw.asm.Program``) on ``config``; ``add``:
     the program is an element-wise add's (``sw.kernels.emit_add``), whose emitting
@@ -225,8 +219,8 @@ def predict(config, program, add=False):
                 mac_cycles += count
                 done = array_free
                 if f["emit"] and add:
-                    stage = add_stage(config)
-                    done = max(array_free, begin + count * stage.steps) + emit_drain + stage.latency
+                    steps, latency = AddStage.timing(config.cols, config.add_circuits)
+                    done = max(array_free, begin + count * steps) + emit_drain + latency
                 elif f["emit"]:
                     done += emit_drain
                 pending_emit = bool(f["emit"])
