@@ -193,12 +193,15 @@ class AddStage(wiring.Component):
         context = data.StructLayout({"step": range(steps), "tag": self.tag_shape})
         issued = Signal(context)
         m.d.sync += [issued.step.eq(step), issued.tag.eq(head.tag)]
-        # Valid bits in registers (reset); the rest of the context in a delay line.
-        valid = beats.r_rdy
+        # The context at the circuits' outputs: the valid bit through registers (reset),
+        # the rest through a delay line.
+        done_valid = beats.r_rdy
         for n in range(self.circuit_latency + 1):
             stage_valid = Signal(name=f"valid_s{n}")
-            m.d.sync += stage_valid.eq(valid)
-            valid = stage_valid
+            m.d.sync += stage_valid.eq(done_valid)
+            done_valid = stage_valid
+        done = Signal(context)
+        m.d.comb += done.eq(delay_line(m, issued.as_value(), self.circuit_latency, "context_line"))
 
         results = []
         for c in range(circuits):
@@ -211,9 +214,6 @@ class AddStage(wiring.Component):
             result = Signal(signed(32), name=f"c{c}_result")
             m.d.comb += result.eq(Mux(raw[32], value, raw[:32]))
             results.append((result, exponent))
-        done = Signal(context)
-        m.d.comb += done.eq(delay_line(m, issued.as_value(), self.circuit_latency, "context_line"))
-        done_valid = valid
 
         # The results of the beat's earlier steps wait; its last step's go straight out.
         held = [(Signal(signed(32), name=f"held{lane}_acc"), Signal(8, name=f"held{lane}_exponent"))

@@ -217,12 +217,13 @@ def predict(config, program, add=False):
                 bank_free[bank] = array_free - 1 + C
                 bank ^= 1
                 mac_cycles += count
-                done = array_free
-                if f["emit"] and add:
+                if not f["emit"]:
+                    done = array_free
+                elif add:
                     steps, latency = AddStage.timing(config.cols, config.add_circuits)
                     done = max(array_free, begin + count * steps) + emit_drain + latency
-                elif f["emit"]:
-                    done += emit_drain
+                else:
+                    done = array_free + emit_drain
                 pending_emit = bool(f["emit"])
                 outstanding = max(outstanding, done)
                 dequeued[index] = start + 1
