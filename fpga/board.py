@@ -14,7 +14,7 @@ with the bridge's register commands.
 """
 
 from amaranth import *
-from amaranth.lib import wiring
+from amaranth.lib import io, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -26,7 +26,7 @@ from hw.npu import NPU
 from hw.uart_bridge import MemoryBusSignature, UartBridge
 
 
-__all__ = ["AXI4Memory", "ICE40SPRAM", "BoardDesign", "DEFAULT_MEMORY_BYTES"]
+__all__ = ["AXI4Memory", "ICE40SPRAM", "BoardDesign", "DEFAULT_MEMORY_BYTES", "connect_pins"]
 
 
 DEFAULT_MEMORY_BYTES = 256 * 1024
@@ -396,3 +396,15 @@ class BoardDesign(wiring.Component):
             self.irq.eq(npu.irq),
         ]
         return m
+
+
+def connect_pins(m, platform, design, led):
+    """Connect ``design``'s ``uart_rx`` and ``uart_tx`` to the board's first UART, and its
+    ``irq`` (when it has one) to the LED resource ``led``, through I/O buffers."""
+    uart = platform.request("uart", 0, dir="-")
+    m.submodules.uart_rx = rx = io.Buffer("i", uart.rx)
+    m.submodules.uart_tx = tx = io.Buffer("o", uart.tx)
+    m.d.comb += [design.uart_rx.eq(rx.i), tx.o.eq(design.uart_tx)]
+    if hasattr(design, "irq"):
+        m.submodules.irq_led = irq_led = io.Buffer("o", platform.request(led, 0, dir="-"))
+        m.d.comb += irq_led.o.eq(design.irq)

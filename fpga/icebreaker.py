@@ -15,6 +15,8 @@ from amaranth import *
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth_boards.icebreaker import ICEBreakerPlatform
 
+from .board import connect_pins
+
 
 __all__ = ["ICEBreakerTop", "ice40_pll_params", "ICEBreakerPlatform"]
 
@@ -81,8 +83,5 @@ class ICEBreakerTop(Elaboratable):
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
 
         m.submodules.design = design = self.design
-        uart = platform.request("uart", 0)
-        m.d.comb += [design.uart_rx.eq(uart.rx.i), uart.tx.o.eq(design.uart_tx)]
-        if hasattr(design, "irq"):
-            m.d.comb += platform.request("led_r", 0).o.eq(design.irq)
+        connect_pins(m, platform, design, "led_r")
         return m

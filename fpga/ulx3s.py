@@ -10,8 +10,11 @@ oscillator's 25 MHz.
 """
 
 from amaranth import *
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth_boards.ulx3s import ULX3S_85F_Platform
+
+from .board import connect_pins
 
 
 __all__ = ["ULX3STop", "ecp5_pll_params", "ULX3SPlatform"]
@@ -72,7 +75,7 @@ class ULX3STop(Elaboratable):
         params = ecp5_pll_params(input_hz, self.clock_hz)
 
         m.domains.sync = cd_sync = ClockDomain()
-        clk25 = platform.request(platform.default_clk, dir="i")
+        m.submodules.clk25 = clk25 = io.Buffer("i", platform.request(platform.default_clk, dir="-"))
         locked = Signal()
         m.submodules.pll = Instance(
             "EHXPLLL",
@@ -93,8 +96,5 @@ class ULX3STop(Elaboratable):
         m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
 
         m.submodules.design = design = self.design
-        uart = platform.request("uart", 0)
-        m.d.comb += [design.uart_rx.eq(uart.rx.i), uart.tx.o.eq(design.uart_tx)]
-        if hasattr(design, "irq"):
-            m.d.comb += platform.request("led", 0).o.eq(design.irq)
+        connect_pins(m, platform, design, "led")
         return m

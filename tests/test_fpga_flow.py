@@ -142,6 +142,10 @@ def test_board_design_elaborates(name):
     platform, top = board_top(BOARDS[name])
     plan = platform.prepare(top, name="top")
     assert "design" in plan.files["top.il"]
+    # The host link's pins and the interrupt's LED are placed.
+    constraints = next(text for file, text in plan.files.items() if file.endswith((".lpf", ".pcf")))
+    for pin in ("uart_0__rx__io", "uart_0__tx__io", "led"):
+        assert pin in constraints, f"{name}: no {pin} pin"
 
 
 def test_parse_report():
