@@ -203,10 +203,14 @@ class InstructionChecker(wiring.Component):
 
     latency = 3
 
+    @classmethod
+    def latency_of(cls, config):
+        """:attr:`latency` of the checker for ``config``, without building one."""
+        return cls.latency + (SERIAL_STEPS if config.serial_products else 0)
+
     def __init__(self, config=NPUConfig()):
         self.config = config
-        if config.serial_products:
-            self.latency = type(self).latency + SERIAL_STEPS
+        self.latency = self.latency_of(config)
         super().__init__({
             "word": In(INSTRUCTION_BITS),
             "start": In(1),

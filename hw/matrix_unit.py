@@ -58,7 +58,7 @@ from .serial_output_stage import SerialOutputStage
 from .systolic_array import SystolicArray
 
 
-__all__ = ["MatrixUnit", "matrix_beat_layout", "config_output_stage"]
+__all__ = ["MatrixUnit", "matrix_beat_layout", "config_output_stage", "config_output_stage_latency"]
 
 
 def matrix_beat_layout(config, tag_shape):
@@ -80,6 +80,13 @@ def config_output_stage(config, tag_shape=unsigned(1)):
         return SerialOutputStage(config.cols, tag_shape=tag_shape)
     return OutputStage(config.cols, tag_shape=tag_shape, units=config.output_stage_lanes,
                        stages=config.output_stages)
+
+
+def config_output_stage_latency(config):
+    """The :attr:`latency` of :func:`config_output_stage`'s stage, without building one."""
+    if config.serial_output:
+        return SerialOutputStage.latency_of(config.cols)
+    return OutputStage.latency_of(config.output_stages)
 
 
 class MatrixUnit(wiring.Component):

@@ -157,6 +157,11 @@ class OutputStage(wiring.Component):
     #: Beats the output FIFOs hold: every beat in the pipeline has its place reserved.
     fifo_depth = 1 << ceil_log2(latency + 4)
 
+    @staticmethod
+    def latency_of(stages):
+        """:attr:`latency` of a stage with ``stages`` pipeline registers, without building one."""
+        return stages + 2
+
     def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=15):
         if units is None:
             units = lanes
@@ -170,7 +175,7 @@ class OutputStage(wiring.Component):
         self.tag_shape = tag_shape
         if stages != type(self).stages:
             self.stages = stages
-            self.latency = stages + 2
+            self.latency = self.latency_of(stages)
             self.fifo_depth = 1 << ceil_log2(self.latency + 4)
         # Logical stages (1 to 15) whose results are registered: evenly spread, the
         # last one (the output register) always.

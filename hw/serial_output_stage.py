@@ -58,10 +58,15 @@ class SerialOutputStage(wiring.Component):
     #: The output stage does not take a beat in every cycle.
     always_ready = False
 
+    @classmethod
+    def latency_of(cls, lanes):
+        """:attr:`latency` of a stage of ``lanes`` lanes, without building one."""
+        return lanes * cls.lane_cycles + 1
+
     def __init__(self, lanes=8, tag_shape=unsigned(1)):
         self.lanes = lanes
         self.tag_shape = tag_shape
-        self.latency = lanes * self.lane_cycles + 1
+        self.latency = self.latency_of(lanes)
         super().__init__(output_stage_signature(lanes, tag_shape))
 
     def elaborate(self, platform):

@@ -79,12 +79,17 @@ class SystolicArray(wiring.Component):
         self.rows = rows
         self.cols = cols
         self.tag_shape = tag_shape
-        self.latency = rows + cols + 1
+        self.latency = self.latency_of(rows, cols)
         super().__init__({
             "weights": In(stream.Signature(data.ArrayLayout(signed(8), cols))),
             "acts":    In(stream.Signature(activation_layout(rows, tag_shape))),
             "results": Out(stream.Signature(result_layout(cols, tag_shape), always_ready=True)),
         })
+
+    @staticmethod
+    def latency_of(rows, cols):
+        """:attr:`latency` of a ``rows`` x ``cols`` array, without building one."""
+        return rows + cols + 1
 
     def elaborate(self, platform):
         m = Module()

@@ -39,7 +39,7 @@ from hw.add_stage import AddStage
 from hw.axi import BOUNDARY, MAX_BURST_BEATS
 from hw.engines import ComputeEngine
 from hw.fetcher import InstructionChecker
-from hw.matrix_unit import config_output_stage
+from hw.matrix_unit import config_output_stage_latency
 from hw.scratchpad import Scratchpad
 from hw.systolic_array import SystolicArray
 from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
@@ -75,14 +75,14 @@ def drain(config):
     latency, the array's latency, the output stage's pipeline and the compute engine's
     result FIFO. (An output stage with fewer lanes than columns takes longer per result,
     which is not modelled; a serial output stage counts here with its longest beat.)"""
-    return (Scratchpad.read_latency + SystolicArray(config.rows, config.cols).latency +
-            config_output_stage(config).latency + ComputeEngine.result_latency)
+    return (Scratchpad.read_latency + SystolicArray.latency_of(config.rows, config.cols) +
+            config_output_stage_latency(config) + ComputeEngine.result_latency)
 
 
 @functools.cache
 def decode_cycles(config):
     """Cycles the decoder spends on each instruction: the legality check's latency + 1."""
-    return InstructionChecker(config).latency + 1
+    return InstructionChecker.latency_of(config) + 1
 
 
 _NEIGHBOURS = {Engine.LOAD: (None, Engine.COMPUTE), Engine.COMPUTE: (Engine.LOAD, Engine.STORE),
