@@ -150,17 +150,17 @@ def _shift_right_parts(value, amount, width):
 
 
 class OutputStage(wiring.Component):
-    #: Pipeline registers between ``inp`` and the output FIFO (the default; see ``stages``).
-    stages = 15
-    #: Cycles from an accepted ``inp`` beat to its ``out`` beat, output FIFO included.
-    latency = stages + 2
-    #: Beats the output FIFOs hold: every beat in the pipeline has its place reserved.
-    fifo_depth = 1 << ceil_log2(latency + 4)
-
     @staticmethod
     def latency_of(stages):
         """:attr:`latency` of a stage with ``stages`` pipeline registers, without building one."""
         return stages + 2
+
+    #: Pipeline registers between ``inp`` and the output FIFO (the default; see ``stages``).
+    stages = 15
+    #: Cycles from an accepted ``inp`` beat to its ``out`` beat, output FIFO included.
+    latency = latency_of(stages)
+    #: Beats the output FIFOs hold: every beat in the pipeline has its place reserved.
+    fifo_depth = 1 << ceil_log2(latency + 4)
 
     def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=15):
         if units is None:
