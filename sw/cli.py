@@ -174,13 +174,13 @@ def cmd_info(args):
             print(f"  {kind:<6} {t['name']}: {t['dtype']} {t['shape']}")
     print(f"  memory image: {model.memory_bytes:,} bytes")
     print(f"  {'step':<5} {'where':<5} {'operation':<16} {'node':<32} details")
+    run = 0                                 # steps so far of the run being listed
     for index, step in enumerate(model.steps):
         where = "npu" if step["op"] in _NPU_STEPS else "host"
         details = ""
         if step["op"] == "npu_add":
             layer = step["layer"]
-            details = f"add mode: {layer['n']} {'uint8' if layer['unsigned'] else 'int8'} " \
-                      f"elements, {step['instructions']} instructions"
+            details = f"add mode: {layer['n']} {'uint8' if layer['unsigned'] else 'int8'} elements"
         if step.get("host_reason"):
             details = f"on the host: {step['host_reason']}"
         if step["op"] == "gemm":
@@ -191,13 +191,33 @@ def cmd_info(args):
                 first = step["layers"][0]
                 kind += " (depthwise, direct)" if first.get("depthwise") else \
                     " (direct)" if first.get("direct") else " (im2col)"
-            details = f"{kind}: GEMM {shapes}{more}, {step['instructions']} instructions"
-            if step.get("runs_with_next"):
-                details = f"{kind}: GEMM {shapes}, runs in the next step's program, its output " \
-                          f"kept in the scratchpad"
-            elif step["layers"][0].get("x_resident"):
-                details += " (both steps; its input from the scratchpad)"
+            details = f"{kind}: GEMM {shapes}{more}"
+        if step["op"] in _NPU_STEPS and not step.get("host_reason"):
+            details += "".join(f", {note}" for note in _run_notes(step, run))
+            run = run + 1 if step.get("runs_with_next") else 0
         print(f"  {index:<5} {where:<5} {step['op']:<16} {step.get('node', ''):<32} {details}")
+
+
+def _run_notes(step, before):
+    """What ``npu info`` says of an NPU step's program and of where its tensors are, the
+    step being the next of a run of ``before`` steps."""
+    notes = []
+    layer = step["layers"][0] if step["op"] == "gemm" else step
+    if layer.get("x_resident"):
+        notes.append("its inputs in the scratchpad" if step["op"] == "npu_add" else
+                     "its input in the scratchpad")
+    elif layer.get("x_in_program"):
+        notes.append("its input stored by an earlier step of its program")
+    if step.get("y_resident"):
+        notes.append("its output kept in the scratchpad")
+    if step.get("runs_with_next"):
+        notes.append("runs in the program of a later step")
+    elif before:
+        notes.append(f"{step['instructions']} instructions (this step and the {before} "
+                     f"before it)")
+    else:
+        notes.append(f"{step['instructions']} instructions")
+    return notes
 
 
 def cmd_disasm(args):
@@ -208,7 +228,7 @@ def cmd_disasm(args):
         if step["op"] not in _NPU_STEPS:
             continue
         if step.get("runs_with_next"):
-            print(f"; node {step['node']} ({step['op_type']}): in the next node's program")
+            print(f"; node {step['node']} ({step['op_type']}): in a later node's program")
             continue
         print(f"; node {step['node']} ({step['op_type']}), program at 0x{step['program_addr']:08x}")
         for line in disassemble(model.constants[step["program"]].tobytes(), step["program_addr"]):

@@ -13,12 +13,13 @@ Output: a :class:`sw.npu_file.CompiledModel`: a list of steps. Convolutions and 
 products become NPU programs (``sw.kernels``, planned for the configuration's array and
 SRAM sizes: a convolution runs straight from its NHWC input on the NPU, or as a GEMM on
 the host's im2col, whichever the cost model prefers for the whole network (see
-:meth:`_Compiler.network_lowerings`); two convolutions in a row may run as
-one program, the tensor between them kept in the scratchpad, see
-:meth:`_Compiler.resident_pairs`). Additions of two tensors of one shape and type with
-per-tensor constant scales and zero points run in the output stage's add mode
+:meth:`_Compiler.network_lowerings`). Additions of two tensors of one shape and type
+with per-tensor constant scales and zero points run in the output stage's add mode
 (``sw.kernels.emit_add``) when the configuration has it and computes them exactly (see
-:meth:`_Compiler.add_mode_refusal`). Pooling, the other additions and the
+:meth:`_Compiler.add_mode_refusal`). Consecutive NPU steps (direct convolutions and adds)
+may run as one program, a *run*, the tensors between them kept in the scratchpad rather
+than stored and loaded again (:meth:`_Compiler.plan_run`): with the add mode, a whole
+residual network runs so, its activations never leaving the chip. Pooling, the other additions and the
 quantize/dequantize at the edges run on the host with onnxruntime's arithmetic
 (``sw.host_ops``). Scales and zero points may be constants or graph inputs: they are
 resolved at run time, so the requantization multipliers are computed exactly as
@@ -28,7 +29,7 @@ Every problem is a :class:`CompileError` with a one-line message that names the 
 the node.
 """
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -36,13 +37,13 @@ from onnx import numpy_helper
 
 from hw.add_stage import add_mode_unsupported
 from hw.config import DEFAULT_CONFIG
-from hw.isa import INSTRUCTION_BYTES
+from hw.isa import INSTRUCTION_BYTES, slot_bytes
 from sw import host_ops
 from sw.asm import Program
 from sw.kernels import (AddLayer, ConvLayer, GemmLayer, LayerError, a_pitch, conv_k_tiles,
-                        conv_pad_bytes, emit_add, emit_conv, emit_gemm, emit_resident_pair,
-                        param_bytes, plan_add, predict_program, preferred, resident_pair,
-                        weight_bytes, LOWERING_TOLERANCE)
+                        conv_pad_bytes, emit_add, emit_conv, emit_gemm, param_bytes, plan_add,
+                        predict_program, preferred, resident_tensor, weight_bytes,
+                        LOWERING_TOLERANCE)
 from sw.npu_file import CompiledModel
 
 
@@ -106,13 +107,85 @@ def _reads(step):
     return found - {""}
 
 
+@dataclass
+class _RunMember:
+    """A step that may join a run (:meth:`_Compiler.plan_run`): the tensor it computes,
+    the tensors it reads at run time, its layer (a ``ConvLayer`` or an ``AddLayer``), and
+    for an add the (height, width, channels) of its NCHW tensors."""
+    output: str
+    inputs: list
+    layer: object
+    add_shape: tuple = None
+
+    @property
+    def is_add(self):
+        return self.add_shape is not None
+
+    @property
+    def shape(self):
+        """(height, width, channels) of the tensor it computes."""
+        if self.is_add:
+            return self.add_shape
+        return self.layer.OH, self.layer.OW, self.layer.N
+
+
+@dataclass
+class _Residency:
+    """Runs of NPU steps compiled as one program and the tensors kept in the scratchpad
+    between them (:meth:`_Compiler.plan_run`). ``runs``: the outputs of each run's steps,
+    in order; ``tensors``: tensor -> ``sw.kernels.ResidentTensor``; ``windows``: step
+    output -> (scratchpad base, bytes) its buffers are planned in."""
+    runs: list = field(default_factory=list)
+    tensors: dict = field(default_factory=dict)
+    windows: dict = field(default_factory=dict)
+
+    def run_of(self, output):
+        """The run of the step computing ``output``, or None."""
+        return next((run for run in self.runs if output in run), None)
+
+
+#: Alignment of the tensors kept in the scratchpad and of the windows beside them.
+_SCRATCHPAD_ALIGN = 64
+#: Windows are whole multiples of this, so that their buffers stay aligned.
+_WINDOW_GRAIN = 1024
+
+
+def _first_fit(spans, size, total):
+    """The lowest aligned address where ``size`` bytes fit between ``spans`` ((address,
+    bytes) in use) within ``total`` bytes, or None."""
+    addr = 0
+    for start, length in sorted(spans):
+        if addr + size <= start:
+            return addr
+        addr = max(addr, -(-(start + length) // _SCRATCHPAD_ALIGN) * _SCRATCHPAD_ALIGN)
+    return addr if addr + size <= total else None
+
+
+def _largest_gap(spans, total):
+    """(base, bytes) of the largest free part between ``spans`` within ``total`` bytes,
+    aligned and cut to whole window grains."""
+    best, addr = (0, 0), 0
+    for start, length in sorted(spans) + [(total, 0)]:
+        base = -(-addr // _SCRATCHPAD_ALIGN) * _SCRATCHPAD_ALIGN
+        size = (start - base) // _WINDOW_GRAIN * _WINDOW_GRAIN
+        if size > best[1]:
+            best = (base, size)
+        addr = max(addr, start + length)
+    return best
+
+
 class _Compiler:
-    def __init__(self, model, config, source, lowerings=None, pairs=None):
+    def __init__(self, model, config, source, lowerings=None, residency=None):
         self.config = config
         self.lowerings = lowerings or {}    # see network_lowerings
         self.lowering_options = {}          # convolution: [(cycles, DRAM bytes) im2col, direct]
         self.lowering_choices = {}          # convolution: whether it runs straight from its input
-        self.pairs = pairs or {}            # see resident_pairs
+        self.residency = residency or _Residency()
+        self.run_program = Program()        # the program of the run being compiled
+        self.tensor_addrs = {}              # tensor an NPU step computes -> its memory address
+        self.add_layers = {}                # output name -> AddLayer of an add on the NPU
+        self.program_adds = []              # [start, end) of each add in the next program
+        self.programs = {}                  # program constant -> its sw.asm.Program
         self.source = source
         self.graph = model.graph
         self.constants = {}
@@ -195,7 +268,7 @@ class _Compiler:
             if handler is None:
                 self.fail(node, "operator not supported by the NPU compiler")
             handler(node)
-        self.follow_pairs()
+        self.order_steps()
         for output in self.graph.output:
             if output.name not in self.shapes:
                 raise CompileError(f"{self.source}: output '{output.name}' is not produced by "
@@ -303,8 +376,9 @@ class _Compiler:
         out_bytes = 4 if out_int32 else 1
         direct = kind == "conv" and split == 1 and \
             self.prefers_direct(layers, a_shape, b_shape, attrs, a_dtype, out_int32, name)
-        resident_out = y in self.pairs                     # the first of a pair (see resident_pairs)
-        resident_in = self.pairs.get(a.tensor) == y         # the second
+        run = self.residency.run_of(y)
+        resident_in = self.residency.tensors.get(a.tensor) if run else None
+        resident_out = self.residency.tensors.get(y) if run else None
         if direct and self.depthwise(a_shape, b_shape, attrs):
             # One layer for all the channels of an image, its weight tiles diagonal.
             layers = [dict(layer, group=0, N=b_shape[0], depthwise=True)
@@ -314,23 +388,28 @@ class _Compiler:
             try:
                 if direct:
                     conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
+                    conv.x_resident, conv.y_resident = resident_in, resident_out
+                    conv.window = self.residency.windows.get(y)
                     pad_bytes = conv_pad_bytes(self.config, conv)
-                    # A tensor kept in the scratchpad between a pair has no memory.
-                    conv.x_addr = 0 if resident_in else self.memory.alloc(conv.H * conv.W * conv.C)
+                    # A tensor kept in the scratchpad has no memory; one an earlier step of
+                    # the same program stores is read where it stored it.
+                    in_program = bool(run) and a.tensor in self.tensor_addrs and \
+                        self.residency.run_of(a.tensor) == run
+                    conv.x_addr = 0 if resident_in else self.tensor_addrs[a.tensor] if in_program \
+                        else self.memory.alloc(conv.H * conv.W * conv.C)
                     conv.pad_addr = self.memory.alloc(pad_bytes)
                     conv.weight_addr = self.memory.alloc(
                         weight_bytes(self.config, conv_k_tiles(self.config, conv), N))
                     conv.param_addr = self.memory.alloc(param_bytes(self.config, N))
                     conv.y_addr = 0 if resident_out else self.memory.alloc(M * N * out_bytes)
-                    if resident_in:
-                        emit_resident_pair(self.config, *resident_pair(
-                            self.config, self.conv_layers[a.tensor], conv), program)
-                    elif not resident_out:
-                        emit_conv(self.config, conv, program)
+                    self.tensor_addrs[y] = conv.y_addr
+                    emit_conv(self.config, conv, self.run_program if run else program)
                     geometry.append(dict(layer, direct=True, x_addr=conv.x_addr,
                                          pad_addr=conv.pad_addr, pad_bytes=pad_bytes,
                                          weight_addr=conv.weight_addr, param_addr=conv.param_addr,
-                                         y_addr=conv.y_addr, **({"x_resident": True} if resident_in else {})))
+                                         y_addr=conv.y_addr,
+                                         **({"x_resident": True} if resident_in else {}),
+                                         **({"x_in_program": True} if in_program else {})))
                     continue
                 pitch = a_pitch(self.config, K)
                 gemm = GemmLayer(M, K, N, a_addr=self.memory.alloc(M * pitch),
@@ -357,63 +436,190 @@ class _Compiler:
             "attrs": attrs, "layers": geometry, "out_shape": list(out_shape), "weight_split": split,
         }
         if resident_out:
-            # Run by the second of the pair's program.
+            step["y_resident"] = True
+        self.end_step(step, run, program)
+
+    def end_step(self, step, run, program):
+        """Append ``step`` with its ``program``; a step of a run (:class:`_Residency`) adds
+        to the run's program instead, which the run's last step runs, and the others run
+        with the next step."""
+        if run and run[-1] != self.output_of(step):
             step.update(program=None, program_addr=None, instructions=0, runs_with_next=True)
+        elif run:
+            self.store_program(step, self.run_program.end())
+            step["add_ranges"], self.program_adds = self.program_adds, []
+            self.run_program = Program()
         else:
             self.store_program(step, program.end())
+            step["add_ranges"] = [[0, len(program) - 1]] if step["op"] == "npu_add" else []
         self.steps.append(step)
+
+    @staticmethod
+    def output_of(step):
+        """The tensor a step computes."""
+        return step["y"]["tensor"] if isinstance(step["y"], dict) else step["y"]
 
     def store_program(self, step, program):
         """Give ``step`` its (ended) ``program``: a constant of the model and a place in
         memory."""
         code = program.to_bytes()
+        self.programs[f"program{len(self.steps)}"] = program
         step.update(program=f"program{len(self.steps)}", instructions=len(program),
                     program_addr=self.memory.alloc(len(code), INSTRUCTION_BYTES))
         self.constants[step["program"]] = np.frombuffer(code, np.uint8)
 
-    def resident_pairs(self):
-        """{output of the first: output of the second} of the pairs of convolutions this
-        compilation would run as one program, the tensor between them kept in the
-        scratchpad (:func:`sw.kernels.resident_pair`): the second is the only reader of the
-        first's 8-bit output and reads nothing else computed at run time (so it can follow
-        the first at once), both run straight from their input on one image, neither is in
-        another pair, and the cost model prefers it: fewer DRAM bytes within the lowering's
-        tolerance of the cycles of running them apart. :func:`compile_model` then compiles
-        the model again with these pairs, so that the kept tensors take no memory."""
+    def run_member(self, step):
+        """The :class:`_RunMember` of ``step`` if it may join a run, else None."""
+        y = step.get("y")
+        if step["op"] == "gemm" and y in self.conv_layers and \
+                not self.conv_layers[y].depthwise and not self.conv_layers[y].out_int32:
+            return _RunMember(y, [step["a"]["tensor"]], self.conv_layers[y])
+        if step["op"] == "npu_add" and len(step["out_shape"]) == 4 and step["out_shape"][0] == 1:
+            _, c, h, w = step["out_shape"]
+            return _RunMember(y["tensor"], [step["a"]["tensor"], step["b"]["tensor"]],
+                              self.add_layers[y["tensor"]], (h, w, c))
+        return None
+
+    def order_steps(self):
+        """Move each step that cannot join a run after the steps that may and do not read
+        what it computes (a shortcut on im2col after the convolution beside it), so that
+        those form longer runs."""
+        moved = True
+        while moved:
+            moved = False
+            for i in range(len(self.steps) - 1):
+                step, after = self.steps[i], self.steps[i + 1]
+                if self.run_member(step) is None and self.run_member(after) is not None and \
+                        "y" in step and self.output_of(step) not in _reads(after):
+                    self.steps[i:i + 2] = [after, step]
+                    moved = True
+
+    def plan_residency(self):
+        """The :class:`_Residency` of this compilation's steps: the runs of consecutive NPU
+        steps (direct convolutions of one image, adds in the add mode) that may run as one
+        program, each planned by :meth:`plan_run`."""
         outputs = {o.name for o in self.graph.output}
-        pairs = {}
-        for first in self.steps:
-            y = first.get("y")
-            if first["op"] != "gemm" or y not in self.conv_layers or y in outputs or \
-                    y in pairs.values():
-                continue
-            readers = [step for step in self.steps if y in _reads(step)]
-            if len(readers) != 1:
-                continue
-            second = readers[0]
-            if second["op"] == "gemm" and second["y"] in self.conv_layers and \
-                    all(name == y or name in self.constants for name in _reads(second)) and \
-                    self.prefers_resident(self.conv_layers[y], self.conv_layers[second["y"]]):
-                pairs[y] = second["y"]
-        return pairs
+        members = [self.run_member(step) for step in self.steps]
+        readers = {}
+        for index, step in enumerate(self.steps):
+            for name in _reads(step):
+                readers.setdefault(name, []).append(index)
+        residency = _Residency()
+        run = []
+        for index, member in enumerate(members + [None]):
+            if member is not None:
+                run.append(index)
+            elif run:
+                self.plan_run(run, members, readers, outputs, residency)
+                run = []
+        return residency
 
-    def prefers_resident(self, first, second):
-        """Whether ``first`` then ``second`` can run with the tensor between them in the
-        scratchpad, and the cost model prefers it to running them apart."""
-        try:
-            program = emit_resident_pair(self.config, *resident_pair(self.config, first, second))
-        except LayerError:
-            return False
-        apart = [predict_program(self.config, emit_conv(self.config, layer)) for layer in (first, second)]
-        return preferred([apart[0] + apart[1], predict_program(self.config, program)],
-                         LOWERING_TOLERANCE) == 1
+    def plan_run(self, run, members, readers, outputs, residency):
+        """Add to ``residency`` the steps ``run`` (indices of consecutive members), as one
+        program if the cost model prefers it, else cut in two and each half planned the
+        same way.
 
-    def follow_pairs(self):
-        """Move the second of each pair right after the first, which it runs with."""
-        for first in [step for step in self.steps if step.get("runs_with_next")]:
-            second = next(step for step in self.steps if step.get("y") == self.pairs[first["y"]])
-            self.steps.remove(second)
-            self.steps.insert(self.steps.index(first) + 1, second)
+        A tensor the run computes stays in the scratchpad when only steps of the run read
+        it; the others are stored (a later step of the run reads them back). An add of the
+        run must find both operands there. Its operands and result share one layout: NHWC,
+        each pixel in whole activation slots, padded as much as any convolution reading
+        one of them needs (the add runs over the padding too; a convolution fills the
+        padding before it reads). The tensors are placed first fit in order of
+        computation, an add's result over an operand it is the last to read, and each
+        step plans its buffers in the largest gap that is left."""
+        config = self.config
+        R, C = config.rows, config.cols
+        if len(run) < 2:
+            return
+        inside = set(run)
+        tensors = [members[i].output for i in run]
+        kept = {t for t, i in zip(tensors, run) if t not in outputs and readers.get(t) and
+                set(readers[t]) <= inside and R == C == slot_bytes(R) and
+                members[i].shape[2] <= config.channel_depth * C}
+
+        def cut(at):
+            self.plan_run(run[:at], members, readers, outputs, residency)
+            self.plan_run(run[at:], members, readers, outputs, residency)
+
+        # Layouts: the classes of tensors an add joins, padded for their readers.
+        classes = {t: {t} for t in tensors}
+        for k, i in enumerate(run):
+            member = members[i]
+            if member.is_add:
+                if not all(t in kept for t in member.inputs):
+                    # It runs alone, from memory.
+                    self.plan_run(run[:k], members, readers, outputs, residency)
+                    self.plan_run(run[k + 1:], members, readers, outputs, residency)
+                    return
+                joined = set().union(*(classes[t] for t in member.inputs + [member.output]))
+                for t in joined:
+                    classes[t] = joined
+        pads = {}
+        for t in kept:
+            key = id(classes[t])
+            for j in run:
+                if not members[j].is_add and members[j].inputs[0] in classes[t]:
+                    pads[key] = [max(a, b) for a, b in zip(pads.get(key, [0] * 4),
+                                                           members[j].layer.pads)]
+        layouts = {t: resident_tensor(config, 0, *members[i].shape,
+                                      pads.get(id(classes[t]), [0] * 4))
+                   for t, i in zip(tensors, run) if t in kept or members[i].is_add}
+        for k, i in enumerate(run):
+            member = members[i]
+            if member.is_add and member.output not in kept:
+                layout = layouts[member.output]
+                if any(layout.pads(*member.shape[:2])) or layout.pixel != member.shape[2]:
+                    return cut(k)       # stored as plain NHWC only
+        # Placement, first fit, and each step's window.
+        S = config.scratchpad_bytes
+        last = {t: max(k for k, i in enumerate(run) if t in members[i].inputs) for t in kept}
+        placed, tensors_at, windows = {}, {}, {}
+        for k, i in enumerate(run):
+            member = members[i]
+            live = {t: span for t, span in placed.items() if last[t] >= k}
+            if member.output in kept:
+                size = layouts[member.output].size
+                addr = next((placed[t][0] for t in member.inputs if member.is_add and
+                             last[t] == k and placed[t][1] == size), None)
+                if addr is None:
+                    addr = _first_fit(live.values(), size, S)
+                if addr is None:
+                    return cut(max(k, 1))
+                placed[member.output] = live[member.output] = (addr, size)
+                tensors_at[member.output] = replace(layouts[member.output], addr=addr)
+            windows[member.output] = _largest_gap(live.values(), S)
+        # Emission, and the cost model's verdict against running the steps apart.
+        together, apart = Program(), []
+        adds = []
+        for k, i in enumerate(run):
+            member = members[i]
+            window = windows[member.output]
+            try:
+                if member.is_add:
+                    layer = replace(member.layer, x_resident=tensors_at[member.inputs[0]],
+                                    y_resident=tensors_at[member.inputs[1]],
+                                    out_resident=tensors_at.get(member.output), window=window,
+                                    n=layouts[member.inputs[0]].size)
+                    start = len(together)
+                    emit_add(config, layer, together)
+                    adds.append([start, len(together)])
+                    apart.append(predict_program(config, emit_add(config, member.layer), add=True))
+                else:
+                    layer = replace(member.layer, x_resident=tensors_at.get(member.inputs[0]),
+                                    y_resident=tensors_at.get(member.output), window=window)
+                    emit_conv(config, layer, together)
+                    apart.append(predict_program(config, emit_conv(config, member.layer)))
+            except LayerError:
+                return cut(max(k, 1))
+        alone = apart[0]
+        for prediction in apart[1:]:
+            alone = alone + prediction
+        if preferred([alone, predict_program(config, together, add=adds)],
+                     LOWERING_TOLERANCE) != 1:
+            return cut(len(run) // 2)
+        residency.runs.append(tensors)
+        residency.tensors.update(tensors_at)
+        residency.windows.update(windows)
 
     @staticmethod
     def depthwise(a_shape, b_shape, attrs):
@@ -664,15 +870,37 @@ class _Compiler:
             self.steps.append({"op": "add", **step, "a": a.__dict__, "b": b.__dict__,
                                "host_reason": refusal})
             return
+        run = self.residency.run_of(y.tensor)
+        tensors = self.residency.tensors
+        if run:
+            # In a run, its operands are in the scratchpad (NHWC, padded as their class,
+            # see _Residency), and so is its result, or it is stored as plain NHWC.
+            layer = replace(layer, x_resident=tensors[x.tensor], y_resident=tensors[y_in.tensor],
+                            out_resident=tensors.get(y.tensor),
+                            window=self.residency.windows.get(y.tensor))
+            layer.n = layer.x_resident.size
         n = layer.n
-        layer.x_addr, layer.y_addr = self.memory.alloc(n), self.memory.alloc(n)
+        if not run:
+            layer.x_addr, layer.y_addr = self.memory.alloc(n), self.memory.alloc(n)
         layer.weight_addr = self.memory.alloc(weight_bytes(self.config, 2, self.config.cols))
         layer.param_addr = self.memory.alloc(param_bytes(self.config, self.config.cols))
-        layer.out_addr = self.memory.alloc(n)
+        layer.out_addr = 0 if layer.out_resident else self.memory.alloc(n)
+        self.tensor_addrs[y.tensor] = layer.out_addr
+        self.add_layers[y.tensor] = layer
         step.update(op="npu_add", op_type=node.op_type, a=x.__dict__, b=y_in.__dict__,
-                    layer=asdict(layer), out_shape=list(shape))
-        self.store_program(step, emit_add(self.config, layer, chunk_vectors=chunk).end())
-        self.steps.append(step)
+                    layer=dict(n=n, x_addr=layer.x_addr, y_addr=layer.y_addr,
+                               weight_addr=layer.weight_addr, param_addr=layer.param_addr,
+                               out_addr=layer.out_addr, unsigned=layer.unsigned),
+                    out_shape=list(shape))
+        if run:
+            step.update(x_resident=True, nhwc=True, y_resident=layer.out_resident is not None)
+        program = Program()
+        target = self.run_program if run else program
+        start = len(target)
+        emit_add(self.config, layer, target, chunk_vectors=None if run else chunk)
+        if run:
+            self.program_adds.append([start, len(target)])
+        self.end_step(step, run, program)
 
     def add_mode_refusal(self, x, y_in, y, x_shape, y_shape):
         """Why the add of ``x`` and ``y_in`` into ``y`` (X and Y as onnxruntime streams them)
@@ -828,6 +1056,17 @@ class _Only:
         self.attribute = node.attribute
 
 
+def _network_prediction(compiler):
+    """The cost model's prediction of all the NPU programs of ``compiler``'s steps."""
+    total = None
+    for step in compiler.steps:
+        if step.get("program"):
+            p = predict_program(compiler.config, compiler.programs[step["program"]],
+                                add=step["add_ranges"])
+            total = p if total is None else total + p
+    return total
+
+
 def compile_model(model, config=DEFAULT_CONFIG, source=None):
     """Compile an ONNX model (a path or a ``ModelProto``) for ``config``."""
     if not isinstance(model, onnx.ModelProto):
@@ -851,10 +1090,22 @@ def compile_model(model, config=DEFAULT_CONFIG, source=None):
     if any(direct != compiler.lowering_choices[name] for name, direct in lowerings.items()):
         compiler = _Compiler(model, config, source, lowerings)
         compiler.run()
-    pairs = compiler.resident_pairs()
-    if pairs:
-        compiler = _Compiler(model, config, source, lowerings, pairs)
-        compiler.run()
+    # Runs of steps as one program, tensors kept in the scratchpad between them; a
+    # convolution on the host's im2col cannot join one, so the network is also tried with
+    # every convolution run directly, and the cost model chooses.
+    options = []
+    for choice in (lowerings, {name: True for name in compiler.lowering_options}):
+        if options and choice == lowerings:
+            continue
+        trial = _Compiler(model, config, source, choice)
+        trial.run()
+        residency = trial.plan_residency()
+        if residency.runs:
+            trial = _Compiler(model, config, source, choice, residency)
+            trial.run()
+        options.append(trial)
+    compiler = options[0] if len(options) == 1 else \
+        options[preferred([_network_prediction(option) for option in options], LOWERING_TOLERANCE)]
 
     def describe(value):
         entry = {"name": value.name, "shape": list(compiler.shapes[value.name]),

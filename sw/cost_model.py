@@ -119,7 +119,11 @@ def _instructions(program):
 def predict(config, program, add=False):
     """A :class:`Prediction` for ``program`` (a ``sw.asm.Program``) on ``config``; ``add``:
     the program is an element-wise add's (``sw.kernels.emit_add``), whose emitting
-    MATMULs' result rows pass the add stage."""
+    MATMULs' result rows pass the add stage, or a list of ``[start, end)`` ranges of the
+    instructions of the adds in it."""
+    if add is True:
+        add = [(0, len(program))]
+    add_emit = {i for start, end in (add or []) for i in range(start, end)}
     R, C = config.rows, config.cols
     bus = config.bus_width // 8
     fetch_cost = max(decode_cycles(config), INSTRUCTION_BYTES // bus)
@@ -219,7 +223,7 @@ def predict(config, program, add=False):
                 mac_cycles += count
                 if not f["emit"]:
                     done = array_free
-                elif add:
+                elif index in add_emit:
                     steps, latency = AddStage.timing(config.cols, config.add_circuits)
                     done = max(array_free, begin + count * steps) + emit_drain + latency
                 else:

@@ -24,9 +24,14 @@ steps (N-tile, K-chunk). The load engine runs one step ahead of the compute engi
 (program order L0, L1, C0, L2, C1, ...), the store engine writes each unit out while the
 next one computes, and four kinds of tokens keep the double buffers safe. Every layer ends
 with a barrier, so layers can follow each other in one program and a later layer may read
-what an earlier one stored. Two convolutions in a row may keep the tensor between them in
-the scratchpad (:func:`resident_pair`): it sits at the bottom, and both layers lay out the
-plan above in the rest (``ConvLayer.window``).
+what an earlier one stored. Layers in one program may also keep the tensors between them
+in the scratchpad (:class:`ResidentTensor`: NHWC, padded for the convolutions that read
+it): a convolution writes its outputs into one (``ConvLayer.y_resident``) or reads its
+input from one (``x_resident``, filling its padding first), an add reads and writes them
+(``AddLayer.x_resident``, ``y_resident``, ``out_resident``), and each layer lays out the
+plan above in the part of the scratchpad left to it (its ``window``). The compiler places
+them (``sw.compiler._Compiler.plan_run``); :func:`resident_pair` places the tensor between
+two convolutions at the bottom.
 
 :func:`plan_gemm` and :func:`plan_conv` choose the block and group sizes among the
 candidate tilings with the cost model (:mod:`sw.cost_model`), and the compiler chooses
@@ -56,6 +61,7 @@ __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
            "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
            "plan_conv", "emit_conv", "resident_pair", "emit_resident_pair", "ResidentTensor",
+           "resident_tensor",
            "preferred", "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE", "AddLayer",
            "pack_add_weights", "candidate_add_chunks", "plan_add", "emit_add"]
 
@@ -183,6 +189,21 @@ class ResidentTensor:
     def pixel_addr(self, y, x):
         """Scratchpad address of image pixel (``y``, ``x``)."""
         return self.addr + (self.top + y) * self.line + (self.left + x) * self.pixel
+
+    def pads(self, height, width):
+        """(top, left, bottom, right) padding around an image of ``height × width`` pixels."""
+        return (self.top, self.left, self.padded_rows - self.top - height,
+                self.line // self.pixel - self.left - width)
+
+
+def resident_tensor(config, addr, height, width, channels, pads):
+    """The :class:`ResidentTensor` at ``addr`` of an NHWC image of ``height × width``
+    pixels of ``channels``, padded by ``pads`` (top, left, bottom, right); each pixel's
+    channels in whole activation slots."""
+    pixel = -(-channels // config.rows) * slot_bytes(config.rows)
+    top, left, bottom, right = pads
+    return ResidentTensor(addr, (width + left + right) * pixel, pixel, top, left,
+                          height + top + bottom)
 
 
 def _window(config, layer):
@@ -368,11 +389,11 @@ class ConvLayer:
     ``depthwise``: output channel ``n`` reads input channel ``n`` only (``N == C``, ONNX
     ``group == C``); its weight tiles are diagonal, one per kernel position.
 
-    Two convolutions in a row may keep the tensor between them in the scratchpad
-    (:func:`resident_pair`): the first has ``y_resident`` and writes its outputs there
-    instead of to ``y_addr``, the second has ``x_resident`` and reads its input there
-    instead of from ``x_addr`` (it still fills the tensor's padding from ``pad_addr``).
-    Both then run in ``window`` (scratchpad base, bytes) instead of the whole scratchpad.
+    In a program of several layers the input may already be in the scratchpad
+    (``x_resident``, a :class:`ResidentTensor` padded at least as the layer pads it; the
+    layer fills all of its padding from ``pad_addr`` and reads it instead of ``x_addr``),
+    and the outputs may stay there (``y_resident``, instead of ``y_addr``). The layer then
+    runs in ``window`` (scratchpad base, bytes) instead of the whole scratchpad.
     """
     H: int
     W: int
@@ -448,7 +469,11 @@ def pack_depthwise_weights(config, w):
 
 
 def conv_pad_bytes(config, layer):
-    """Bytes of the zero-point line at ``pad_addr``: one padded row of input pixels."""
+    """Bytes of the zero-point line at ``pad_addr``: one padded row of input pixels (of the
+    resident input's layout, whose padding the layer fills)."""
+    X = layer.x_resident
+    if X is not None:
+        return X.line if any(X.pads(layer.H, layer.W)) else 0
     return layer.padded_width * _pixel_bytes(config, layer) if any(layer.pads) else 0
 
 
@@ -465,10 +490,11 @@ class _ConvOperand:
         self.slot = slot_bytes(config.rows)
         self.ct = -(-layer.C // config.rows)
         self.pixel = self.ct * self.slot
-        self.line = layer.padded_width * self.pixel
+        X = layer.x_resident
+        self.line = X.line if X is not None else layer.padded_width * self.pixel
         self.wide = wide
         self.phase_line = _phase_width(layer) * self.pixel
-        self.resident = layer.x_resident is not None
+        self.resident = X is not None
 
     def phase(self, a, b, n, buffer):
         """Scratchpad address of phase (a, b) of a band of ``n`` output rows computed wide."""
@@ -484,26 +510,30 @@ class _ConvOperand:
     def buffer(self, m0, default):
         """Scratchpad address of the padded input rows of the band from output row ``m0``:
         ``default`` (an activation buffer), or within the resident input."""
-        X = self.layer.x_resident
+        L, X = self.layer, self.layer.x_resident
         if X is None:
             return default
-        return X.addr + self.band(m0, 0)[0] * self.layer.strides[0] * X.line
+        pt, pl = L.pads[:2]
+        origin = X.addr + (X.top - pt) * X.line + (X.left - pl) * X.pixel
+        return origin + self.band(m0, 0)[0] * L.strides[0] * X.line
 
     def load(self, m0, rows, p0, pn, buffer):
-        L = self.layer
-        if L.x_resident is not None:
-            # Only the padding: the image is already there (the first band loads it once).
-            return self.fill(L.x_resident.addr, 0, L.H + L.pads[0] + L.pads[2], image=False)
+        L, X = self.layer, self.layer.x_resident
+        if X is not None:
+            # Only the tensor's padding (at least the layer's own): the image is already
+            # there (the first band loads it once).
+            return self.fill(X.addr, 0, X.padded_rows, image=False, pads=X.pads(L.H, L.W))
         if self.wide and L.strides[0] > 1:
             return self.load_phases(m0, rows, buffer)
         o0, _, in_rows = self.band(m0, rows)
         return self.fill(buffer, o0 * L.strides[0], in_rows)
 
-    def fill(self, buffer, top, in_rows, image=True):
+    def fill(self, buffer, top, in_rows, image=True, pads=None):
         """LOADs of padded input rows ``top`` to ``top + in_rows`` into ``buffer``: the
-        padding from the zero-point line, and with ``image`` the image's pixels."""
+        padding (``pads``, by default the layer's) from the zero-point line, and with
+        ``image`` the image's pixels."""
         L, line, pixel = self.layer, self.line, self.pixel
-        pt, pl, _, pr = L.pads
+        pt, pl, _, pr = pads or L.pads
         first, last = max(top, pt), min(top + in_rows, pt + L.H)
         out = []
 
@@ -669,12 +699,13 @@ def _conv_limits(config, layer, wide):
 
 def _can_be_wide(layer):
     """Whether ``layer`` may run wide: with equal strides; from a resident input only with
-    stride 1 (its phases would need loads); into a resident output only when each row's
+    stride 1 (its phases would need loads) and rows padded as the layer pads them; into a
+    resident output only when each row's
     unstored results fall in that tensor's padding (its padded rows as wide as the rows
     computed wide), which the next convolution then fills."""
-    Y = layer.y_resident
+    X, Y = layer.x_resident, layer.y_resident
     return layer.strides[0] == layer.strides[1] and \
-        (layer.x_resident is None or layer.strides[0] == 1) and \
+        (X is None or (layer.strides[0] == 1 and X.line == layer.padded_width * X.pixel)) and \
         (Y is None or _phase_width(layer) * Y.pixel == Y.line)
 
 
@@ -694,9 +725,7 @@ def resident_pair(config, first, second):
     if (second.H, second.W, second.C) != (first.OH, first.OW, first.N) or first.out_int32 \
             or first.depthwise or second.depthwise or first.N > config.channel_depth * C:
         raise LayerError(f"{second.name}: its input cannot stay in the scratchpad")
-    pixel = _pixel_bytes(config, second)
-    tensor = ResidentTensor(0, second.padded_width * pixel, pixel, second.pads[0],
-                            second.pads[1], second.H + second.pads[0] + second.pads[2])
+    tensor = resident_tensor(config, 0, second.H, second.W, second.C, second.pads)
     if tensor.size > S // 2:
         raise LayerError(f"{second.name}: its {tensor.size}-byte padded input exceeds half "
                          f"the {S}-byte scratchpad")
@@ -1014,6 +1043,12 @@ class AddLayer:
     ``param_addr``: one channel-parameter row in the add mode
     (:func:`sw.simulator.pack_add_params` of ``cols`` channels). ``out_addr``: the ``n``
     results, of the operands' type.
+
+    In a program of several layers the operands may already be in the scratchpad
+    (``x_resident`` and ``y_resident``, both or neither), and the results may stay there
+    (``out_resident``): :class:`ResidentTensor` s of one layout, whose ``n`` bytes (padding
+    included) are added as they lie. The layer then runs in ``window`` (scratchpad base,
+    bytes) instead of the whole scratchpad.
     """
     n: int
     x_addr: int = 0
@@ -1023,6 +1058,10 @@ class AddLayer:
     out_addr: int = 0
     unsigned: bool = False
     name: str = "add"
+    x_resident: ResidentTensor = None
+    y_resident: ResidentTensor = None
+    out_resident: ResidentTensor = None
+    window: tuple = None
 
 
 def pack_add_weights(config):
@@ -1039,15 +1078,21 @@ def _add_lanes(config):
 
 def _add_limits(config, layer):
     """The most vectors per chunk of ``layer``; :class:`LayerError` if it cannot run."""
-    S = config.scratchpad_bytes
+    _, S = _window(config, layer)
     weight_slot = slot_bytes(config.cols)
     if not config.elementwise_add:
         raise LayerError(f"{layer.name}: the configuration has no add mode (elementwise_add)")
     if layer.n < 1:
         raise LayerError(f"{layer.name}: an add of no elements")
+    resident = [t for t in (layer.x_resident, layer.y_resident, layer.out_resident) if t]
+    if resident and not (config.rows == config.cols == slot_bytes(config.rows)
+                         and all(t.size == layer.n for t in resident)
+                         and (layer.x_resident is None) == (layer.y_resident is None)):
+        raise LayerError(f"{layer.name}: its tensors cannot stay in the scratchpad")
     # A chunk of X and one of Y fill an activation buffer; its results one output buffer.
-    most = min(config.acc_depth, 4095, (S // 8) // slot_bytes(config.rows),
-               (3 * S // 32) // weight_slot)
+    most = min(config.acc_depth, 4095,
+               (S // 8) // slot_bytes(config.rows) if layer.x_resident is None else 4095,
+               (3 * S // 32) // weight_slot if layer.out_resident is None else 4095)
     if most < 1 or 2 * config.rows * weight_slot > S // 4 or \
             S // 16 < CHANNEL_PARAM_BYTES * weight_slot:
         raise LayerError(f"{layer.name}: an add does not fit the {S}-byte scratchpad")
@@ -1067,7 +1112,8 @@ def plan_add(config, layer):
     """Vectors per chunk of ``layer``: the :func:`preferred` of :func:`candidate_add_chunks`
     by the predictions of :mod:`sw.cost_model`, remembered for the configuration and ``n``;
     raises :class:`LayerError` if the add cannot run."""
-    key = (config, "add", layer.n)
+    key = (config, repr(replace(layer, x_addr=0, y_addr=0, weight_addr=0, param_addr=0,
+                                out_addr=0, name="")))
     if key not in _chosen:
         chunks = candidate_add_chunks(config, layer)
         predictions = [predict_program(config, emit_add(config, layer, chunk_vectors=chunk), add=True)
@@ -1099,18 +1145,23 @@ def emit_add(config, layer, program=None, chunk_vectors=None):
     computes, X and Y each with a token of its own: the two passes of X (with ``-128 · I``)
     need only X, the pass of Y (with ``I``, emitting into output buffer ``c % 2``) waits for
     Y, then hands the buffer back to the load engine and the results to the store engine,
-    whose store frees the output buffer for chunk ``c + 2``."""
+    whose store frees the output buffer for chunk ``c + 2``. Resident operands are read
+    where they are, with no loads; resident results are written where they belong, and
+    the store engine only passes the tokens on (a ``SYNC``)."""
     program = Program() if program is None else program
     chunk = chunk_vectors or plan_add(config, layer)
-    R, S = config.rows, config.scratchpad_bytes
+    R = config.rows
+    base, S = _window(config, layer)
     lanes = _add_lanes(config)
     act_slot, weight_slot = slot_bytes(R), slot_bytes(config.cols)
-    act_buffers = [0, S // 4]                   # X at the buffer, Y S/8 above it
-    weight_buffer = S // 2                      # -128 · I, then I
+    act_buffers = [base, base + S // 4]         # X at the buffer, Y S/8 above it
+    weight_buffer = base + S // 2               # -128 · I, then I
     tile_bytes = R * weight_slot
-    out_buffers = [3 * S // 4, 3 * S // 4 + 3 * S // 32]
-    param_buffer = 15 * S // 16
+    out_buffers = [base + 3 * S // 4, base + 3 * S // 4 + 3 * S // 32]
+    param_buffer = base + 15 * S // 16
     chunks = [(e0, min(chunk * lanes, layer.n - e0)) for e0 in range(0, layer.n, chunk * lanes)]
+    X, Y, Out = layer.x_resident, layer.y_resident, layer.out_resident
+    loaded = X is None                          # operands come through the activation buffers
 
     def loads(c):
         e0, count = chunks[c]
@@ -1124,19 +1175,24 @@ def emit_add(config, layer, program=None, chunk_vectors=None):
         return out
 
     def computes(c):
-        buffer = act_buffers[c % 2]
-        passes = [(buffer, weight_buffer), (buffer, weight_buffer),
-                  (buffer + S // 8, weight_buffer + tile_bytes)]
+        e0 = chunks[c][0]
+        x, y = (act_buffers[c % 2], act_buffers[c % 2] + S // 8) if loaded else \
+            (X.addr + e0, Y.addr + e0)
+        passes = [(x, weight_buffer), (x, weight_buffer), (y, weight_buffer + tile_bytes)]
         out = [dict(opcode=Opcode.MATMUL, weight_addr=weight_addr, act_addr=act_addr,
                     act_stride=1, count=-(-chunks[c][1] // lanes), acc_addr=0,
                     accumulate=int(i > 0), act_flip=int(layer.unsigned))
                for i, (act_addr, weight_addr) in enumerate(passes)]
-        out[0]["pop_prev"] = 1
-        out[-1].update(emit=1, channel=0, out_addr=out_buffers[c % 2], out_stride=weight_slot,
-                       pop_prev=1, pop_next=int(c >= 2), push_prev=1, push_next=1)
+        out[0]["pop_prev"] = int(loaded)
+        out[-1].update(emit=1, channel=0, out_stride=weight_slot,
+                       out_addr=out_buffers[c % 2] if Out is None else Out.addr + e0,
+                       pop_prev=int(loaded), pop_next=int(c >= 2), push_prev=int(loaded),
+                       push_next=1)
         return out
 
     def stores(c):
+        if Out is not None:
+            return [dict(opcode=Opcode.SYNC, engine=Engine.STORE, pop_prev=1, push_prev=1)]
         e0, count = chunks[c]
         out = _vector_transfers(Opcode.STORE, layer.out_addr + e0, out_buffers[c % 2], count,
                                 lanes, weight_slot)
@@ -1150,11 +1206,12 @@ def emit_add(config, layer, program=None, chunk_vectors=None):
         dict(opcode=Opcode.LOAD, mem_addr=layer.weight_addr, sp_addr=weight_buffer, rows=1,
              row_bytes=2 * tile_bytes, push_next=1),
         dict(opcode=Opcode.CONFIG, sp_addr=param_buffer, channel=0, count=1, pop_prev=1)])
-    _append(program, loads(0))
+    if loaded:
+        _append(program, loads(0))
     for c in range(len(chunks)):
-        if c + 1 < len(chunks):
+        if loaded and c + 1 < len(chunks):
             _append(program, loads(c + 1))
         _append(program, computes(c))
         _append(program, stores(c))
-    _barrier(program, min(2, len(chunks)), min(2, len(chunks)))
+    _barrier(program, min(2, len(chunks)), min(2, len(chunks)) if loaded else 0)
     return program

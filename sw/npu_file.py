@@ -18,8 +18,10 @@ from hw.config import NPUConfig
 __all__ = ["CompiledModel", "NPUFileError", "FORMAT_VERSION"]
 
 #: 2: an NPU step names its input's dtype, and may run with the next step (the pair of
-#: convolutions of ``sw.kernels.resident_pair``).
-FORMAT_VERSION = 3
+#: convolutions of ``sw.kernels.resident_pair``). 4: runs of NPU steps in one program
+#: (``sw.compiler._Compiler.plan_run``): a step says which of its tensors stay in the
+#: scratchpad, and a program the instruction ranges of its adds.
+FORMAT_VERSION = 4
 
 
 class NPUFileError(Exception):

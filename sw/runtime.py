@@ -218,7 +218,7 @@ class Runtime:
         that input stays in the scratchpad, written there by the step before)."""
         b = env[step["b"]["tensor"]]
         za = self._param(env, step["a"]["zero_point"], np.dtype(step["a_dtype"]))
-        resident = layer.get("x_resident")
+        resident = layer.get("x_resident") or layer.get("x_in_program")
         a = None if resident else env[step["a"]["tensor"]]
         kind, attrs = step["kind"], step["attrs"]
         if kind == "conv" and layer.get("depthwise"):
@@ -247,16 +247,26 @@ class Runtime:
 
     async def _gemm(self, step, env):
         """One NPU step: its operands, weights and channel parameters written, its program
-        run, its outputs read. A step that ``runs_with_next`` only writes: the next step's
-        program computes both, the tensor between them staying in the scratchpad."""
-        corrections = await self._write_operands(step, env)
-        self._pending.append(step)
+        run, its outputs read (:meth:`_npu_step`)."""
+        await self._npu_step(step, env, await self._write_operands(step, env))
+
+    async def _npu_step(self, step, env, written):
+        """Run ``step``'s program once its operands are ``written`` (what reading its
+        outputs needs), and read the outputs. A step that ``runs_with_next`` only writes:
+        the program of the last step of its run computes them all, the tensors between
+        them staying in the scratchpad (``y_resident``) or stored for later steps."""
+        self._pending.append((step, written))
         if step.get("runs_with_next"):
             return
         steps, self._pending = self._pending, []
-        await self._run(step, sum(layer["M"] * layer["K"] * layer["N"]
-                                  for s in steps for layer in s["layers"]))
+        await self._run(step, sum(layer["M"] * layer["K"] * layer["N"] for s, _ in steps
+                                  if s["op"] == "gemm" for layer in s["layers"]))
+        for s, state in steps:
+            if not s.get("y_resident"):
+                await (self._read_gemm if s["op"] == "gemm" else self._read_add)(s, env, state)
 
+    async def _read_gemm(self, step, env, corrections):
+        """The outputs of a GEMM or convolution step into ``env``."""
         y_dtype = step["y_dtype"]
         out_int32 = y_dtype in ("int32", "float32")
         out = np.zeros(step["out_shape"], _NUMPY[y_dtype])
@@ -332,28 +342,41 @@ class Runtime:
         return corrections
 
     async def _npu_add(self, step, env):
-        """An add in the output stage's add mode: its operands (``a`` as X, ``b`` as Y), weight
-        tiles and channel row written, its program run, its output read."""
+        """An add in the output stage's add mode: its operands (``a`` as X, ``b`` as Y, unless
+        they are in the scratchpad already), weight tiles and channel row written, its
+        program run, its output read (:meth:`_npu_step`)."""
         config = self.model.config
         layer = step["layer"]
-        x, x_scale, x_zero = self._q(env, step["a"])
-        y, y_scale, y_zero = self._q(env, step["b"])
+        dtype = np.dtype(np.uint8 if layer["unsigned"] else np.int8)
+        x_scale, x_zero = env[step["a"]["scale"]], self._param(env, step["a"]["zero_point"], dtype)
+        y_scale, y_zero = env[step["b"]["scale"]], self._param(env, step["b"]["zero_point"], dtype)
         out = step["y"]
         scale, zero_point = env[out["scale"]], self._param(env, out["zero_point"])
         ratio_x, ratio_y, fixed = host_ops.qlinear_add_parameters(x_scale, x_zero, y_scale, y_zero,
                                                                   scale, zero_point)
-        info = np.iinfo(x.dtype)
+        info = np.iinfo(dtype)
         lo, hi = (info.min, info.max) if not step["activation"] else \
             self._clamp(step["activation"], env, scale, zero_point, info.min, info.max)
         params = pack_add_params(config, config.cols, fixed, ratio_x, ratio_y, lo, hi,
                                  layer["unsigned"])
-        for addr, data in ((layer["x_addr"], x), (layer["y_addr"], y),
-                           (layer["weight_addr"], pack_add_weights(config)),
-                           (layer["param_addr"], params)):
+        writes = [(layer["weight_addr"], pack_add_weights(config)), (layer["param_addr"], params)]
+        if not step.get("x_resident"):
+            writes += [(layer["x_addr"], env[step["a"]["tensor"]]),
+                       (layer["y_addr"], env[step["b"]["tensor"]])]
+        for addr, data in writes:
             await self.backend.write_memory(addr, np.ascontiguousarray(data).tobytes())
-        await self._run(step, 0)
+        await self._npu_step(step, env, dtype)
+
+    async def _read_add(self, step, env, dtype):
+        """The output of an add step into ``env``: NCHW as its operands were written, or
+        NHWC when they were in the scratchpad (``nhwc``)."""
+        layer, shape = step["layer"], step["out_shape"]
         raw = await self.backend.read_memory(layer["out_addr"], layer["n"])
-        env[out["tensor"]] = np.frombuffer(raw, x.dtype).reshape(step["out_shape"]).copy()
+        value = np.frombuffer(raw, dtype)
+        if step.get("nhwc"):
+            n, c, h, w = shape
+            value = value.reshape(h, w, c).transpose(2, 0, 1)
+        env[step["y"]["tensor"]] = value.reshape(shape).copy()
 
     def _multipliers(self, step, env, N, columns, divide=True):
         sa = np.float32(np.asarray(env[step["a"]["scale"]]).reshape(-1)[0])

@@ -105,18 +105,20 @@ def _conv_chain(rng, size, channels, widths):
 
 @pytest.mark.parametrize("quant_format", ["QOperator", "QDQ"])
 def test_convolutions_in_a_row_keep_their_tensor_in_the_scratchpad(quant_format, seed, tmp_path):
-    """Two convolutions whose tensor between them has no other reader run as one NPU
-    program, that tensor kept in the scratchpad (the first step runs with the next) and
-    not in memory, and the model still matches onnxruntime bit for bit."""
+    """Three convolutions whose tensors between them have no other reader run as one NPU
+    program, those tensors kept in the scratchpad (each step but the last runs with the
+    next) and not in memory, and the model still matches onnxruntime bit for bit."""
     rng = np.random.default_rng(seed)
     path = quantize(_conv_chain(rng, 16, 8, [16, 16, 24]), tmp_path / "chain.onnx", rng,
                     quant_format, per_channel=True)
     compiled = compile_model(path)
-    npu = [step for step in compiled.steps if step["op"] == "gemm"]
-    assert npu[0].get("runs_with_next") and npu[0]["program"] is None
-    assert npu[1]["layers"][0].get("x_resident") and not npu[1].get("runs_with_next")
-    # The tensor between them has no memory: neither writes nor reads it there.
-    assert npu[0]["layers"][0]["y_addr"] == npu[1]["layers"][0]["x_addr"] == 0
+    npu = [step for step in compiled.steps if step["op"] == "gemm"][:3]
+    assert all(step.get("runs_with_next") and step["program"] is None for step in npu[:2])
+    assert not npu[2].get("runs_with_next") and npu[2]["program"]
+    for first, second in zip(npu, npu[1:]):
+        # The tensor between them has no memory: neither writes nor reads it there.
+        assert first.get("y_resident") and second["layers"][0].get("x_resident")
+        assert first["layers"][0]["y_addr"] == second["layers"][0]["x_addr"] == 0
     runtime = Runtime(compiled, GoldenBackend(compiled.config, compiled.memory_bytes))
     session = onnxruntime_session(path)
     for _ in range(3):

@@ -16,7 +16,8 @@ from sw.kernels import (AddLayer, ConvLayer, GemmLayer, LayerError, candidate_ad
 from sw.simulator import NPUSimulator, pack_add_params
 from verif.golden import add_output
 from verif.npu_workloads import (MemoryImage, add_workload, conv_pair_layers, direct_conv_workload,
-                                 gemm_workload, resident_conv_pair_workload)
+                                 gemm_workload, residual_block_workload,
+                                 resident_conv_pair_workload)
 from verif.stimulus import int8_full_range
 
 
@@ -305,6 +306,24 @@ def test_an_add_follows_a_gemm_in_one_program_and_reads_its_output(seed):
                           -128, 127, False)
     np.testing.assert_array_equal(memory[gemm_out:gemm_out + n], x)
     np.testing.assert_array_equal(memory[layer.out_addr:layer.out_addr + n].view(np.int8), expected)
+
+
+@pytest.mark.parametrize("config", [ADD_MODE, NPUConfig(rows=4, cols=4, elementwise_add=True)],
+                         ids=["8x8", "4x4"])
+def test_a_residual_block_keeps_its_tensors_in_the_scratchpad(config, seed):
+    """Convolutions and an add in one program, every tensor between them in the
+    scratchpad (verif.npu_workloads.residual_block_workload): a 1 x 1 convolution reads a
+    tensor padded for a 3 x 3 one from inside its padding, the add runs over two padded
+    tensors and writes over one of them, and the next convolution fills the padding the
+    add overwrote. Against the layers' definitions in NumPy; only the last layer's output
+    and the first layer's input, weights and parameters cross the DMA."""
+    rng = np.random.default_rng(seed)
+    for unsigned in (False, True):
+        H, W, C, N = (int(v) for v in rng.integers(3, 12, size=4))
+        workload = residual_block_workload(config, rng, H, W, C, N, unsigned)
+        _run(config, workload, (H, W, C, N), None)
+        predicted = predict_program(config, workload.program, add=True)
+        assert predicted.dma_write_bytes == H * W * N, predicted
 
 
 def test_adds_that_cannot_run_are_refused_by_name():

@@ -79,7 +79,7 @@ def _program(blob):
 
 def _prediction(config, programs):
     """The cost model's (cycles, DRAM bytes) summed over ``programs``, pairs of a program
-    and whether it is an element-wise add's."""
+    and the instruction ranges of the element-wise adds in it (``sw.cost_model.predict``)."""
     cycles = dram = 0
     for program, add in programs:
         p = predict(config, program, add)
@@ -101,7 +101,7 @@ def _gemm_row(config, rng, index, M, K, N):
              names=[name for name, _, _ in workload.outputs],
              addrs=[addr for _, addr, _ in workload.outputs],
              **{f"expected{i}": want for i, (_, _, want) in enumerate(workload.outputs)})
-    cycles, dram = _prediction(config, [(workload.program, False)])
+    cycles, dram = _prediction(config, [(workload.program, [])])
     return dict(row, kind="image", image=str(path), memory_bytes=workload.image.next,
                 predicted_cycles=cycles, predicted_dram_bytes=dram)
 
@@ -118,7 +118,7 @@ def _model_row(config, row, index, model, inputs):
     session = onnxruntime_session(model)
     names = [output.name for output in session.get_outputs()]
     np.savez(f"{prefix}.expected.npz", **dict(zip(names, session.run(names, inputs))))
-    programs = [(_program(compiled.constants[step["program"]]), step["op"] == "npu_add")
+    programs = [(_program(compiled.constants[step["program"]]), step["add_ranges"])
                 for step in compiled.steps if step.get("program")]
     cycles, dram = _prediction(config, programs)
     return dict(row, kind="model", model=f"{prefix}.npu", inputs=f"{prefix}.inputs.npz",

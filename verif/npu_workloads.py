@@ -5,7 +5,7 @@ outputs are computed here with NumPy directly from the tensors (``verif.golden``
 the NPU simulator, so the simulator is checked too.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -15,14 +15,16 @@ from sw.asm import Program
 from sw.host_ops import qlinear_add_parameters
 from sw.kernels import (AddLayer, ConvLayer, GemmLayer, a_pitch, conv_pad_bytes, emit_add,
                         emit_conv, emit_gemm, im2col, pack_add_weights, pack_conv_weights,
-                        pack_depthwise_weights, pack_weights, resident_pair, emit_resident_pair)
+                        pack_depthwise_weights, pack_weights, resident_pair, emit_resident_pair,
+                        resident_tensor)
 from sw.simulator import pack_add_params, pack_channel_params
 from verif.golden import add_output, requantize
 from verif.stimulus import int8_full_range, random_channel_params
 
 
 __all__ = ["MemoryImage", "Workload", "gemm_workload", "conv_workload", "direct_conv_workload",
-           "conv_pair_layers", "resident_conv_pair_workload", "add_workload", "random_program"]
+           "conv_pair_layers", "resident_conv_pair_workload", "add_workload",
+           "residual_block_workload", "random_program"]
 
 
 class MemoryImage:
@@ -321,6 +323,87 @@ def add_workload(config, rng, n, unsigned, image=None, chunk_vectors=None):
                                f"add {n} {'uint8' if unsigned else 'int8'}")
     return _finish(config, image, emit_add(config, layer, chunk_vectors=chunk_vectors),
                    [output], 0)
+
+
+def _quantized_params(rng, N, unsigned, zero_point, fan_in):
+    """Random channel parameters whose outputs are one quantized tensor: ``unsigned`` (uint8,
+    else int8) with ``zero_point``, some channels clamped at it (a ReLU); biases and
+    multipliers that spread full-range products of ``fan_in`` terms over a few dozen
+    levels, so that few outputs saturate and a layer after it sees every error."""
+    qmin, qmax = (0, 255) if unsigned else (-128, 127)
+    spread = 40 / (5000 * np.sqrt(fan_in)) * rng.uniform(0.5, 2, size=N)
+    return {"bias": rng.integers(-2**12, 2**12, size=N).astype(np.int64),
+            "multiplier": spread.astype(np.float32),
+            "zero_point": np.full(N, zero_point, np.int64), "unsigned": np.full(N, unsigned),
+            "clamp_lo": np.where(rng.random(N) < 0.5, qmin, zero_point).astype(np.int64),
+            "clamp_hi": np.full(N, qmax, np.int64)}
+
+
+def residual_block_workload(config, rng, H, W, C, N, unsigned, image=None):
+    """A residual block in one program with every tensor between its layers kept in the
+    scratchpad, as the compiler plans a run (``sw.compiler._Compiler.plan_run``): a 3 × 3
+    convolution of the input (``C`` channels, from memory) writes ``t`` into the
+    scratchpad, padded by one pixel on each side; a 1 × 1 convolution reads ``t`` there
+    (its own padding is none: it reads from inside the padded layout) and writes ``u`` in
+    the same layout; the add mode adds ``t`` and ``u`` over the whole layout (padding too)
+    into ``t``'s place; a 3 × 3 convolution fills that tensor's padding again, reads it
+    and stores its ``N`` channels. The activations are uint8 with ``unsigned``, else int8;
+    every tensor has its own zero point and scale. The expected output comes from the
+    layers' definitions in NumPy."""
+    image = image or MemoryImage()
+    dtype = np.uint8 if unsigned else np.int8
+    qmin, qmax = (0, 255) if unsigned else (-128, 127)
+    offset = 128 if unsigned else 0
+    x = rng.integers(qmin, qmax + 1, size=(C, H, W))
+    zero_x, zero_t, zero_u = (int(z) for z in rng.integers(qmin, qmax + 1, size=3))
+    conv1, t = _direct_conv(config, image, rng, x, zero_x, N, (3, 3), (1, 1), (1, 1, 1, 1),
+                            unsigned, False, False, _quantized_params(rng, N, unsigned, zero_t, 9 * C))
+    t = t.reshape(H, W, N)
+    conv2, u = _direct_conv(config, image, rng, t.transpose(2, 0, 1), zero_t, N, (1, 1), (1, 1),
+                            (0, 0, 0, 0), unsigned, False, False,
+                            _quantized_params(rng, N, unsigned, zero_u, N))
+    u = u.reshape(H, W, N)
+    while True:
+        # The sum's scale at least the operands': few sums saturate, so that the next
+        # layer sees every error.
+        scales = np.exp2(rng.uniform(-8, -4, size=3)).astype(np.float32)
+        scales[2] = np.float32(max(scales[:2]) * rng.uniform(1, 2))
+        zero_v = int(rng.integers(qmin, qmax + 1))
+        ratio_x, ratio_y, fixed = qlinear_add_parameters(
+            scales[0], dtype(zero_t), scales[1], dtype(zero_u), scales[2], dtype(zero_v))
+        if add_mode_unsupported(fixed, ratio_x, ratio_y) is None:
+            break
+    clamp_lo = zero_v if rng.integers(2) else qmin
+    v = add_output(-256 * (t - offset) + (u - offset), fixed, ratio_x, ratio_y, clamp_lo, qmax,
+                   unsigned)
+    conv3, out = _direct_conv(config, image, rng, v.transpose(2, 0, 1), zero_v, N, (3, 3),
+                              (1, 1), (1, 1, 1, 1), unsigned, False, False,
+                              _quantized_params(rng, N, unsigned, zero_u, 9 * N))
+
+    # t at the bottom, u above it, the layers' buffers in the rest.
+    S = config.scratchpad_bytes
+    t_tensor = resident_tensor(config, 0, H, W, N, (1, 1, 1, 1))
+    u_tensor = replace(t_tensor, addr=-(-t_tensor.size // 64) * 64)
+    base = -(-(u_tensor.addr + u_tensor.size) // 1024) * 1024
+    window = (base, (S - base) // 1024 * 1024)
+    conv1 = replace(conv1, y_resident=t_tensor, window=window)
+    conv2 = replace(conv2, x_resident=t_tensor, y_resident=u_tensor, window=window)
+    conv2.pad_addr = image.place(np.full(conv_pad_bytes(config, conv2), zero_t).astype(dtype))
+    add = AddLayer(t_tensor.size, weight_addr=image.place(pack_add_weights(config)),
+                   param_addr=image.place(pack_add_params(config, config.cols, fixed, ratio_x,
+                                                          ratio_y, clamp_lo, qmax, unsigned)),
+                   unsigned=unsigned, name="residual add", x_resident=t_tensor,
+                   y_resident=u_tensor, out_resident=t_tensor, window=window)
+    conv3 = replace(conv3, x_resident=t_tensor, window=window)
+    conv3.pad_addr = image.place(np.full(conv_pad_bytes(config, conv3), zero_v).astype(dtype))
+    conv3.y_addr = image.reserve(H * W * N)
+    program = emit_conv(config, conv1)
+    emit_conv(config, conv2, program)
+    emit_add(config, add, program)
+    emit_conv(config, conv3, program)
+    expected = (out & 0xFF).astype(np.uint8).reshape(-1)
+    return _finish(config, image, program, [("residual block", conv3.y_addr, expected)],
+                   sum(_conv_macs(layer) for layer in (conv1, conv2, conv3)))
 
 
 def random_program(config, rng, layers=3, scale=1.0):

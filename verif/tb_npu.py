@@ -24,7 +24,8 @@ from sw.kernels import ConvLayer, candidate_conv_plans
 from sw.simulator import NPUSimulator
 from verif.npu_workloads import (MemoryImage, Workload, add_workload, conv_workload,
                                  direct_conv_workload, conv_pair_layers, gemm_workload,
-                                 random_program, resident_conv_pair_workload)
+                                 random_program, residual_block_workload,
+                                 resident_conv_pair_workload)
 from verif.runner import BUILD
 from verif.tb_util import start_clock_and_reset, tb_params, tb_rng
 
@@ -214,13 +215,16 @@ async def conv_layers(dut):
 async def elementwise_adds(dut):
     """QLinearAdds in the output stage's add mode (``hw.add_stage``): uint8 over the
     compiler's chunks, and int8 in chunks of 8 vectors, so that many emitting MATMULs go
-    through the add stage back to back; random pauses."""
+    through the add stage back to back; a residual block in one program, its tensors kept
+    in the scratchpad; random pauses."""
     bench = NPUBench(dut)
     await bench.start(pause=0.1)
     workloads = [
         ("add uint8", add_workload(bench.config, bench.rng, 3001, unsigned=True)),
         ("add int8, chunks of 8 vectors", add_workload(bench.config, bench.rng, 1000,
-                                                        unsigned=False, chunk_vectors=8))]
+                                                        unsigned=False, chunk_vectors=8)),
+        ("residual block, tensors in the scratchpad", residual_block_workload(
+            bench.config, bench.rng, 7, 6, 5, 8, unsigned=True))]
     for name, workload in workloads:
         status = await bench.run(workload)
         bench.report(name, workload, status)
