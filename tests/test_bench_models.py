@@ -3,6 +3,7 @@ reference models have their published layers and MAC counts, and the one-layer m
 bench runs give onnxruntime's outputs through the compiler and the golden runtime."""
 
 import numpy as np
+import onnx
 import pytest
 
 from hw.config import DEFAULT_CONFIG
@@ -68,3 +69,31 @@ def test_resnet8_end_to_end_matches_onnxruntime(tmp_path):
     assert "stage1.conv1_quant" in direct and "stage1.conv2_quant" in direct, direct
     runtime = Runtime(compiled, GoldenBackend(DEFAULT_CONFIG, compiled.memory_bytes))
     np.testing.assert_array_equal(runtime.infer_sync({name: x})["logits"], want)
+
+
+def test_resnet8_with_the_add_mode_keeps_its_activations_on_chip(seed, tmp_path):
+    """With the add mode, ResNet-8 runs on the NPU as one program up to its pooling, every
+    activation between its layers kept in the scratchpad: bit-exact with onnxruntime on a
+    random input, and the DMA (the golden NPU's counters) moves at most 1.5 times the
+    compulsory bytes (every initializer of the model, its input and its output once)."""
+    from verif.random_models import quantize
+
+    rng = np.random.default_rng(seed)
+    path = quantize(bench_models.resnet8(rng), tmp_path / "resnet8_int8.onnx", rng,
+                    quant_format="QOperator", per_channel=True)
+    config = DEFAULT_CONFIG.with_(elementwise_add=True)
+    compiled = compile_model(str(path), config)
+    npu = [step for step in compiled.steps if step["op"] in ("gemm", "npu_add")]
+    assert [step["op"] for step in npu].count("npu_add") == 3
+    assert all(step.get("runs_with_next") for step in npu[:-2]), [s["node"] for s in npu]
+    model = onnx.load(path)
+    compulsory = sum(onnx.numpy_helper.to_array(init).nbytes for init in model.graph.initializer) \
+        + 3 * 32 * 32 + 10
+    session = onnxruntime_session(path)
+    name = session.get_inputs()[0].name
+    runtime = Runtime(compiled, GoldenBackend(config, compiled.memory_bytes), config)
+    x = (rng.standard_normal((1, 3, 32, 32)) * rng.uniform(0.5, 2)).astype(np.float32)
+    np.testing.assert_array_equal(runtime.infer_sync({name: x})["logits"],
+                                  session.run(None, {name: x})[0])
+    moved = runtime.stats.counters["dma_read_bytes"] + runtime.stats.counters["dma_write_bytes"]
+    assert moved <= 1.5 * compulsory, (moved, compulsory)
