@@ -19,8 +19,8 @@ with per-tensor constant scales and zero points run in the output stage's add mo
 :meth:`_Compiler.add_mode_refusal`). Consecutive NPU steps (direct convolutions and adds)
 may run as one program, a *run*, the tensors between them kept in the scratchpad rather
 than stored and loaded again (:meth:`_Compiler.plan_run`): with the add mode, a whole
-residual network runs so, its activations never leaving the chip. Pooling, the other additions and the
-quantize/dequantize at the edges run on the host with onnxruntime's arithmetic
+residual network runs so, its activations never leaving the chip. Pooling, the other
+additions and the quantize/dequantize at the edges run on the host with onnxruntime's arithmetic
 (``sw.host_ops``). Scales and zero points may be constants or graph inputs: they are
 resolved at run time, so the requantization multipliers are computed exactly as
 onnxruntime computes them.
@@ -42,7 +42,7 @@ from sw import host_ops
 from sw.asm import Program
 from sw.kernels import (AddLayer, ConvLayer, GemmLayer, LayerError, a_pitch, conv_k_tiles,
                         conv_pad_bytes, emit_add, emit_conv, emit_gemm, param_bytes, plan_add,
-                        predict_program, preferred, resident_tensor, weight_bytes,
+                        predict_layer, predict_program, preferred, resident_tensor, weight_bytes,
                         LOWERING_TOLERANCE)
 from sw.npu_file import CompiledModel
 
@@ -468,6 +468,15 @@ class _Compiler:
                     program_addr=self.memory.alloc(len(code), INSTRUCTION_BYTES))
         self.constants[step["program"]] = np.frombuffer(code, np.uint8)
 
+    def im2col_between_npu_steps(self):
+        """Whether a convolution on the host's im2col reads what an NPU step computes (it
+        then keeps the NPU steps around it from one run)."""
+        computed = {step["y"] if step["op"] == "gemm" else step["y"]["tensor"]
+                    for step in self.steps if step["op"] in ("gemm", "npu_add")}
+        return any(step["op"] == "gemm" and step["kind"] == "conv" and
+                   not step["layers"][0].get("direct") and step["a"]["tensor"] in computed
+                   for step in self.steps)
+
     def run_member(self, step):
         """The :class:`_RunMember` of ``step`` if it may join a run, else None."""
         y = step.get("y")
@@ -608,7 +617,7 @@ class _Compiler:
                     layer = replace(member.layer, x_resident=tensors_at.get(member.inputs[0]),
                                     y_resident=tensors_at.get(member.output), window=window)
                     emit_conv(config, layer, together)
-                    apart.append(predict_program(config, emit_conv(config, member.layer)))
+                    apart.append(predict_layer(config, member.layer))
             except LayerError:
                 return cut(max(k, 1))
         alone = apart[0]
@@ -646,7 +655,7 @@ class _Compiler:
         (:data:`sw.kernels.LOWERING_TOLERANCE`)."""
         conv = self.conv_layer(a_shape, b_shape, attrs, a_dtype, out_int32, name)
         try:
-            direct = predict_program(self.config, emit_conv(self.config, conv))
+            direct = predict_layer(self.config, conv)
         except LayerError:
             return False
         layer = layers[0]
@@ -654,7 +663,7 @@ class _Compiler:
         gemm = GemmLayer(layer["M"], K, layer["N"], 0, 0, 0, 0, act_flip=a_dtype == "uint8",
                          out_int32=out_int32, name=name, a_pitch=a_pitch(self.config, K))
         try:
-            one_group = predict_program(self.config, emit_gemm(self.config, gemm))
+            one_group = predict_layer(self.config, gemm)
         except LayerError:
             return True
         groups = 1 if not conv.depthwise else attrs["group"]
@@ -1093,19 +1102,18 @@ def compile_model(model, config=DEFAULT_CONFIG, source=None):
     # Runs of steps as one program, tensors kept in the scratchpad between them; a
     # convolution on the host's im2col cannot join one, so the network is also tried with
     # every convolution run directly, and the cost model chooses.
-    options = []
-    for choice in (lowerings, {name: True for name in compiler.lowering_options}):
-        if options and choice == lowerings:
-            continue
-        trial = _Compiler(model, config, source, choice)
-        trial.run()
-        residency = trial.plan_residency()
+    options = [(compiler, lowerings)]
+    if compiler.im2col_between_npu_steps():
+        direct = {name: True for name in compiler.lowering_options}
+        options.append((_Compiler(model, config, source, direct), direct))
+        options[-1][0].run()
+    for index, (option, choice) in enumerate(options):
+        residency = option.plan_residency()
         if residency.runs:
-            trial = _Compiler(model, config, source, choice, residency)
-            trial.run()
-        options.append(trial)
-    compiler = options[0] if len(options) == 1 else \
-        options[preferred([_network_prediction(option) for option in options], LOWERING_TOLERANCE)]
+            options[index] = (_Compiler(model, config, source, choice, residency), choice)
+            options[index][0].run()
+    compiler = options[0][0] if len(options) == 1 else options[preferred(
+        [_network_prediction(option) for option, _ in options], LOWERING_TOLERANCE)][0]
 
     def describe(value):
         entry = {"name": value.name, "shape": list(compiler.shapes[value.name]),

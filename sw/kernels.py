@@ -63,7 +63,7 @@ __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
            "plan_conv", "emit_conv", "resident_pair", "emit_resident_pair", "ResidentTensor",
            "resident_tensor",
            "preferred", "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE", "AddLayer",
-           "pack_add_weights", "candidate_add_chunks", "plan_add", "emit_add"]
+           "pack_add_weights", "candidate_add_chunks", "plan_add", "emit_add", "predict_layer"]
 
 
 class LayerError(ValueError):
@@ -331,10 +331,21 @@ def preferred(predictions, tolerance=CYCLE_TOLERANCE):
 
 
 def predict_program(config, program, add=False):
-    """:func:`sw.cost_model.predict` of ``program`` with its END."""
+    """:func:`sw.cost_model.predict` of ``program`` with its END, remembered for the
+    program's instructions (a compilation predicts some programs more than once)."""
     from sw.cost_model import predict
 
-    return predict(config, Program().extend(program).end(), add)
+    words = program.words[:-1] if program.words[-1:] == Program().end().words else program.words
+    key = (config, tuple(words), repr(add))
+    if key not in _predicted:
+        if len(_predicted) > 4096:
+            _predicted.clear()
+        _predicted[key] = predict(config, Program().extend(program).end(), add)
+    return _predicted[key]
+
+
+#: Predictions already made, by configuration, instructions and adds.
+_predicted = {}
 
 
 #: Plans already chosen, by configuration and layer shape (addresses and names aside).
@@ -812,6 +823,20 @@ def _slices(config, layer, k_tiles):
                     y_addr=layer.y_addr + n0 * out_bytes,
                     y_pitch=layer.y_pitch or layer.N * out_bytes)
             for n0 in range(0, layer.N, slice_n)]
+
+
+def predict_layer(config, layer):
+    """The :func:`predict_program` of ``layer`` (a :class:`GemmLayer` or :class:`ConvLayer`)
+    emitted alone with its chosen plan: that plan's remembered prediction when the layer is
+    one slice, without emitting it again."""
+    conv = isinstance(layer, ConvLayer)
+    emit = emit_conv if conv else emit_gemm
+    k_tiles = conv_k_tiles(config, layer) if conv else -(-layer.K // config.rows)
+    depthwise_refused = conv and layer.depthwise and layer.N > config.channel_depth * config.cols
+    if len(_slices(config, layer, k_tiles)) == 1 and not depthwise_refused:
+        return _best_plan(config, layer, candidate_conv_plans if conv else candidate_plans,
+                          emit)[1]
+    return predict_program(config, emit(config, layer))
 
 
 def emit_gemm(config, layer, program=None, plan=None):
