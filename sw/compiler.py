@@ -37,13 +37,13 @@ from onnx import numpy_helper
 
 from hw.add_stage import add_mode_unsupported
 from hw.config import DEFAULT_CONFIG
-from hw.isa import INSTRUCTION_BYTES, slot_bytes
+from hw.isa import INSTRUCTION_BYTES
 from sw import host_ops
 from sw.asm import Program
 from sw.kernels import (AddLayer, ConvLayer, GemmLayer, LayerError, a_pitch, conv_k_tiles,
                         conv_pad_bytes, emit_add, emit_conv, emit_gemm, param_bytes, plan_add,
-                        predict_layer, predict_program, preferred, resident_tensor, weight_bytes,
-                        LOWERING_TOLERANCE)
+                        predict_layer, predict_program, preferred, resident_tensor,
+                        tiles_fill_slots, weight_bytes, LOWERING_TOLERANCE)
 from sw.npu_file import CompiledModel
 
 
@@ -471,8 +471,8 @@ class _Compiler:
     def im2col_between_npu_steps(self):
         """Whether a convolution on the host's im2col reads what an NPU step computes (it
         then keeps the NPU steps around it from one run)."""
-        computed = {step["y"] if step["op"] == "gemm" else step["y"]["tensor"]
-                    for step in self.steps if step["op"] in ("gemm", "npu_add")}
+        computed = {self.output_of(step) for step in self.steps
+                    if step["op"] in ("gemm", "npu_add")}
         return any(step["op"] == "gemm" and step["kind"] == "conv" and
                    not step["layers"][0].get("direct") and step["a"]["tensor"] in computed
                    for step in self.steps)
@@ -537,14 +537,13 @@ class _Compiler:
         computation, an add's result over an operand it is the last to read, and each
         step plans its buffers in the largest gap that is left."""
         config = self.config
-        R, C = config.rows, config.cols
         if len(run) < 2:
             return
         inside = set(run)
         tensors = [members[i].output for i in run]
         kept = {t for t, i in zip(tensors, run) if t not in outputs and readers.get(t) and
-                set(readers[t]) <= inside and R == C == slot_bytes(R) and
-                members[i].shape[2] <= config.channel_depth * C}
+                set(readers[t]) <= inside and tiles_fill_slots(config) and
+                members[i].shape[2] <= config.channel_depth * config.cols}
 
         def cut(at):
             self.plan_run(run[:at], members, readers, outputs, residency)
@@ -620,10 +619,7 @@ class _Compiler:
                     apart.append(predict_layer(config, member.layer))
             except LayerError:
                 return cut(max(k, 1))
-        alone = apart[0]
-        for prediction in apart[1:]:
-            alone = alone + prediction
-        if preferred([alone, predict_program(config, together, add=adds)],
+        if preferred([sum(apart[1:], apart[0]), predict_program(config, together, add=adds)],
                      LOWERING_TOLERANCE) != 1:
             return cut(len(run) // 2)
         residency.runs.append(tensors)

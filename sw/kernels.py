@@ -61,7 +61,7 @@ __all__ = ["GemmLayer", "ConvLayer", "GemmPlan", "LayerError", "pack_weights",
            "param_bytes", "conv_pad_bytes",
            "conv_k_tiles", "candidate_plans", "plan_gemm", "emit_gemm", "candidate_conv_plans",
            "plan_conv", "emit_conv", "resident_pair", "emit_resident_pair", "ResidentTensor",
-           "resident_tensor",
+           "resident_tensor", "tiles_fill_slots",
            "preferred", "predict_program", "CYCLE_TOLERANCE", "LOWERING_TOLERANCE", "AddLayer",
            "pack_add_weights", "candidate_add_chunks", "plan_add", "emit_add", "predict_layer"]
 
@@ -194,6 +194,12 @@ class ResidentTensor:
         """(top, left, bottom, right) padding around an image of ``height × width`` pixels."""
         return (self.top, self.left, self.padded_rows - self.top - height,
                 self.line // self.pixel - self.left - width)
+
+
+def tiles_fill_slots(config):
+    """Whether an output tile fills exactly one activation slot (a square power-of-two
+    array), which keeping tensors in the scratchpad between layers needs."""
+    return config.rows == config.cols == slot_bytes(config.rows)
 
 
 def resident_tensor(config, addr, height, width, channels, pads):
@@ -335,7 +341,7 @@ def predict_program(config, program, add=False):
     program's instructions (a compilation predicts some programs more than once)."""
     from sw.cost_model import predict
 
-    words = program.words[:-1] if program.words[-1:] == Program().end().words else program.words
+    words = program.words[:-1] if program.words[-1:] == _END else program.words
     key = (config, tuple(words), repr(add))
     if key not in _predicted:
         if len(_predicted) > 4096:
@@ -346,10 +352,18 @@ def predict_program(config, program, add=False):
 
 #: Predictions already made, by configuration, instructions and adds.
 _predicted = {}
+#: The words of an ``END``, which a program's key leaves out.
+_END = Program().end().words
 
 
 #: Plans already chosen, by configuration and layer shape (addresses and names aside).
 _chosen = {}
+
+
+def _shape_key(config, layer):
+    """The key of ``layer`` in :data:`_chosen`: its fields but its memory addresses and name."""
+    addresses = ("a_addr", "x_addr", "y_addr", "pad_addr", "weight_addr", "param_addr", "out_addr")
+    return (config, repr(replace(layer, name="", **{f: 0 for f in addresses if hasattr(layer, f)})))
 
 
 def _best_plan(config, layer, candidates, emit):
@@ -357,10 +371,7 @@ def _best_plan(config, layer, candidates, emit):
     ``candidates(config, layer)``, each emitted by ``emit(config, layer, plan=plan)``.
     The choice is remembered for the layer's shape: where its tensors live hardly changes
     the predictions."""
-    shape = replace(layer, **{f: 0 for f in ("a_addr", "x_addr", "pad_addr", "weight_addr",
-                                              "param_addr", "y_addr") if hasattr(layer, f)},
-                    name="")
-    key = (config, repr(shape))
+    key = _shape_key(config, layer)
     if key in _chosen:
         return _chosen[key]
     tried = []
@@ -730,7 +741,7 @@ def resident_pair(config, first, second):
     fills one activation slot)."""
     R, C = config.rows, config.cols
     S = config.scratchpad_bytes
-    if not R == C == slot_bytes(R):
+    if not tiles_fill_slots(config):
         raise LayerError(f"{second.name}: keeping its input in the scratchpad needs a square "
                          f"power-of-two array")
     if (second.H, second.W, second.C) != (first.OH, first.OW, first.N) or first.out_int32 \
@@ -832,8 +843,7 @@ def predict_layer(config, layer):
     conv = isinstance(layer, ConvLayer)
     emit = emit_conv if conv else emit_gemm
     k_tiles = conv_k_tiles(config, layer) if conv else -(-layer.K // config.rows)
-    depthwise_refused = conv and layer.depthwise and layer.N > config.channel_depth * config.cols
-    if len(_slices(config, layer, k_tiles)) == 1 and not depthwise_refused:
+    if len(_slices(config, layer, k_tiles)) == 1:
         return _best_plan(config, layer, candidate_conv_plans if conv else candidate_plans,
                           emit)[1]
     return predict_program(config, emit(config, layer))
@@ -992,8 +1002,7 @@ def _emit_tiled(config, layer, operand, plan, program):
 
     def stores(u):
         if resident_output:
-            # Nothing to store: the unit's tokens still pass, as the store engine's SYNC.
-            return [dict(opcode=Opcode.SYNC, engine=Engine.STORE, pop_prev=1, push_prev=1)]
+            return _passing_store()
         b, g = units[u]
         m0, rows = blocks[b]
         group = groups[g]
@@ -1038,6 +1047,12 @@ def _emit_tiled(config, layer, operand, plan, program):
 
     _barrier(program, min(2, len(units)), min(2, len(fresh)))
     return program
+
+
+def _passing_store():
+    """The store of results that stay in the scratchpad: nothing to store, but the store
+    engine's ``SYNC`` passes the tokens a store would."""
+    return [dict(opcode=Opcode.SYNC, engine=Engine.STORE, pop_prev=1, push_prev=1)]
 
 
 def _append(program, instructions):
@@ -1110,8 +1125,7 @@ def _add_limits(config, layer):
     if layer.n < 1:
         raise LayerError(f"{layer.name}: an add of no elements")
     resident = [t for t in (layer.x_resident, layer.y_resident, layer.out_resident) if t]
-    if resident and not (config.rows == config.cols == slot_bytes(config.rows)
-                         and all(t.size == layer.n for t in resident)
+    if resident and not (tiles_fill_slots(config) and all(t.size == layer.n for t in resident)
                          and (layer.x_resident is None) == (layer.y_resident is None)):
         raise LayerError(f"{layer.name}: its tensors cannot stay in the scratchpad")
     # A chunk of X and one of Y fill an activation buffer; its results one output buffer.
@@ -1135,10 +1149,9 @@ def candidate_add_chunks(config, layer):
 
 def plan_add(config, layer):
     """Vectors per chunk of ``layer``: the :func:`preferred` of :func:`candidate_add_chunks`
-    by the predictions of :mod:`sw.cost_model`, remembered for the configuration and ``n``;
-    raises :class:`LayerError` if the add cannot run."""
-    key = (config, repr(replace(layer, x_addr=0, y_addr=0, weight_addr=0, param_addr=0,
-                                out_addr=0, name="")))
+    by the predictions of :mod:`sw.cost_model`, remembered for the configuration and the
+    layer's shape (its ``n``, where its tensors are kept and its window); raises :class:`LayerError` if the add cannot run."""
+    key = _shape_key(config, layer)
     if key not in _chosen:
         chunks = candidate_add_chunks(config, layer)
         predictions = [predict_program(config, emit_add(config, layer, chunk_vectors=chunk), add=True)
@@ -1217,7 +1230,7 @@ def emit_add(config, layer, program=None, chunk_vectors=None):
 
     def stores(c):
         if Out is not None:
-            return [dict(opcode=Opcode.SYNC, engine=Engine.STORE, pop_prev=1, push_prev=1)]
+            return _passing_store()
         e0, count = chunks[c]
         out = _vector_transfers(Opcode.STORE, layer.out_addr + e0, out_buffers[c % 2], count,
                                 lanes, weight_slot)

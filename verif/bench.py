@@ -218,10 +218,12 @@ def main(argv=None):
     runnable = [row for row in rows if "kind" in row]
     memory_bytes = memory_size(runnable)
     # One NPU per configuration the rows need (the default's first).
+    batches = {}
+    for row in runnable:
+        batches.setdefault(json.dumps(row.get("changes", {}), sort_keys=True), []).append(row)
     measured = {}
-    for changes in {json.dumps(row.get("changes", {}), sort_keys=True): None for row in runnable}:
+    for changes, batch in batches.items():
         built = config.with_(**json.loads(changes))
-        batch = [row for row in runnable if json.dumps(row.get("changes", {}), sort_keys=True) == changes]
         raw = OUT / f"rtl_{built.config_id():08x}.json"
         simulate(BenchTop(built, memory_bytes),
                  name="bench_top" if built == config else f"bench_top_{built.config_id():08x}",
