@@ -17,7 +17,7 @@ sim:  ## the main job: GEMMs and a conv layer through the array and the whole NP
 	$(PYTHON) -m verif.sim $(if $(filter 1,$(WAVES)),--waves,) $(if $(SEED),--seed $(SEED),)
 
 test:  ## the full regression, in parallel (SEED=n reproduces a run, WAVES=1 writes VCD)
-	$(PYTHON) -m pytest -n auto --durations=8 $(PYTEST_SEED) $(PYTEST_WAVES) tests
+	$(PYTHON) -m pytest -n auto --maxschedchunk 1 --durations=8 $(PYTEST_SEED) $(PYTEST_WAVES) tests
 
 lint:  ## Verilator lint of the generated Verilog (waivers: verif/verilator_waivers.vlt)
 	$(PYTHON) -m verif.lint

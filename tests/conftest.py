@@ -27,7 +27,9 @@ def waves(request):
 
 
 #: The longest simulations (minutes each), in this order before every other test, so that
-#: the parallel workers finish together instead of one of them ending the run alone.
+#: the parallel workers finish together instead of one of them ending the run alone. The
+#: workers take one test at a time (``make test`` passes ``--maxschedchunk 1``): with
+#: pytest-xdist's default chunks, the first worker got all of these at once.
 LONGEST_FIRST = ("test_host_link.py", "test_npu.py", "test_rtl_runtime.py", "test_dma.py",
                  "test_matrix_unit.py", "test_output_stage.py", "test_small_npu.py")
 
