@@ -9,7 +9,9 @@ Runs Yosys and nextpnr from PyPI (YoWASP) through Amaranth's ``platform.build()`
   configuration (``asdict(config)`` and its ``config_id``);
 * the tools' own outputs: ``top.rpt`` (Yosys log), ``top.tim`` (nextpnr log, with the
   critical path), ``nextpnr.json`` (nextpnr's ``--report``), ``stat.json`` (Yosys
-  ``stat`` after synthesis).
+  ``stat`` after synthesis), and ``tools.log``: what the tools print on the terminal,
+  kept out of the user's, since a tool that crashes prints a traceback there (YoWASP's
+  Yosys does when its WebAssembly stack runs out in ABC9).
 
 Exits with status 1 and one message on stderr when the design does not fit, the tools
 fail, or timing is not met (the report is still written in the last case). A build whose
@@ -218,9 +220,15 @@ def _utilization(log):
             in re.findall(r"(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", log)}
 
 
+#: The build script's standard output and error, in the build directory.
+TOOLS_LOG = "tools.log"
+
+
 def explain_failure(build_dir):
     """Why the tools stopped: the resources the design overflows (from nextpnr's
-    utilisation table), else the first ``ERROR`` line of the nextpnr or Yosys log."""
+    utilisation table), else the first ``ERROR`` line of the nextpnr or Yosys log, else
+    the last line the tools printed (:data:`TOOLS_LOG`: a crash's traceback ends with its
+    cause)."""
     for log in ("top.tim", "top.rpt"):
         path = build_dir / log
         if not path.exists():
@@ -235,6 +243,11 @@ def explain_failure(build_dir):
         for line in text.splitlines():
             if "ERROR" in line:
                 return f"{line.strip()} (see {path})"
+    path = build_dir / TOOLS_LOG
+    lines = path.read_text(errors="replace").split("\n") if path.exists() else []
+    printed = [line.strip() for line in lines if line.strip()]
+    if printed:
+        return f"{printed[-1]} (see {path})"
     return f"see the logs in {build_dir}"
 
 
@@ -251,11 +264,14 @@ def run_tools(build_dir, target_mhz, route_anyway=False, poll_seconds=2.0):
     """Run the build script Amaranth extracted in ``build_dir``, watching nextpnr's log
     (``top.tim``). Returns None when the script completes, or the placement estimate when
     it is below :data:`ROUTE_MARGIN` of ``target_mhz`` (unless ``route_anyway``): the
-    tools are stopped then, before routing. Raises :class:`subprocess.CalledProcessError`
+    tools are stopped then, before routing. What the tools print goes to
+    :data:`TOOLS_LOG`. Raises :class:`subprocess.CalledProcessError`
     when the script fails."""
     log = Path(build_dir) / "top.tim"
     log.unlink(missing_ok=True)
-    process = subprocess.Popen(["sh", "build_top.sh"], cwd=build_dir, start_new_session=True)
+    with open(Path(build_dir) / TOOLS_LOG, "wb") as printed:
+        process = subprocess.Popen(["sh", "build_top.sh"], cwd=build_dir, stdout=printed,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
         while process.poll() is None:
             time.sleep(poll_seconds)

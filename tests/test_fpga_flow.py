@@ -216,6 +216,21 @@ def test_does_not_fit_message(tmp_path):
     assert explain_failure(tmp_path).startswith("ERROR: something else")
 
 
+def test_a_tool_that_crashes_is_explained_by_its_last_line(tmp_path):
+    """A crash's traceback stays in tools.log; the message is its cause, in one line."""
+    (tmp_path / "top.rpt").write_text("2.52.24.5. Executing ABC9.\n")
+    (tmp_path / "build_top.sh").write_text(
+        "echo 'Traceback (most recent call last):' >&2\n"
+        "echo '    raise WasmtimeError' >&2\n"
+        "echo '    wasm trap: call stack exhausted' >&2\n"
+        "echo '' >&2\n"
+        "exit 1\n")
+    with pytest.raises(subprocess.CalledProcessError):
+        run_tools(tmp_path, 100.0, poll_seconds=0.1)
+    assert explain_failure(tmp_path) == (
+        f"wasm trap: call stack exhausted (see {tmp_path / 'tools.log'})")
+
+
 def test_clock_override_sets_the_pll_target_and_the_uart_divisor():
     board = with_clock(BOARDS["ulx3s"], 50)
     assert board.clock_hz == 50_000_000
