@@ -23,7 +23,6 @@ nothing on the engine it names, so it only moves tokens. ``END`` ends the progra
 NPU is done once every engine has finished everything before it.
 """
 
-import functools
 
 from amaranth import unsigned
 from amaranth.lib import data, enum
@@ -164,41 +163,46 @@ def _fields(layout, prefix=""):
             yield f"{prefix}{name}", field.offset, field.width
 
 
-@functools.cache
-def _field_table(opcode):
-    """{dotted name: (offset, width)} of ``opcode``'s layout, computed once."""
-    return {name: (offset, width) for name, offset, width in _fields(LAYOUTS[opcode])}
+#: The opcode of each value, and {dotted name: (offset, width)} of its layout. The
+#: compiler encodes and the cost model decodes hundreds of thousands of instructions per
+#: network, so neither goes through ``Opcode(value)`` nor hashes an enum member.
+_OPCODE_OF = {opcode.value: opcode for opcode in Opcode}
+_FIELD_TABLES = {opcode.value: {name: (offset, width)
+                                for name, offset, width in _fields(LAYOUTS[opcode])}
+                 for opcode in Opcode}
+_FLAG_FIELDS = tuple((flag, f"header.{flag}")
+                     for flag in ("pop_prev", "pop_next", "push_prev", "push_next"))
 
 
 def encode(opcode, **fields):
     """The 128-bit integer of an instruction; header flags and fields by name."""
-    opcode = Opcode(opcode)
-    values = {"header.opcode": opcode.value}
-    for flag in ("pop_prev", "pop_next", "push_prev", "push_next"):
-        values[f"header.{flag}"] = int(fields.pop(flag, 0))
-    known = _field_table(opcode)
-    for name, value in fields.items():
-        if name not in known:
-            raise ValueError(f"{opcode.name} has no field {name!r}")
-        values[name] = int(getattr(value, "value", value))
+    value = getattr(opcode, "value", opcode)
+    opcode = _OPCODE_OF.get(value)
+    if opcode is None:
+        raise ValueError(f"{value!r} is not a valid Opcode")
+    known = _FIELD_TABLES[value]
+    flags = [(name, int(fields.pop(flag, 0))) for flag, name in _FLAG_FIELDS]
     word = 0
-    for name, value in values.items():
-        offset, width = known[name]
-        if not 0 <= value < 1 << width:
-            raise ValueError(f"{opcode.name}.{name} = {value} does not fit in {width} bits")
-        word |= value << offset
+    for name, field in [("header.opcode", value), *flags, *fields.items()]:
+        place = known.get(name)
+        if place is None:
+            raise ValueError(f"{opcode.name} has no field {name!r}")
+        offset, width = place
+        field = int(getattr(field, "value", field))
+        if not 0 <= field < 1 << width:
+            raise ValueError(f"{opcode.name}.{name} = {field} does not fit in {width} bits")
+        word |= field << offset
     return word
 
 
 def decode(word):
     """(Opcode, {field: value}) of a 128-bit instruction; raises ValueError if illegal."""
     code = word & 0xF
-    try:
-        opcode = Opcode(code)
-    except ValueError:
-        raise ValueError(f"unknown opcode {code}") from None
+    opcode = _OPCODE_OF.get(code)
+    if opcode is None:
+        raise ValueError(f"unknown opcode {code}")
     fields = {name: (word >> offset) & ((1 << width) - 1)
-              for name, (offset, width) in _field_table(opcode).items()}
+              for name, (offset, width) in _FIELD_TABLES[code].items()}
     return opcode, fields
 
 

@@ -85,10 +85,13 @@ def decode_cycles(config):
     return InstructionChecker.latency_of(config) + 1
 
 
-_NEIGHBOURS = {Engine.LOAD: (None, Engine.COMPUTE), Engine.COMPUTE: (Engine.LOAD, Engine.STORE),
-               Engine.STORE: (Engine.COMPUTE, None)}
-_ENGINE_OF = {Opcode.LOAD: Engine.LOAD, Opcode.STORE: Engine.STORE, Opcode.MATMUL: Engine.COMPUTE,
-              Opcode.CONFIG: Engine.COMPUTE}
+# Engines by their values: :func:`predict` runs once per plan the compiler weighs, over
+# hundreds of thousands of instructions per network, and hashing an enum member is slow.
+_LOAD, _COMPUTE, _STORE = Engine.LOAD.value, Engine.COMPUTE.value, Engine.STORE.value
+_ENGINES = (_LOAD, _COMPUTE, _STORE)
+_NEIGHBOURS = {_LOAD: (None, _COMPUTE), _COMPUTE: (_LOAD, _STORE), _STORE: (_COMPUTE, None)}
+_ENGINE_OF = {Opcode.LOAD: _LOAD, Opcode.STORE: _STORE, Opcode.MATMUL: _COMPUTE,
+              Opcode.CONFIG: _COMPUTE}
 
 
 @dataclass
@@ -111,7 +114,7 @@ def _instructions(program):
         opcode, fields = decode(word)
         if opcode is Opcode.END:
             break
-        engine = Engine(fields["engine"]) if opcode is Opcode.SYNC else _ENGINE_OF[opcode]
+        engine = fields["engine"] if opcode is Opcode.SYNC else _ENGINE_OF[opcode]
         out.append((opcode, engine, fields))
     return out
 
@@ -129,12 +132,13 @@ def predict(config, program, add=False):
     fetch_cost = max(decode_cycles(config), INSTRUCTION_BYTES // bus)
     emit_drain = drain(config)
     insns = _instructions(program)
-    per_engine = {e: [i for i, (_, engine, _) in enumerate(insns) if engine is e] for e in Engine}
-    position = {i: k for e in Engine for k, i in enumerate(per_engine[e])}
+    per_engine = {e: [i for i, (_, engine, _) in enumerate(insns) if engine == e]
+                  for e in _ENGINES}
+    position = {i: k for e in _ENGINES for k, i in enumerate(per_engine[e])}
     fetched = [None] * len(insns)        # cycle the instruction enters its queue
     dequeued = [None] * len(insns)       # cycle it leaves its queue
-    tokens = {(a, b): deque() for a in Engine for b in Engine}
-    free = {e: 0 for e in Engine}
+    tokens = {(a, b): deque() for a in _ENGINES for b in _ENGINES}
+    free = {e: 0 for e in _ENGINES}
     dma_free = 0                         # cycle the DMA's data path is free
     dma_done = 0                         # completion of the last descriptor
     dma_direction = None
@@ -145,7 +149,7 @@ def predict(config, program, add=False):
     outstanding = 0                      # completion cycle of the last emitting MATMUL
     pending_emit = False
     read = written = mac_cycles = dma_cycles = 0
-    heads = {e: 0 for e in Engine}
+    heads = {e: 0 for e in _ENGINES}
     next_fetch, fetch_time = 0, 0
 
     while True:
@@ -167,7 +171,7 @@ def predict(config, program, add=False):
             # The engines' head instructions run in the order of their start cycles, so
             # that the DMA takes descriptors in the order the engines issue them.
             ready = []
-            for engine in Engine:
+            for engine in _ENGINES:
                 if heads[engine] == len(per_engine[engine]):
                     continue
                 index = per_engine[engine][heads[engine]]
@@ -180,11 +184,10 @@ def predict(config, program, add=False):
                 if any(not tokens[key] for key in need):
                     continue
                 start = max([fetched[index] + 1, free[engine]] + [tokens[key][0] for key in need])
-                ready.append((start, engine.value, index, need))
+                ready.append((start, engine, index, need))
             if not ready:
                 break
             start, engine, index, need = min(ready)
-            engine = Engine(engine)
             for key in need:
                 tokens[key].popleft()
             opcode, _, f = insns[index]
@@ -237,7 +240,7 @@ def predict(config, program, add=False):
                 outstanding = done
                 dequeued[index] = done
             else:               # SYNC
-                done = max(start, outstanding) + 1 if engine is Engine.COMPUTE else start + 1
+                done = max(start, outstanding) + 1 if engine == _COMPUTE else start + 1
                 dequeued[index] = done
             free[engine] = dequeued[index]
             if f["header.push_prev"]:
@@ -246,7 +249,7 @@ def predict(config, program, add=False):
                 tokens[(engine, nxt)].append(done + 1)
             heads[engine] += 1
             progressed = True
-        if next_fetch == len(insns) and all(heads[e] == len(per_engine[e]) for e in Engine):
+        if next_fetch == len(insns) and all(heads[e] == len(per_engine[e]) for e in _ENGINES):
             break
         if not progressed:
             raise ValueError("the program deadlocks")
