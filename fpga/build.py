@@ -244,7 +244,7 @@ def explain_failure(build_dir):
             if "ERROR" in line:
                 return f"{line.strip()} (see {path})"
     path = build_dir / TOOLS_LOG
-    lines = path.read_text(errors="replace").split("\n") if path.exists() else []
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
     printed = [line.strip() for line in lines if line.strip()]
     if printed:
         return f"{printed[-1]} (see {path})"

@@ -23,7 +23,6 @@ nothing on the engine it names, so it only moves tokens. ``END`` ends the progra
 NPU is done once every engine has finished everything before it.
 """
 
-
 from amaranth import unsigned
 from amaranth.lib import data, enum
 

@@ -42,7 +42,7 @@ from hw.fetcher import InstructionChecker
 from hw.matrix_unit import config_output_stage_latency
 from hw.scratchpad import Scratchpad
 from hw.systolic_array import SystolicArray
-from hw.isa import INSTRUCTION_BYTES, Engine, Opcode, decode
+from hw.isa import ENGINE_OF, INSTRUCTION_BYTES, Engine, Opcode, decode
 
 
 __all__ = ["Prediction", "predict", "predict_gemm", "compulsory_bytes"]
@@ -90,8 +90,7 @@ def decode_cycles(config):
 _LOAD, _COMPUTE, _STORE = Engine.LOAD.value, Engine.COMPUTE.value, Engine.STORE.value
 _ENGINES = (_LOAD, _COMPUTE, _STORE)
 _NEIGHBOURS = {_LOAD: (None, _COMPUTE), _COMPUTE: (_LOAD, _STORE), _STORE: (_COMPUTE, None)}
-_ENGINE_OF = {Opcode.LOAD: _LOAD, Opcode.STORE: _STORE, Opcode.MATMUL: _COMPUTE,
-              Opcode.CONFIG: _COMPUTE}
+_ENGINE_OF = {opcode: engine.value for opcode, engine in ENGINE_OF.items()}
 
 
 @dataclass
