@@ -53,6 +53,8 @@ class AXI4Memory(wiring.Component):
         AXI data width (the memory's word width).
     memory_bytes : int
         Size, a power of two and a multiple of ``data_width // 8``.
+    addr_width : int
+        AXI address width, at least ``log2(memory_bytes)``.
     spram : bool
         Build the memory from iCE40UP single-port RAMs (``SB_SPRAM256KA``, 16 K × 16 bits
         each, see :class:`ICE40SPRAM`) instead of ``lib.memory.Memory``, which Yosys does
@@ -61,7 +63,7 @@ class AXI4Memory(wiring.Component):
 
     Members
     -------
-    axi : ``In(AXI4Signature(data_width=data_width, addr_width=32, id_width=1))``
+    axi : ``In(AXI4Signature(data_width=data_width, addr_width=addr_width, id_width=1))``
         INCR bursts of the full data width (``AxSIZE`` = log2 bytes per beat; the NPU
         issues no others), unaligned first beats through ``WSTRB``. A beat outside the
         memory reads as zero with ``DECERR`` and is not written; a write burst with such
@@ -84,17 +86,21 @@ class AXI4Memory(wiring.Component):
     #: R beats buffered in block RAM: the reads in flight while ``RREADY`` is low.
     R_FIFO_DEPTH = 4
 
-    def __init__(self, data_width, memory_bytes, *, spram=False):
+    def __init__(self, data_width, memory_bytes, *, addr_width=32, spram=False):
         self.data_width = data_width
         self.spram = spram
         self.word_bytes = data_width // 8
         if memory_bytes < self.word_bytes or memory_bytes & (memory_bytes - 1):
             raise ValueError(f"memory_bytes must be a power of two of at least "
                              f"{self.word_bytes}, not {memory_bytes}")
+        if memory_bytes > 2**addr_width:
+            raise ValueError(f"a memory of {memory_bytes} bytes needs addresses of more than "
+                             f"{addr_width} bits")
         self.memory_bytes = memory_bytes
+        self.addr_width = addr_width
         self.read_latency = 1 if spram else 2
         super().__init__({
-            "axi": In(AXI4Signature(data_width=data_width, addr_width=32, id_width=1)),
+            "axi": In(AXI4Signature(data_width=data_width, addr_width=addr_width, id_width=1)),
             "host": In(MemoryBusSignature()),
         })
 
@@ -144,7 +150,7 @@ class AXI4Memory(wiring.Component):
         def outside(word):
             return word[index_bits:] != 0
 
-        word = Signal(32 - offset_bits)         # index of the next beat of the burst
+        word = Signal(self.addr_width - offset_bits)    # index of the next beat of the burst
         beats = Signal(9)                       # read beats still to fetch
         error = Signal()                        # a past W beat was outside
         txn_id = Signal(1)
@@ -385,6 +391,7 @@ class BoardDesign(wiring.Component):
         m.submodules.bridge = bridge = UartBridge(self.divisor)
         m.submodules.npu = npu = NPU(self.config)
         m.submodules.memory = memory = AXI4Memory(self.config.bus_width, self.memory_bytes,
+                                                  addr_width=self.config.addr_width,
                                                   spram=self.spram)
         wiring.connect(m, bridge.m_axil, npu.s_axil)
         wiring.connect(m, bridge.mem, memory.host)

@@ -34,7 +34,10 @@ class NPUConfig:
     bus_width : int
         AXI4 data width of the memory port, in bits.
     addr_width : int
-        AXI4 address width, in bits.
+        AXI4 address width, in bits, 12 to 32: the memory the NPU reaches is
+        ``[0, 2**addr_width)``. An instruction fetched from beyond it, or a LOAD or STORE
+        reaching beyond it, stops the NPU with a bus error, as a memory that answers
+        ``DECERR`` there would.
     queue_depth : int
         Instructions each engine's queue holds.
     output_lanes : int
@@ -99,6 +102,8 @@ class NPUConfig:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"NPUConfig.{name} must be positive, not {value}")
+        if not 12 <= self.addr_width <= 32:
+            raise ValueError(f"NPUConfig.addr_width must be 12 to 32, not {self.addr_width}")
         if self.bus_width not in (32, 64, 128, 256):
             raise ValueError(f"NPUConfig.bus_width must be 32, 64, 128 or 256, not {self.bus_width}")
         if self.output_lanes < 0 or self.cols % self.output_stage_lanes:

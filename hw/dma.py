@@ -158,9 +158,11 @@ class Descriptor(data.StructLayout):
     """One 2-D transfer. Field widths follow the configuration.
 
     ``direction`` (:class:`Direction`), ``id`` (``tag_width`` bits, reported by ``done``
-    and ``error``), ``mem_addr`` and ``mem_stride`` (``addr_width`` bits), ``sp_addr``
-    (bytes, ``ceil_log2(scratchpad_bytes)`` bits), ``sp_stride`` and ``row_bytes``
-    (``0 .. scratchpad_bytes``), ``rows`` (``rows_width`` bits).
+    and ``error``), ``mem_addr`` and ``mem_stride`` (``0 .. 2**addr_width``: the producer
+    stands a larger value for ``2**addr_width``, which the range check refuses as it
+    would the value itself), ``sp_addr`` (bytes, ``ceil_log2(scratchpad_bytes)`` bits),
+    ``sp_stride`` and ``row_bytes`` (``0 .. scratchpad_bytes``), ``rows`` (``rows_width``
+    bits).
     """
 
     def __init__(self, *, addr_width, scratchpad_bytes, tag_width=8, rows_width=16):
@@ -171,11 +173,11 @@ class Descriptor(data.StructLayout):
         super().__init__({
             "direction":  Direction,
             "id":         unsigned(tag_width),
-            "mem_addr":   unsigned(addr_width),
+            "mem_addr":   range(2**addr_width + 1),
             "sp_addr":    unsigned(ceil_log2(scratchpad_bytes)),
             "rows":       unsigned(rows_width),
             "row_bytes":  range(scratchpad_bytes + 1),
-            "mem_stride": unsigned(addr_width),
+            "mem_stride": range(2**addr_width + 1),
             "sp_stride":  range(scratchpad_bytes + 1),
         })
 

@@ -58,7 +58,7 @@ class TransferEngine(wiring.Component):
 
     Members
     -------
-    insn : ``In(stream.Signature(fetched_layout))``
+    insn : ``In(stream.Signature(fetched_layout(config)))``
         The head of the engine's queue; ``ready`` dequeues it once it has completed.
     tokens : ``Out(TokenPort())``
     desc : ``Out(stream.Signature(Descriptor))``
@@ -89,7 +89,7 @@ class TransferEngine(wiring.Component):
         self.descriptor = Descriptor(addr_width=config.addr_width,
                                      scratchpad_bytes=config.scratchpad_bytes)
         super().__init__({
-            "insn": In(stream.Signature(fetched_layout)),
+            "insn": In(stream.Signature(fetched_layout(config))),
             "tokens": Out(TokenPort()),
             "desc": Out(stream.Signature(self.descriptor)),
             "done": In(1),
@@ -118,14 +118,18 @@ class TransferEngine(wiring.Component):
             size = Signal(32)
             size_done = C(1)
 
+        # Memory addresses and strides beyond the address space reach the DMA as
+        # ``2**addr_width``, which its range check refuses.
+        beyond = 2**self.config.addr_width
         m.d.comb += [
             self.desc.p.direction.eq(self.direction),
             self.desc.p.id.eq(self.engine_id),
-            self.desc.p.mem_addr.eq(transfer.mem_addr),
+            self.desc.p.mem_addr.eq(Mux(transfer.mem_addr >= beyond, beyond, transfer.mem_addr)),
             self.desc.p.sp_addr.eq(transfer.sp_addr),
             self.desc.p.rows.eq(transfer.rows),
             self.desc.p.row_bytes.eq(transfer.row_bytes),
-            self.desc.p.mem_stride.eq(transfer.mem_stride),
+            self.desc.p.mem_stride.eq(Mux(transfer.mem_stride >= beyond, beyond,
+                                          transfer.mem_stride)),
             self.desc.p.sp_stride.eq(transfer.sp_stride),
         ]
         with m.FSM():
@@ -194,7 +198,7 @@ class ComputeEngine(wiring.Component):
 
     Members
     -------
-    insn : ``In(stream.Signature(fetched_layout))``
+    insn : ``In(stream.Signature(fetched_layout(config)))``
         The head of the compute queue.
     tokens : ``Out(TokenPort())``
     act_req, act_resp, wgt_req, wgt_resp, res :
@@ -225,7 +229,7 @@ class ComputeEngine(wiring.Component):
         act_addr_width = self.sp_addr_bits - exact_log2(self.act_slot)
         wgt_addr_width = self.sp_addr_bits - exact_log2(self.weight_slot)
         super().__init__({
-            "insn": In(stream.Signature(fetched_layout)),
+            "insn": In(stream.Signature(fetched_layout(config))),
             "tokens": Out(TokenPort()),
             "act_req": Out(stream.Signature(read_request_layout(act_addr_width, self.tag))),
             "act_resp": In(stream.Signature(read_response_layout(config.rows, self.tag))),

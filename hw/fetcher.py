@@ -30,10 +30,13 @@ __all__ = ["fetched_layout", "InstructionFetcher", "InstructionChecker", "engine
 SERIAL_STEPS = max(data.Layout.cast(Transfer)["rows"].shape.width,
                    data.Layout.cast(Matmul)["count"].shape.width)
 
-fetched_layout = data.StructLayout({
-    "word": unsigned(INSTRUCTION_BITS),
-    "addr": unsigned(32),
-})
+def fetched_layout(config):
+    """An instruction with its address (``config.addr_width`` bits), as the fetcher
+    delivers it and the engines' queues hold it."""
+    return data.StructLayout({
+        "word": unsigned(INSTRUCTION_BITS),
+        "addr": unsigned(config.addr_width),
+    })
 
 
 class InstructionFetcher(wiring.Component):
@@ -44,7 +47,8 @@ class InstructionFetcher(wiring.Component):
     whenever none is in flight and the FIFO has room for a whole one, so the decoder finds
     instructions waiting while the DMA's long bursts hold the shared read channel. Reads
     past the ``END`` are discarded with their errors: a bus error is reported only when
-    the instruction it hit reaches the head of the FIFO.
+    the instruction it hit reaches the head of the FIFO. An instruction at or above
+    ``2**addr_width`` is not read: it enters the FIFO as a bus error.
 
     Members
     -------
@@ -56,7 +60,7 @@ class InstructionFetcher(wiring.Component):
         A multiple of 16.
     halt : ``In(1)``
         Stop: deliver nothing more, let the burst in flight (if any) complete, empty the FIFO.
-    insn : ``Out(stream.Signature(fetched_layout))``
+    insn : ``Out(stream.Signature(fetched_layout(config)))``
         Each instruction with its address.
     bus_error : ``Out(1)``
         Held high after an ``SLVERR``/``DECERR`` on an instruction that reached the head of
@@ -84,7 +88,7 @@ class InstructionFetcher(wiring.Component):
             "start": In(1),
             "program_addr": In(32),
             "halt": In(1),
-            "insn": Out(stream.Signature(fetched_layout)),
+            "insn": Out(stream.Signature(fetched_layout(config))),
             "bus_error": Out(1),
             "bus_error_addr": Out(32),
             "busy": Out(1),
@@ -110,6 +114,8 @@ class InstructionFetcher(wiring.Component):
         count = Signal(range(self.burst + 1))
         m.d.comb += count.eq(Mux(to_boundary < self.burst, to_boundary, self.burst))
         room = prefetch.level <= self.depth - self.burst
+        aw = self.config.addr_width
+        outside = request_addr[aw:].any()   # beyond the address space: not read
         m.d.comb += [
             bus.araddr.eq(request_addr),
             bus.arlen.eq(count * self.beats - 1),
@@ -145,8 +151,12 @@ class InstructionFetcher(wiring.Component):
                     m.next = "RUN"
             with m.State("RUN"):
                 request = ~in_flight & room & ~self.halt
-                m.d.comb += [bus.arvalid.eq(request), self.busy.eq(request | in_flight)]
-                with m.If(request & bus.arready):
+                m.d.comb += [bus.arvalid.eq(request & ~outside),
+                             self.busy.eq(request | in_flight)]
+                with m.If(request & outside):
+                    m.d.comb += [prefetch.w_en.eq(1), prefetch.w_data.eq(Cat(C(0, INSTRUCTION_BITS), 1))]
+                    m.d.sync += request_addr.eq(request_addr + INSTRUCTION_BYTES)
+                with m.Elif(request & bus.arready):
                     m.d.sync += [in_flight.eq(1),
                                  request_addr.eq(request_addr + count * INSTRUCTION_BYTES)]
                 m.d.comb += self.insn.valid.eq(prefetch.r_rdy & ~head.error & ~self.halt)

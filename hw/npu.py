@@ -93,7 +93,8 @@ class NPU(wiring.Component):
                                              engine_id=Engine.STORE.value))
         compute = core("compute", ComputeEngine(config))
         queues = {engine: core(f"{engine.name.lower()}_queue", fifo.SyncFIFOBuffered(
-            width=Shape.cast(fetched_layout).width, depth=config.queue_depth)) for engine in Engine}
+            width=Shape.cast(fetched_layout(config)).width, depth=config.queue_depth))
+            for engine in Engine}
         engines = {Engine.LOAD: load, Engine.COMPUTE: compute, Engine.STORE: store}
 
         # --- Memory port: instruction fetch (ID 1) and DMA (ID 0) share m_axi ------------------
@@ -159,7 +160,7 @@ class NPU(wiring.Component):
 
         # --- Decode and dispatch ----------------------------------------------------------------
         decoding = Signal()
-        insn = Signal(fetched_layout)
+        insn = Signal(fetched_layout(config))
         m.submodules.checker = checker = InstructionChecker(config)
         m.d.comb += checker.word.eq(insn.word)
         if config.serial_products:
@@ -174,11 +175,11 @@ class NPU(wiring.Component):
         end_reached = Signal()
         halt = Signal()
         target_ready = Signal()
+        m.d.comb += [queue.w_data.eq(insn) for queue in queues.values()]
         with m.Switch(target):
             for engine in Engine:
                 with m.Case(engine):
-                    m.d.comb += [target_ready.eq(queues[engine].w_rdy),
-                                 queues[engine].w_data.eq(insn)]
+                    m.d.comb += target_ready.eq(queues[engine].w_rdy)
         legal = code == ErrorCode.NONE
         dispatch = decoded & legal & ~is_end & target_ready & ~halt
         with m.Switch(target):
@@ -225,10 +226,10 @@ class NPU(wiring.Component):
             return addrs[i] <= addrs[j] if i < j else addrs[i] < addrs[j]
         wins = [blocked[i] & Cat(~blocked[j] | lower(i, j) for j in range(len(order)) if j != i).all()
                 for i in range(len(order))]
-        lowest = Const(0xFFFF_FFFF, 32)
+        lowest = Const(-1, config.addr_width)
         for win, addr in zip(wins, addrs):
             lowest = Mux(win, addr, lowest)
-        blocked_addr = Signal(32)
+        blocked_addr = Signal(config.addr_width)
         m.d.sync += blocked_addr.eq(lowest)
         # The instruction whose DMA descriptor failed.
         dma_addr = Mux(dma.error.id == Engine.STORE.value, store.insn.p.addr, load.insn.p.addr)

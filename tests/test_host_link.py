@@ -18,8 +18,10 @@ from verif.runner import simulate
 MEMORY_BYTES = 64 * 1024
 DIVISOR = 4
 FAULT_PROBABILITY = 0.15
-# The link does not depend on the array: a small NPU keeps the build and the run short.
-CONFIG = NPUConfig(rows=4, cols=4, scratchpad_bytes=16 * 1024, acc_depth=128, channel_depth=16)
+# The link does not depend on the array: a small NPU keeps the build and the run short. Its
+# addresses are as wide as the memory, as on the iCEBreaker.
+CONFIG = NPUConfig(rows=4, cols=4, scratchpad_bytes=16 * 1024, acc_depth=128, channel_depth=16,
+                   addr_width=16)
 
 
 def test_uart_link_runs_a_model_through_faults(seed, tmp_path, waves):

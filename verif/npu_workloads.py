@@ -412,8 +412,18 @@ def random_program(config, rng, layers=3, scale=1.0):
 
     ``scale`` shrinks the largest shapes drawn (each dimension's upper bound, not its
     lower bound of 1), for arrays much smaller than 8 x 8, which need many more cycles
-    and instructions per MAC."""
-    image = MemoryImage(size=4 << 20)
+    and instructions per MAC. The memory image (4 MiB) is no larger than the NPU's address
+    space: a program that does not fit it is drawn again with one layer fewer."""
+    try:
+        return _random_program(config, rng, layers, scale)
+    except MemoryError:
+        if layers == 1:
+            raise
+        return random_program(config, rng, layers - 1, scale)
+
+
+def _random_program(config, rng, layers, scale):
+    image = MemoryImage(size=min(4 << 20, 2**config.addr_width))
     program = Program()
     outputs = []
     macs = 0

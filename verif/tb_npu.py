@@ -301,7 +301,8 @@ async def fetch_bus_errors(dut):
     bench = NPUBench(dut)
     await bench.start(pause=0.1)
     for faulting in (0, 2, 9):
-        workload = random_program(bench.config, bench.rng, layers=1)
+        workload = random_program(bench.config, bench.rng, layers=1,
+                                  scale=bench.params.get("scale", 1.0))
         faulting = min(faulting, len(workload.program) - 1)
         bad = workload.program_addr + faulting * INSTRUCTION_BYTES
         bench.ram.poisoned = range(bad, bad + INSTRUCTION_BYTES)
@@ -312,11 +313,65 @@ async def fetch_bus_errors(dut):
             f"instruction {faulting} unreadable: {status}"
         await bench.driver.soft_reset()
         await ClockCycles(dut.clk, 20)
-    workload = random_program(bench.config, bench.rng, layers=1)
+    workload = random_program(bench.config, bench.rng, layers=1,
+                              scale=bench.params.get("scale", 1.0))
     after_end = workload.program_addr + len(workload.program) * INSTRUCTION_BYTES
     bench.ram.poisoned = range(after_end, after_end + 4096)
     status = await bench.run(workload)
     assert status.done, f"a program followed by unreadable memory: {status}"
+
+
+@cocotb.test()
+async def beyond_the_address_space(dut):
+    """An NPU with fewer address bits than the bench memory (``addr_width`` < 32) reaches
+    nothing at or above ``2**addr_width``, and nothing wraps to low memory: a LOAD or STORE
+    with a row there stops with BUS_ERROR_DMA at its address, and an instruction there,
+    whether the program starts or runs into it, with BUS_ERROR_FETCH at the instruction's
+    address. A transfer ending just below the top completes."""
+    bench = NPUBench(dut)
+    top = 2**bench.config.addr_width
+    assert top < bench.memory_bytes, "the bench memory must reach beyond the NPU's addresses"
+    await bench.start(pause=0.1)
+    pattern = bytes(range(0xA0, 0xB0))
+    end = Program().end().to_bytes()
+    sync = Program().emit(Opcode.SYNC, engine=0).to_bytes()
+
+    async def run(program_addr, expected, error_addr=None):
+        status = await bench.driver.run(program_addr, 20_000)
+        if expected is ErrorCode.NONE:
+            assert status.done and status.error is ErrorCode.NONE, status
+        else:
+            assert status.error is expected and status.error_addr == error_addr, \
+                f"expected {expected.name} at 0x{error_addr:x}: {status}"
+            await bench.driver.soft_reset()
+            await ClockCycles(dut.clk, 20)
+
+    # (mem_addr, rows, mem_stride): the transfer's last row reaches beyond the top, or not.
+    transfers = [(top - 16, 1, 0, ErrorCode.NONE), (top - 8, 1, 0, ErrorCode.BUS_ERROR_DMA),
+                 (top + 0x100, 1, 0, ErrorCode.BUS_ERROR_DMA),
+                 (0x2000, 3, top // 2, ErrorCode.BUS_ERROR_DMA),
+                 (0x2000, 2, top + 0x40, ErrorCode.BUS_ERROR_DMA)]
+    for opcode in (Opcode.LOAD, Opcode.STORE):
+        for mem_addr, rows, stride, expected in transfers:
+            program = Program()
+            if opcode is Opcode.STORE:
+                program.emit(Opcode.LOAD, mem_addr=0x9000, sp_addr=0, rows=1, row_bytes=16)
+            program.emit(opcode, mem_addr=mem_addr, sp_addr=0, rows=rows, row_bytes=16,
+                         mem_stride=stride, sp_stride=0).end()
+            bench.ram.write(0, bytes(0x8000))
+            bench.ram.write(0x8000, program.to_bytes())
+            bench.ram.write(0x9000, pattern)
+            faulting = 0x8000 + (len(program.words) - 2) * INSTRUCTION_BYTES
+            dut._log.info("%s of %d rows at 0x%x, stride 0x%x", opcode.name, rows, mem_addr, stride)
+            await run(0x8000, expected, faulting)
+            assert bench.ram.read(0, 0x8000) == bytes(0x8000), "a transfer wrapped to low memory"
+
+    bench.ram.write(0, end)
+    bench.ram.write(top, end)
+    bench.ram.write(top + 0x40, sync + end)
+    await run(top + 0x40, ErrorCode.BUS_ERROR_FETCH, top + 0x40)
+    bench.ram.write(top - 2 * INSTRUCTION_BYTES, sync + sync)
+    await run(top - 2 * INSTRUCTION_BYTES, ErrorCode.BUS_ERROR_FETCH, top)
 
 
 @cocotb.test()
