@@ -65,7 +65,8 @@ class NPUConfig:
     fetch_burst : int
         Instructions per fetch burst (at most ``fetch_depth``).
     dma_queue_depth : int
-        Descriptors the DMA's queue holds.
+        Descriptors the DMA's queue holds (0: none, the DMA takes each descriptor from the
+        transfer engine that offers it).
     dma_outstanding : int
         Bursts the DMA keeps in flight at most; also the depth of its internal buffers.
     read_slices : bool
@@ -119,7 +120,10 @@ class NPUConfig:
         if self.add_circuits < 1 or self.cols % self.add_circuits:
             raise ValueError(f"NPUConfig.add_circuits must divide cols ({self.cols}), "
                              f"not {self.add_circuits}")
-        for name in ("queue_depth", "fetch_burst", "dma_queue_depth", "dma_outstanding"):
+        if self.dma_queue_depth < 0:
+            raise ValueError(f"NPUConfig.dma_queue_depth must be 0 or more, not "
+                             f"{self.dma_queue_depth}")
+        for name in ("queue_depth", "fetch_burst", "dma_outstanding"):
             if getattr(self, name) < 1:
                 raise ValueError(f"NPUConfig.{name} must be positive, not {getattr(self, name)}")
         if self.fetch_depth < self.fetch_burst:

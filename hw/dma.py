@@ -15,7 +15,9 @@ sp : ``Out(hw.scratchpad.DMAPortSignature(sp_addr_width, bus_width))``
     The scratchpad port (see *Scratchpad protocol*).
 desc : ``In(stream.Signature(Descriptor))``
     The descriptor queue (``queue_depth`` entries). ``ready`` is low while the queue is
-    full and while an error is pending (``error.code != NONE``).
+    full and while an error is pending (``error.code != NONE``). With ``queue_depth`` 0
+    there is no queue: ``ready`` rises in the cycle the engine takes the descriptor, which
+    must hold still while ``valid`` is high.
 done : ``Out(stream.Signature(Completion))``
     One beat with the descriptor's ``id`` when it has completed: every byte is in the
     scratchpad (memory → scratchpad), or every write burst has had its ``OKAY`` response
@@ -303,7 +305,7 @@ class DMA(wiring.Component):
     tag_width, rows_width : int
         Widths of the descriptor's ``id`` and ``rows`` fields.
     queue_depth : int
-        Descriptors the queue holds.
+        Descriptors the queue holds (0: no queue).
     max_outstanding : int
         Bursts in flight at most; also the depth, up to 8, of the queues of row commands
         and of words read from the scratchpad.
@@ -357,15 +359,23 @@ class DMA(wiring.Component):
         # eight at most; the register slices three at most (two halve their throughput).
         buffers = min(8, self.max_outstanding)
 
-        # Descriptor queue.
-        queue, _, queued = fifo("queue", layout, self.queue_depth, reset=flush_queue)
+        # Descriptor queue: ``queued`` is its head, waiting while ``head_valid``, and read
+        # only in the cycle ``take`` pops it.
         err = Signal(self.error.shape())
-        m.d.comb += [
-            self.error.eq(err),
-            self.desc.ready.eq(queue.w_rdy & (err.code == DMAError.NONE)),
-            queue.w_en.eq(self.desc.valid & self.desc.ready),
-            queue.w_data.eq(self.desc.payload),
-        ]
+        m.d.comb += self.error.eq(err)
+        take = Signal()
+        if self.queue_depth:
+            queue, _, queued = fifo("queue", layout, self.queue_depth, reset=flush_queue)
+            head_valid = queue.r_rdy
+            m.d.comb += [
+                self.desc.ready.eq(queue.w_rdy & (err.code == DMAError.NONE)),
+                queue.w_en.eq(self.desc.valid & self.desc.ready),
+                queue.w_data.eq(self.desc.payload),
+                queue.r_en.eq(take),
+            ]
+        else:
+            queued, head_valid = self.desc.payload, self.desc.valid
+            m.d.comb += self.desc.ready.eq(take)
 
         # Completions.
         done_fifo, done_w, done_r = fifo("done", self.done.p.shape(), 4, reset=None)
@@ -430,13 +440,13 @@ class DMA(wiring.Component):
         if not self.config.serial_products:
             popped = Signal(2)
             measured = Signal()
-            m.d.sync += [popped.eq(Cat(queue.r_en, popped[0])), measured.eq(popped[1])]
+            m.d.sync += [popped.eq(Cat(take, popped[0])), measured.eq(popped[1])]
 
         def extent_parts(addr, stride, held_stride, name):
             base = Signal(signed(max(len(addr), len(stride), len(queued.row_bytes)) + 2),
                           name=f"{name}_base")
             if self.config.serial_products:
-                product, done = serial_product(m, held_stride, queued.rows, queue.r_en, name)
+                product, done = serial_product(m, held_stride, queued.rows, take, name)
                 products_done.append(done)
             else:
                 # From ``d``'s registers: two multiplier-sized products of 17-bit pieces
@@ -449,7 +459,7 @@ class DMA(wiring.Component):
                              high.eq(d.rows * held_stride[17:]),
                              product.eq(low + (high << 17))]
                 products_done.append(measured)
-            with m.If(queue.r_en):
+            with m.If(take):
                 m.d.sync += base.eq(addr + queued.row_bytes - stride)
             return product + base
         sp_over, mem_over = Signal(), Signal()
@@ -460,7 +470,7 @@ class DMA(wiring.Component):
                                      "extent_mem") > (1 << aw)),
         ]
         empty = Signal()        # ``d`` moves nothing, registered with it
-        with m.If(queue.r_en):
+        with m.If(take):
             m.d.sync += empty.eq((queued.rows == 0) | (queued.row_bytes == 0))
 
         beat = cur[lw:]
@@ -512,8 +522,8 @@ class DMA(wiring.Component):
             with m.State("IDLE"):
                 with m.If(abort):
                     m.next = "DRAIN"
-                with m.Elif(queue.r_rdy):
-                    m.d.comb += queue.r_en.eq(1)
+                with m.Elif(head_valid):
+                    m.d.comb += take.eq(1)
                     m.d.sync += d.eq(queued)
                     m.next = "MEASURE"
 
@@ -614,7 +624,7 @@ class DMA(wiring.Component):
                     m.next = "IDLE"
 
         m.d.comb += self.busy.eq(~fsm.ongoing("HALTED") &
-                                 (~fsm.ongoing("IDLE") | (pending != 0) | queue.r_rdy))
+                                 (~fsm.ongoing("IDLE") | (pending != 0) | head_valid))
 
         def fail(code, entry):
             with m.If(~abort):
