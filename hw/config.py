@@ -61,7 +61,9 @@ class NPUConfig:
         Lane circuits of the add mode (a divisor of ``cols``), each computing one lane a
         cycle: an add's result row takes ``cols / add_circuits`` cycles.
     fetch_depth : int
-        Instructions the fetcher's prefetch FIFO holds.
+        Instructions the fetcher's prefetch FIFO holds. With 1, nothing is read ahead: the
+        decoder checks the fetcher's one instruction in place, and the next is read once it
+        is dispatched.
     fetch_burst : int
         Instructions per fetch burst (at most ``fetch_depth``).
     dma_queue_depth : int

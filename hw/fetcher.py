@@ -48,7 +48,8 @@ class InstructionFetcher(wiring.Component):
     instructions waiting while the DMA's long bursts hold the shared read channel. Reads
     past the ``END`` are discarded with their errors: a bus error is reported only when
     the instruction it hit reaches the head of the FIFO. An instruction at or above
-    ``2**addr_width`` is not read: it enters the FIFO as a bus error.
+    ``2**addr_width`` is not read: it enters the FIFO as a bus error. With ``depth`` 1
+    the FIFO's one entry is also the register the bus beats are assembled in.
 
     Members
     -------
@@ -98,13 +99,26 @@ class InstructionFetcher(wiring.Component):
         m = Module()
         bus = self.bus
         entry = data.StructLayout({"word": unsigned(INSTRUCTION_BITS), "error": unsigned(1)})
-        m.submodules.prefetch = prefetch = SyncFIFOBuffered(width=entry.size, depth=self.depth)
-        head = entry(prefetch.r_data)
+        push, push_data, pop = Signal(), Signal(entry), Signal()
+        if self.depth > 1:
+            m.submodules.prefetch = prefetch = SyncFIFOBuffered(width=entry.size, depth=self.depth)
+            m.d.comb += [prefetch.w_en.eq(push), prefetch.w_data.eq(push_data),
+                         prefetch.r_en.eq(pop)]
+            head, head_valid, level = entry(prefetch.r_data), prefetch.r_rdy, prefetch.level
+            word = Signal(INSTRUCTION_BITS)     # the instruction being assembled
+        else:
+            # One entry, which is also the register the instruction is assembled in: it is
+            # empty while its burst (of one instruction) is in flight.
+            head, head_valid = Signal(entry), Signal()
+            level, word = head_valid, head.word
+            with m.If(push):
+                m.d.sync += [head.eq(push_data), head_valid.eq(1)]
+            with m.Elif(pop):
+                m.d.sync += head_valid.eq(0)
 
         request_addr = Signal(32)           # next instruction to request
         head_addr = Signal(32)              # instruction at the head of the FIFO
         in_flight = Signal()
-        word = Signal(INSTRUCTION_BITS)
         beat = Signal(range(self.beats))
         failed = Signal()                   # an error beat in the instruction being assembled
 
@@ -113,7 +127,7 @@ class InstructionFetcher(wiring.Component):
         m.d.comb += to_boundary.eq(256 - request_addr[4:12])
         count = Signal(range(self.burst + 1))
         m.d.comb += count.eq(Mux(to_boundary < self.burst, to_boundary, self.burst))
-        room = prefetch.level <= self.depth - self.burst
+        room = level <= self.depth - self.burst
         aw = self.config.addr_width
         outside = request_addr[aw:].any()   # beyond the address space: not read
         m.d.comb += [
@@ -138,8 +152,8 @@ class InstructionFetcher(wiring.Component):
                          failed.eq((failed | error) & (beat != self.beats - 1))]
             with m.If(bus.rlast):
                 m.d.sync += in_flight.eq(0)
-        m.d.comb += [prefetch.w_data.eq(Cat(assembled, failed | error)),
-                     prefetch.w_en.eq(bus.rvalid & in_flight & (beat == self.beats - 1))]
+        m.d.comb += [push_data.eq(Cat(assembled, failed | error)),
+                     push.eq(bus.rvalid & in_flight & (beat == self.beats - 1))]
 
         with m.If(self.start):
             m.d.sync += [self.bus_error.eq(0)]
@@ -154,25 +168,25 @@ class InstructionFetcher(wiring.Component):
                 m.d.comb += [bus.arvalid.eq(request & ~outside),
                              self.busy.eq(request | in_flight)]
                 with m.If(request & outside):
-                    m.d.comb += [prefetch.w_en.eq(1), prefetch.w_data.eq(Cat(C(0, INSTRUCTION_BITS), 1))]
+                    m.d.comb += [push.eq(1), push_data.error.eq(1)]
                     m.d.sync += request_addr.eq(request_addr + INSTRUCTION_BYTES)
                 with m.Elif(request & bus.arready):
                     m.d.sync += [in_flight.eq(1),
                                  request_addr.eq(request_addr + count * INSTRUCTION_BYTES)]
-                m.d.comb += self.insn.valid.eq(prefetch.r_rdy & ~head.error & ~self.halt)
+                m.d.comb += self.insn.valid.eq(head_valid & ~head.error & ~self.halt)
                 with m.If(self.halt):
                     m.next = "STOP"
-                with m.Elif(prefetch.r_rdy & head.error):
+                with m.Elif(head_valid & head.error):
                     m.d.sync += [self.bus_error.eq(1), self.bus_error_addr.eq(head_addr)]
                     m.next = "STOP"
                 with m.Elif(self.insn.valid & self.insn.ready):
-                    m.d.comb += prefetch.r_en.eq(1)
+                    m.d.comb += pop.eq(1)
                     m.d.sync += head_addr.eq(head_addr + INSTRUCTION_BYTES)
                     with m.If(head.word[:4] == Opcode.END.value):
                         m.next = "STOP"
             with m.State("STOP"):
-                m.d.comb += [self.busy.eq(1), prefetch.r_en.eq(1)]
-                with m.If(~in_flight & (prefetch.level == 0)):
+                m.d.comb += [self.busy.eq(1), pop.eq(1)]
+                with m.If(~in_flight & (level == 0)):
                     m.next = "IDLE"
         return m
 

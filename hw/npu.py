@@ -14,7 +14,9 @@ Structure::
 The fetcher reads instructions in order; the decoder checks each one
 (``hw.fetcher.InstructionChecker``, a pipeline of ``InstructionChecker.latency`` cycles)
 and appends it to its engine's queue (``config.queue_depth`` deep); the next instruction
-enters the decoder in the cycle the current one is dispatched. The engines run concurrently and synchronise through four token counters
+enters the decoder in the cycle the current one is dispatched (with ``config.fetch_depth``
+1, the decoder checks the fetcher's one instruction in place instead, and the fetcher
+reads the next one once it is dispatched). The engines run concurrently and synchronise through four token counters
 (decoupled access-execute, as in VTA). Load and store engines share the DMA, whose
 descriptors complete in order.
 
@@ -159,12 +161,25 @@ class NPU(wiring.Component):
                 m.d.sync += [count.eq(next_count), nonzero.eq(next_count != 0)]
 
         # --- Decode and dispatch ----------------------------------------------------------------
+        # With ``fetch_depth`` 1 the decoder checks the fetcher's one instruction where it
+        # is and takes it as it dispatches it (or reaches END): the fetcher reads the next
+        # one after that. Otherwise each instruction enters a register of its own while the
+        # fetcher reads ahead.
+        in_place = config.fetch_depth == 1
         decoding = Signal()
-        insn = Signal(fetched_layout(config))
+        halt = Signal()
         m.submodules.checker = checker = InstructionChecker(config)
+        if in_place:
+            insn = fetcher.insn.p
+            entering = fetcher.insn.valid & ~decoding & ~halt
+            if config.serial_products:
+                m.d.comb += checker.start.eq(entering)
+        else:
+            insn = Signal(fetched_layout(config))
+            entering = fetcher.insn.valid & fetcher.insn.ready
+            if config.serial_products:
+                m.d.sync += checker.start.eq(entering & ~clear)
         m.d.comb += checker.word.eq(insn.word)
-        if config.serial_products:
-            m.d.sync += checker.start.eq(fetcher.insn.valid & fetcher.insn.ready & ~clear)
         code = checker.code
         # The check's result arrives ``checker.latency`` cycles after the instruction.
         wait = Signal(range(checker.latency + 1))
@@ -173,7 +188,6 @@ class NPU(wiring.Component):
         m.d.comb += target.eq(engine_of(insn.word))
         is_end = insn.word[:4] == Opcode.END.value
         end_reached = Signal()
-        halt = Signal()
         target_ready = Signal()
         m.d.comb += [queue.w_data.eq(insn) for queue in queues.values()]
         with m.Switch(target):
@@ -186,17 +200,23 @@ class NPU(wiring.Component):
             for engine in Engine:
                 with m.Case(engine):
                     m.d.comb += queues[engine].w_en.eq(dispatch)
-        # The next instruction enters as the current one is dispatched.
-        m.d.comb += fetcher.insn.ready.eq((~decoding | dispatch) & ~halt)
+        ending = decoded & legal & is_end & ~halt
+        if in_place:
+            m.d.comb += fetcher.insn.ready.eq(dispatch | ending)
+        else:
+            # The next instruction enters as the current one is dispatched.
+            m.d.comb += fetcher.insn.ready.eq((~decoding | dispatch) & ~halt)
         with m.If(wait != 0):
             m.d.sync += wait.eq(wait - 1)
         with m.If(clear):
             m.d.sync += [decoding.eq(0), end_reached.eq(0)]
-        with m.Elif(fetcher.insn.valid & fetcher.insn.ready):
-            m.d.sync += [decoding.eq(1), insn.eq(fetcher.insn.p), wait.eq(checker.latency)]
+        with m.Elif(entering):
+            m.d.sync += [decoding.eq(1), wait.eq(checker.latency)]
+            if not in_place:
+                m.d.sync += insn.eq(fetcher.insn.p)
         with m.Elif(dispatch):
             m.d.sync += decoding.eq(0)
-        with m.Elif(decoded & legal & is_end & ~halt):
+        with m.Elif(ending):
             m.d.sync += [decoding.eq(0), end_reached.eq(1)]
 
         for component in (load, store, compute):

@@ -85,6 +85,17 @@ def decode_cycles(config):
     return InstructionChecker.latency_of(config) + 1
 
 
+@functools.cache
+def fetch_cycles(config):
+    """Cycles between instructions entering their queues, with the queues free: the
+    decoder's, while the fetcher reads ahead, or with ``config.fetch_depth`` 1 the read of
+    each instruction (a burst of its beats) then its check."""
+    beats = INSTRUCTION_BYTES // (config.bus_width // 8)
+    if config.fetch_depth == 1:
+        return beats + BURST_OVERHEAD + 1 + decode_cycles(config)
+    return max(decode_cycles(config), beats)
+
+
 # Engines by their values: :func:`predict` runs once per plan the compiler weighs, over
 # hundreds of thousands of instructions per network, and hashing an enum member is slow.
 _LOAD, _COMPUTE, _STORE = Engine.LOAD.value, Engine.COMPUTE.value, Engine.STORE.value
@@ -128,7 +139,7 @@ def predict(config, program, add=False):
     add_emit = {i for start, end in (add or []) for i in range(start, end)}
     R, C = config.rows, config.cols
     bus = config.bus_width // 8
-    fetch_cost = max(decode_cycles(config), INSTRUCTION_BYTES // bus)
+    fetch_cost = fetch_cycles(config)
     emit_drain = drain(config)
     insns = _instructions(program)
     per_engine = {e: [i for i, (_, engine, _) in enumerate(insns) if engine == e]
