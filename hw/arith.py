@@ -5,7 +5,7 @@ from amaranth.lib import memory
 from amaranth.utils import ceil_log2
 
 
-__all__ = ["delay_line", "registered_product", "serial_product"]
+__all__ = ["delay_line", "registered_product", "saturating_product", "serial_product"]
 
 
 def serial_product(m, a, b, start, name):
@@ -27,6 +27,28 @@ def serial_product(m, a, b, start, name):
         added = Mux(register[0], high + a, high)
         m.d.sync += [register.eq(Cat(register[1:steps], added)), left.eq(left - 1)]
     return register[:len(a) + len(b)], left == 0
+
+
+def saturating_product(m, a, b, start, limit, name):
+    """``min(a * b, limit)`` (unsigned; ``limit`` a power of two and ``a`` at most
+    ``limit``) by shift and add, one bit of ``b`` per cycle from the top: for range checks,
+    to which any product of ``limit`` or more is out of range, in ``log2(limit) + 1`` bits.
+
+    ``b`` is read in the cycle ``start`` is high; ``a`` must hold its value from the next
+    cycle until the product is done. Returns ``(product, done)`` as :func:`serial_product`
+    does, after as many cycles.
+    """
+    steps = len(b)
+    product = Signal(limit.bit_length(), name=f"{name}_product")
+    bits = Signal(steps, name=f"{name}_bits")
+    left = Signal(range(steps + 1), name=f"{name}_steps")
+    with m.If(start):
+        m.d.sync += [product.eq(0), bits.eq(b), left.eq(steps)]
+    with m.Elif(left != 0):
+        step = (product << 1) + Mux(bits[-1], a, 0)
+        m.d.sync += [product.eq(Mux(step >= limit, limit, step)), bits.eq(bits << 1),
+                     left.eq(left - 1)]
+    return product, left == 0
 
 
 def registered_product(m, platform, a, b, shape, name):

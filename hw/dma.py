@@ -130,7 +130,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from hw.arith import serial_product
+from hw.arith import saturating_product
 from hw.axi import AXI4Signature, BOUNDARY, MAX_BURST_BEATS, Burst, Resp
 from hw.config import DEFAULT_CONFIG
 from hw.scratchpad import DMAPortSignature
@@ -434,20 +434,22 @@ class DMA(wiring.Component):
         # head, together with ``d``); the compares are registered from them, valid from
         # the cycle after MEASURE, which lasts three cycles.
         # Rows are non-zero where it matters.
-        # With ``config.serial_products`` the products are made by shift and add (one
-        # cycle per bit of ``rows``) while the walker waits in MEASURE.
+        # With ``config.serial_products`` the products ``(rows - 1) * stride`` are made by
+        # shift and add (one cycle per bit of ``rows``) while the walker waits in MEASURE,
+        # saturating at twice the extent's bound, beyond which every extent is out of range.
         products_done = []
         if not self.config.serial_products:
             popped = Signal(2)
             measured = Signal()
             m.d.sync += [popped.eq(Cat(take, popped[0])), measured.eq(popped[1])]
 
-        def extent_parts(addr, stride, held_stride, name):
+        def extent_parts(addr, stride, held_stride, name, bound):
             base = Signal(signed(max(len(addr), len(stride), len(queued.row_bytes)) + 2),
                           name=f"{name}_base")
             if self.config.serial_products:
-                product, done = serial_product(m, held_stride, queued.rows, take, name)
-                products_done.append(done)
+                product, done = saturating_product(
+                    m, held_stride, (queued.rows - 1)[:len(queued.rows)], take, 2 * bound, name)
+                base_value = addr + queued.row_bytes
             else:
                 # From ``d``'s registers: two multiplier-sized products of 17-bit pieces
                 # of the stride in MEASURE's first cycle, their sum in its second; ready
@@ -458,16 +460,19 @@ class DMA(wiring.Component):
                 m.d.sync += [low.eq(d.rows * held_stride[:17]),
                              high.eq(d.rows * held_stride[17:]),
                              product.eq(low + (high << 17))]
-                products_done.append(measured)
+                done = measured
+                base_value = addr + queued.row_bytes - stride
+            products_done.append(done)
             with m.If(take):
-                m.d.sync += base.eq(addr + queued.row_bytes - stride)
+                m.d.sync += base.eq(base_value)
             return product + base
+        sp_bound, mem_bound = self.scratchpad_bytes, 1 << aw
         sp_over, mem_over = Signal(), Signal()
         m.d.sync += [
             sp_over.eq(extent_parts(queued.sp_addr, queued.sp_stride, d.sp_stride,
-                                    "extent_sp") > self.scratchpad_bytes),
+                                    "extent_sp", sp_bound) > sp_bound),
             mem_over.eq(extent_parts(queued.mem_addr, queued.mem_stride, d.mem_stride,
-                                     "extent_mem") > (1 << aw)),
+                                     "extent_mem", mem_bound) > mem_bound),
         ]
         empty = Signal()        # ``d`` moves nothing, registered with it
         with m.If(take):

@@ -13,7 +13,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from .arith import serial_product
+from .arith import saturating_product
 from .axi import AXI4Signature, Burst, Resp
 from .config import NPUConfig
 from .isa import (CHANNEL_PARAM_BYTES, INSTRUCTION_BITS, INSTRUCTION_BYTES, Config, Engine,
@@ -222,7 +222,9 @@ class InstructionChecker(wiring.Component):
     ``word`` in cycle ``t``. Stage 1 registers the address products (multipliers with
     registered inputs and outputs) and the checks without arithmetic, stage 2 the range
     ends, stage 3 the code. With ``config.serial_products`` the products take
-    :data:`SERIAL_STEPS` more cycles (shift and add, from ``start``).
+    :data:`SERIAL_STEPS` more cycles (shift and add, from ``start``), and the range
+    arithmetic saturates at twice the scratchpad's size, beyond which every end is out of
+    range, so it is only as wide as the scratchpad's addresses.
     """
 
     latency = 3
@@ -282,28 +284,46 @@ class InstructionChecker(wiring.Component):
         misaligned = reg(Mux(opcode == Opcode.MATMUL.value, matmul_misaligned,
                              (opcode == Opcode.CONFIG.value) & config_misaligned), "misaligned_s1")
         transfer_nonzero = reg((transfer.rows != 0) & (transfer.row_bytes != 0), "transfer_nonzero_s1")
+        out_bytes = Mux(matmul.out_int32, 4 * weight_slot, weight_slot)
         if config.serial_products:
+            # Products of the rows (or count) less one, and operands clamped at twice the
+            # scratchpad's size: every end at or above that is out of range, so the
+            # arithmetic is only as wide as the scratchpad's addresses.
+            limit = 2 * size
+
+            def clamped(value):
+                return Mux(value >= limit, limit, value)
+
             def product(a, b, name):
-                value, _ = serial_product(m, a, b, self.start, name)
+                value, _ = saturating_product(m, clamped(a), (b - 1)[:len(b)], self.start,
+                                              limit, name)
                 return value
+            transfer_product = product(transfer.sp_stride, transfer.rows, "transfer_product_s1")
+            transfer_base = reg(clamped(transfer.sp_addr) + clamped(transfer.row_bytes),
+                                "transfer_base_s1")
+            out_product = product(matmul.out_stride, count, "out_product_s1")
+            out_base = reg(clamped(matmul.out_addr) + out_bytes, "out_base_s1")
+            act_product = product(matmul.act_stride, count, "act_product_s1")
+            act_base = reg(clamped(matmul.act_addr) + act_slot, "act_base_s1")
         else:
             def product(a, b, name):
                 return reg(a * b, name)
-        # (rows - 1) * stride as rows * stride - stride: no subtraction before a multiplier.
-        transfer_product = product(transfer.sp_stride, transfer.rows, "transfer_product_s1")
-        transfer_base = reg(transfer.sp_addr + transfer.row_bytes - transfer.sp_stride,
-                            "transfer_base_s1")
+            # (rows - 1) * stride as rows * stride - stride: no subtraction before a
+            # multiplier.
+            transfer_product = product(transfer.sp_stride, transfer.rows, "transfer_product_s1")
+            transfer_base = reg(transfer.sp_addr + transfer.row_bytes - transfer.sp_stride,
+                                "transfer_base_s1")
+            out_product = product(matmul.out_stride, count, "out_product_s1")
+            out_base = reg(matmul.out_addr + out_bytes - matmul.out_stride, "out_base_s1")
+            act_product = product(matmul.act_stride, count, "act_product_s1")
+            act_base = reg(matmul.act_addr + act_slot - matmul.act_stride * act_slot,
+                           "act_base_s1")
         matmul_nonzero = reg(count != 0, "matmul_nonzero_s1")
         matmul_fixed = reg(
             (matmul.weight_addr + config.rows * weight_slot > size) |
             (matmul.acc_addr + count > config.acc_depth) |
             (matmul.channel >= config.channel_depth), "matmul_fixed_s1")
         emit = reg(matmul.emit, "emit_s1")
-        out_product = product(matmul.out_stride, count, "out_product_s1")
-        out_base = reg(matmul.out_addr + Mux(matmul.out_int32, 4 * weight_slot, weight_slot) -
-                       matmul.out_stride, "out_base_s1")
-        act_product = product(matmul.act_stride, count, "act_product_s1")
-        act_base = reg(matmul.act_addr + act_slot - matmul.act_stride * act_slot, "act_base_s1")
         config_range = reg((cfg.channel + cfg.count > config.channel_depth) |
                            (cfg.sp_addr + cfg.count * (config.cols * CHANNEL_PARAM_BYTES) > size),
                            "config_range_s1")
