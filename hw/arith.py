@@ -5,7 +5,8 @@ from amaranth.lib import memory
 from amaranth.utils import ceil_log2
 
 
-__all__ = ["delay_line", "registered_product", "saturating_product", "serial_product"]
+__all__ = ["delay_line", "registered_product", "saturated", "saturating_product",
+           "serial_product"]
 
 
 def serial_product(m, a, b, start, name):
@@ -29,6 +30,12 @@ def serial_product(m, a, b, start, name):
     return register[:len(a) + len(b)], left == 0
 
 
+def saturated(value, limit):
+    """``min(value, limit)`` (unsigned): for range checks, to which every value of ``limit``
+    or more stands for the same out-of-range one."""
+    return Mux(value >= limit, limit, value)
+
+
 def saturating_product(m, a, b, start, limit, name):
     """``min(a * b, limit)`` (unsigned; ``limit`` a power of two and ``a`` at most
     ``limit``) by shift and add, one bit of ``b`` per cycle from the top: for range checks,
@@ -46,7 +53,7 @@ def saturating_product(m, a, b, start, limit, name):
         m.d.sync += [product.eq(0), bits.eq(b), left.eq(steps)]
     with m.Elif(left != 0):
         step = (product << 1) + Mux(bits[-1], a, 0)
-        m.d.sync += [product.eq(Mux(step >= limit, limit, step)), bits.eq(bits << 1),
+        m.d.sync += [product.eq(saturated(step, limit)), bits.eq(bits << 1),
                      left.eq(left - 1)]
     return product, left == 0
 

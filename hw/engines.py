@@ -11,7 +11,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from .arith import serial_product
+from .arith import saturated, serial_product
 from .config import NPUConfig
 from .dma import Descriptor
 from .fetcher import fetched_layout
@@ -124,12 +124,11 @@ class TransferEngine(wiring.Component):
         m.d.comb += [
             self.desc.p.direction.eq(self.direction),
             self.desc.p.id.eq(self.engine_id),
-            self.desc.p.mem_addr.eq(Mux(transfer.mem_addr >= beyond, beyond, transfer.mem_addr)),
+            self.desc.p.mem_addr.eq(saturated(transfer.mem_addr, beyond)),
             self.desc.p.sp_addr.eq(transfer.sp_addr),
             self.desc.p.rows.eq(transfer.rows),
             self.desc.p.row_bytes.eq(transfer.row_bytes),
-            self.desc.p.mem_stride.eq(Mux(transfer.mem_stride >= beyond, beyond,
-                                          transfer.mem_stride)),
+            self.desc.p.mem_stride.eq(saturated(transfer.mem_stride, beyond)),
             self.desc.p.sp_stride.eq(transfer.sp_stride),
         ]
         with m.FSM():

@@ -13,7 +13,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import exact_log2
 
-from .arith import saturating_product
+from .arith import saturated, saturating_product
 from .axi import AXI4Signature, Burst, Resp
 from .config import NPUConfig
 from .isa import (CHANNEL_PARAM_BYTES, INSTRUCTION_BITS, INSTRUCTION_BYTES, Config, Engine,
@@ -291,20 +291,17 @@ class InstructionChecker(wiring.Component):
             # arithmetic is only as wide as the scratchpad's addresses.
             limit = 2 * size
 
-            def clamped(value):
-                return Mux(value >= limit, limit, value)
-
             def product(a, b, name):
-                value, _ = saturating_product(m, clamped(a), (b - 1)[:len(b)], self.start,
-                                              limit, name)
+                value, _ = saturating_product(m, saturated(a, limit), (b - 1)[:len(b)],
+                                              self.start, limit, name)
                 return value
             transfer_product = product(transfer.sp_stride, transfer.rows, "transfer_product_s1")
-            transfer_base = reg(clamped(transfer.sp_addr) + clamped(transfer.row_bytes),
-                                "transfer_base_s1")
+            transfer_base = reg(saturated(transfer.sp_addr, limit) +
+                                saturated(transfer.row_bytes, limit), "transfer_base_s1")
             out_product = product(matmul.out_stride, count, "out_product_s1")
-            out_base = reg(clamped(matmul.out_addr) + out_bytes, "out_base_s1")
+            out_base = reg(saturated(matmul.out_addr, limit) + out_bytes, "out_base_s1")
             act_product = product(matmul.act_stride, count, "act_product_s1")
-            act_base = reg(clamped(matmul.act_addr) + act_slot, "act_base_s1")
+            act_base = reg(saturated(matmul.act_addr, limit) + act_slot, "act_base_s1")
         else:
             def product(a, b, name):
                 return reg(a * b, name)

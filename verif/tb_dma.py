@@ -175,11 +175,11 @@ class TB:
         self.sp_bytes = self.p["scratchpad_bytes"]
         self.mem_bytes = self.p["mem_bytes"]
         self.rng = tb_rng(dut._log)
-        # Descriptors the DMA queues; with none, those offered behind a failing one are
-        # never taken, so the error tests offer none.
-        self.queue_depth = self.p.get("queue_depth", 4)
         config = NPUConfig(bus_width=self.p["bus_width"], scratchpad_bytes=self.sp_bytes)
         dma = DMA(config)
+        # Descriptors the DMA queues (the harness's default unless given); with none, those
+        # offered behind a failing one are never taken, so the error tests offer none.
+        self.queue_depth = self.p.get("queue_depth", dma.queue_depth)
         self.desc_layout = dma.descriptor_layout
         self.error_layout = dma.error.shape()
         self.ram = FaultyRam(AxiBus.from_prefix(dut, "m_axi", bus_separator="__"), dut.clk,
