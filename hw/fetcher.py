@@ -11,18 +11,18 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from .arith import saturated, saturating_product
 from .axi import AXI4Signature, Burst, Resp
 from .config import NPUConfig
-from .isa import (CHANNEL_PARAM_BYTES, INSTRUCTION_BITS, INSTRUCTION_BYTES, Config, Engine,
-                  Header, Matmul, Opcode, Sync, Transfer, slot_bytes)
+from .isa import (CHANNEL_PARAM_BYTES, ENGINE_OF, INSTRUCTION_BITS, INSTRUCTION_BYTES, Config,
+                  Engine, Header, Matmul, Opcode, Sync, Transfer, field_places, slot_bytes)
 from .registers import ErrorCode
 
 
 __all__ = ["fetched_layout", "InstructionFetcher", "InstructionChecker", "engine_of",
-           "SERIAL_STEPS"]
+           "SERIAL_STEPS", "checked_fields", "queued_bits", "to_queue", "from_queue"]
 
 
 #: Cycles of the checker's products with ``config.serial_products``: one per bit of the
@@ -353,3 +353,108 @@ class InstructionChecker(wiring.Component):
         with m.Else():
             m.d.sync += self.code.eq(ErrorCode.NONE)
         return m
+
+
+def checked_fields(config, opcode):
+    """The bits of each field of ``opcode`` that its engine may find set and uses, once the
+    decoder's check has passed it: ``{field: (low, high)}``, bits ``low .. high - 1`` of the
+    field's value; the header is whole, and a field not named is unused.
+
+    A value the check bounds keeps only the bits its bound needs, and an aligned one loses
+    its low bits, which the check requires to be zero. A field that the instruction's other
+    fields make unused may lose bits it has: addresses and strides of a transfer that moves
+    nothing (``rows`` or ``row_bytes`` 0), or of a ``MATMUL`` with ``count`` 0, strides when
+    there is one row or one vector, the result's address and stride of a ``MATMUL`` that
+    does not emit, the scratchpad address of a ``CONFIG`` of no rows, and ``SYNC``'s engine.
+    The memory address and stride of a transfer are those saturated at
+    ``2**config.addr_width`` (see :func:`to_queue`), as the DMA's range check takes them.
+    """
+    sp_bits = exact_log2(config.scratchpad_bytes)
+    act_slot_bits = exact_log2(slot_bytes(config.rows))
+    weight_slot_bits = exact_log2(slot_bytes(config.cols))
+    mem_bits = min(32, config.addr_width + 1)
+    places = field_places(opcode)
+
+    def kept(name, low, high):
+        return name, (low, min(high, places[name][1]))
+    if opcode in (Opcode.LOAD, Opcode.STORE):
+        fields = [
+            kept("mem_addr", 0, mem_bits), kept("mem_stride", 0, mem_bits),
+            kept("sp_addr", 0, sp_bits),              # below the scratchpad's end
+            kept("sp_stride", 0, sp_bits),            # likewise, with rows > 1
+            kept("row_bytes", 0, sp_bits + 1),        # at most the scratchpad's size
+            kept("rows", 0, 12),
+        ]
+    elif opcode is Opcode.MATMUL:
+        fields = [
+            kept("weight_addr", weight_slot_bits, sp_bits),
+            kept("act_addr", act_slot_bits, sp_bits),
+            kept("act_stride", 0, sp_bits - act_slot_bits),
+            kept("count", 0, ceil_log2(config.acc_depth + 1)),
+            kept("acc_addr", 0, ceil_log2(config.acc_depth)),
+            kept("out_addr", weight_slot_bits, sp_bits),
+            kept("out_stride", weight_slot_bits, sp_bits),
+            kept("channel", 0, ceil_log2(config.channel_depth)),
+            *(kept(flag, 0, 1) for flag in ("accumulate", "emit", "act_flip", "out_int32")),
+        ]
+    elif opcode is Opcode.CONFIG:
+        fields = [
+            kept("sp_addr", weight_slot_bits, sp_bits),
+            kept("channel", 0, ceil_log2(config.channel_depth + 1)),
+            kept("count", 0, ceil_log2(config.channel_depth + 1)),
+        ]
+    else:
+        fields = []
+    return dict(fields)
+
+
+def queued_bits(config, engine):
+    """The bits of an instruction word that ``engine``'s queue holds: the header and the
+    :func:`checked_fields` of every opcode the engine executes (``SYNC`` has no other)."""
+    bits = set(range(Shape.cast(Header).width))
+    for opcode in Opcode:
+        if ENGINE_OF.get(opcode) is not engine:
+            continue
+        places = field_places(opcode)
+        for name, (low, high) in checked_fields(config, opcode).items():
+            offset = places[name][0]
+            bits.update(range(offset + low, offset + high))
+    return sorted(bits)
+
+
+def _runs(bits):
+    """``bits`` (sorted) as ``(start, stop)`` runs of consecutive bits."""
+    runs = []
+    for bit in bits:
+        if runs and runs[-1][1] == bit:
+            runs[-1][1] = bit + 1
+        else:
+            runs.append([bit, bit + 1])
+    return runs
+
+
+def to_queue(config, engine, insn):
+    """A checked instruction (:func:`fetched_layout`) as ``engine``'s queue holds it: its
+    :func:`queued_bits`, then its address. A transfer's memory address and stride are
+    saturated at ``2**config.addr_width`` first."""
+    word = insn.word
+    if engine in (Engine.LOAD, Engine.STORE):
+        pieces, end = [], 0
+        for name in ("mem_addr", "mem_stride"):
+            offset, width = field_places(Opcode.LOAD)[name]
+            pieces += [word[end:offset],
+                       saturated(word[offset:offset + width], 2**config.addr_width)[:width]]
+            end = offset + width
+        word = Cat(*pieces, word[end:])
+    return Cat(*(word[start:stop] for start, stop in _runs(queued_bits(config, engine))),
+               insn.addr)
+
+
+def from_queue(config, engine, entry):
+    """The instruction (:func:`fetched_layout`) of an entry of ``engine``'s queue, with
+    zeros in the bits the queue does not hold."""
+    pieces, end, held = [], 0, 0
+    for start, stop in _runs(queued_bits(config, engine)):
+        pieces += [C(0, start - end), entry[held:held + stop - start]]
+        end, held = stop, held + stop - start
+    return Cat(*pieces, C(0, INSTRUCTION_BITS - end), entry[held:])

@@ -29,7 +29,7 @@ from amaranth.lib import data, enum
 
 __all__ = ["slot_bytes", "INSTRUCTION_BITS", "INSTRUCTION_BYTES", "Opcode", "Engine", "Header", "Transfer",
            "Matmul", "Config", "Sync", "End", "LAYOUTS", "ENGINE_OF", "CHANNEL_PARAM_BYTES",
-           "encode", "decode", "isa_markdown"]
+           "encode", "decode", "field_places", "isa_markdown"]
 
 
 INSTRUCTION_BITS = 128
@@ -203,6 +203,11 @@ def decode(word):
     fields = {name: (word >> offset) & ((1 << width) - 1)
               for name, (offset, width) in _FIELD_TABLES[code].items()}
     return opcode, fields
+
+
+def field_places(opcode):
+    """``{dotted name: (offset, width)}`` of every field of ``opcode``'s layout."""
+    return _FIELD_TABLES[opcode.value]
 
 
 def isa_markdown():

@@ -13,7 +13,8 @@ Structure::
 
 The fetcher reads instructions in order; the decoder checks each one
 (``hw.fetcher.InstructionChecker``, a pipeline of ``InstructionChecker.latency`` cycles)
-and appends it to its engine's queue (``config.queue_depth`` deep); the next instruction
+and appends it to its engine's queue (``config.queue_depth`` deep, holding only the bits
+of the instruction its engine uses, ``hw.fetcher.to_queue``); the next instruction
 enters the decoder in the cycle the current one is dispatched (with ``config.fetch_depth``
 1, the decoder checks the fetcher's one instruction in place instead, and the fetcher
 reads the next one once it is dispatched). The engines run concurrently and synchronise through four token counters
@@ -48,7 +49,8 @@ from .axi import AXI4LiteSignature, AXI4Signature
 from .config import NPUConfig
 from .dma import DMA, Direction, DMAError
 from .engines import ComputeEngine, TransferEngine, act_tag_layout
-from .fetcher import InstructionChecker, InstructionFetcher, engine_of, fetched_layout
+from .fetcher import (InstructionChecker, InstructionFetcher, engine_of, fetched_layout,
+                      from_queue, queued_bits, to_queue)
 from .host_registers import HostRegisters
 from .isa import Engine, Opcode
 from .registers import ErrorCode
@@ -94,9 +96,10 @@ class NPU(wiring.Component):
         store = core("store", TransferEngine(config, direction=Direction.SP_TO_MEM,
                                              engine_id=Engine.STORE.value))
         compute = core("compute", ComputeEngine(config))
+        # Each queue holds what its engine uses of a checked instruction (``to_queue``).
         queues = {engine: core(f"{engine.name.lower()}_queue", fifo.SyncFIFOBuffered(
-            width=Shape.cast(fetched_layout(config)).width, depth=config.queue_depth))
-            for engine in Engine}
+            width=len(queued_bits(config, engine)) + config.addr_width,
+            depth=config.queue_depth)) for engine in Engine}
         engines = {Engine.LOAD: load, Engine.COMPUTE: compute, Engine.STORE: store}
 
         # --- Memory port: instruction fetch (ID 1) and DMA (ID 0) share m_axi ------------------
@@ -125,7 +128,7 @@ class NPU(wiring.Component):
         for engine, component in engines.items():
             queue = queues[engine]
             m.d.comb += [component.insn.valid.eq(queue.r_rdy),
-                         component.insn.p.eq(queue.r_data),
+                         component.insn.p.eq(from_queue(config, engine, queue.r_data)),
                          queue.r_en.eq(component.insn.ready)]
         # Load and store share the DMA's descriptor queue; the load engine goes first.
         with m.If(load.desc.valid):
@@ -189,7 +192,8 @@ class NPU(wiring.Component):
         is_end = insn.word[:4] == Opcode.END.value
         end_reached = Signal()
         target_ready = Signal()
-        m.d.comb += [queue.w_data.eq(insn) for queue in queues.values()]
+        m.d.comb += [queue.w_data.eq(to_queue(config, engine, insn))
+                     for engine, queue in queues.items()]
         with m.Switch(target):
             for engine in Engine:
                 with m.Case(engine):
