@@ -187,7 +187,8 @@ class ComputeEngine(wiring.Component):
     activation slots into the array, each tagged with its accumulator row and its result
     address), and an entry in the completion queue. Dispatch takes one cycle, so the next
     tile's weights are read while the current tile streams, and tiles follow each other
-    with no bubble. A MATMUL completes when its last activation has entered the array, or,
+    with no bubble (with ``config.queue_depth`` of 2 or more; with 1, one MATMUL is in
+    flight at a time). A MATMUL completes when its last activation has entered the array, or,
     with ``emit``, when its last result row has been written to the scratchpad; tokens are
     pushed then, in order.
 
@@ -271,8 +272,10 @@ class ComputeEngine(wiring.Component):
         })
         completion = data.StructLayout({"emit": unsigned(1), "push_prev": unsigned(1),
                                         "push_next": unsigned(1)})
-        # Four MATMULs in flight (two with a queue shallower than that), eight completions.
-        cmd_depth = min(4, max(2, config.queue_depth))
+        # As many MATMULs in flight as the instruction queue holds, four at most, and twice
+        # as many completions. (With one, the iCEBreaker's test programs take as many
+        # cycles as with two, to 0.2%: its serial output stage sets the pace.)
+        cmd_depth = min(4, config.queue_depth)
         m.submodules.weight_cmds = weight_cmds = fifo.SyncFIFOBuffered(
             width=Shape.cast(weight_cmd).width, depth=cmd_depth)
         m.submodules.act_cmds = act_cmds = fifo.SyncFIFOBuffered(
