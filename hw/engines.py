@@ -215,13 +215,22 @@ class ComputeEngine(wiring.Component):
         An activation vector enters the array this cycle.
     """
 
-    #: Entries of the FIFO between the output stage and the scratchpad's result port.
-    result_buffer = 3
-    #: Cycles that FIFO adds between a result leaving the output stage and its write.
-    result_latency = 2
+    @staticmethod
+    def result_buffer_of(config):
+        """Entries of the FIFO between the output stage and the scratchpad's result port:
+        three, or one behind the serial output stage, which delivers a row in tens of
+        cycles."""
+        return 1 if config.serial_output else 3
+
+    @classmethod
+    def result_latency_of(cls, config):
+        """Cycles that FIFO adds between a result leaving the output stage and its write:
+        one for a single register, two through the FIFO's memory."""
+        return 1 if cls.result_buffer_of(config) == 1 else 2
 
     def __init__(self, config=NPUConfig()):
         self.config = config
+        self.result_buffer = self.result_buffer_of(config)
         self.weight_slot = slot_bytes(config.cols)
         self.act_slot = slot_bytes(config.rows)
         self.tag = act_tag_layout(config)
@@ -468,10 +477,10 @@ class ComputeEngine(wiring.Component):
         m.d.comb += [self.mac.eq(accepted), act_finished.eq(accepted & response.tag.last)]
 
         # --- Result writer ----------------------------------------------------------------------
-        # Result rows (or, for int32 outputs, their four byte planes) queue in a
-        # three-entry FIFO in front of the scratchpad's result port, so that the port's
+        # Result rows (or, for int32 outputs, their four byte planes) queue in a FIFO
+        # (``result_buffer``) in front of the scratchpad's result port, so that the port's
         # ready, which comes from the scratchpad's arbitration, reaches only that FIFO and
-        # not the output stage (a row still leaves every cycle).
+        # not the output stage (with three entries a row still leaves every cycle).
         results = matrix.results.p
         result_tag = Signal(_result_tag_layout(config))
         m.d.comb += result_tag.eq(results.tag)
