@@ -77,6 +77,10 @@ class NPUConfig:
         The products of the range checks and byte counts (decoder, DMA, transfer engines)
         by shift and add over several cycles instead of multipliers, for devices with few
         DSP blocks.
+    array_tag_memory : bool
+        Each vector's sideband (accumulator row, channel, result address) crosses the
+        systolic array's ``rows + cols + 1`` cycles in a memory (a block RAM) instead of a
+        chain of registers, for devices with few logic cells.
     """
 
     rows: int = 8
@@ -99,6 +103,7 @@ class NPUConfig:
     dma_outstanding: int = 8
     read_slices: bool = True
     serial_products: bool = False
+    array_tag_memory: bool = False
 
     def __post_init__(self):
         for name in ("rows", "cols", "acc_depth", "channel_depth", "scratchpad_banks"):

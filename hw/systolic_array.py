@@ -47,13 +47,15 @@ Latency
 -------
 A vector accepted on ``acts`` in cycle ``t`` appears on ``results`` in cycle
 ``t + rows + cols + 1`` (:attr:`latency`): each PE registers its product, then its sum.
+The ``tag`` travels that far in a chain of registers, or, with ``tag_memory``, in a
+memory (``hw.arith.delay_line``: a block RAM instead of ``latency`` registers of it).
 """
 
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import registered_product
+from .arith import delay_line, registered_product
 
 
 __all__ = ["SystolicArray", "activation_layout", "result_layout"]
@@ -75,10 +77,11 @@ def result_layout(cols, tag_shape):
 
 
 class SystolicArray(wiring.Component):
-    def __init__(self, rows=8, cols=8, tag_shape=unsigned(1)):
+    def __init__(self, rows=8, cols=8, tag_shape=unsigned(1), *, tag_memory=False):
         self.rows = rows
         self.cols = cols
         self.tag_shape = tag_shape
+        self.tag_memory = tag_memory
         self.latency = self.latency_of(rows, cols)
         super().__init__({
             "weights": In(stream.Signature(data.ArrayLayout(signed(8), cols))),
@@ -203,12 +206,17 @@ class SystolicArray(wiring.Component):
             m.d.comb += self.results.p.data[c].eq(value)
 
         # --- Sideband: valid and tag travel alongside, latency rows + cols + 1 ------------
-        valid, tag = acts_accepted, self.acts.p.tag
+        valid, tag = acts_accepted, Value.cast(self.acts.p.tag)
         for i in range(self.latency):
             next_valid = Signal(name=f"valid_d{i}")
-            next_tag = Signal(self.tag_shape, name=f"tag_d{i}")
-            m.d.sync += [next_valid.eq(valid), next_tag.eq(tag)]
-            valid, tag = next_valid, next_tag
+            m.d.sync += next_valid.eq(valid)
+            valid = next_valid
+            if not self.tag_memory:
+                next_tag = Signal(self.tag_shape, name=f"tag_d{i}")
+                m.d.sync += next_tag.eq(tag)
+                tag = next_tag
+        if self.tag_memory:
+            tag = delay_line(m, tag, self.latency, "tag_line")
         m.d.comb += [self.results.valid.eq(valid), self.results.p.tag.eq(tag)]
 
         return m

@@ -6,13 +6,16 @@ from hw.config import NPUConfig
 from hw.matrix_unit import MatrixUnit
 from verif.runner import simulate
 
-# Two shapes: the default and a smaller non-square one. ~700 weight tiles each.
-SHAPES = [(8, 8), (4, 8)]
+# Two shapes: the default and a smaller non-square one, whose array carries the sideband
+# in a memory (``array_tag_memory``). ~700 weight tiles each.
+SHAPES = [(8, 8, False), (4, 8, True)]
 
 
-@pytest.mark.parametrize("rows,cols", SHAPES, ids=[f"{r}x{c}" for r, c in SHAPES])
-def test_matrix_unit_gemm_tiles(rows, cols, seed, waves):
-    fields = dict(rows=rows, cols=cols, acc_depth=64, channel_depth=16)
+@pytest.mark.parametrize("rows,cols,tag_memory", SHAPES,
+                         ids=[f"{r}x{c}" + ("_tag_memory" if t else "") for r, c, t in SHAPES])
+def test_matrix_unit_gemm_tiles(rows, cols, tag_memory, seed, waves):
+    fields = dict(rows=rows, cols=cols, acc_depth=64, channel_depth=16,
+                  array_tag_memory=tag_memory)
     simulate(MatrixUnit(NPUConfig(**fields)), name=f"matrix_unit_{rows}x{cols}",
              test_module="verif.tb_matrix_unit",
              testcase=["random_gemm_tiles", "back_to_back_accumulation", "deep_accumulation",
