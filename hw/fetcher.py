@@ -116,8 +116,15 @@ class InstructionFetcher(wiring.Component):
             with m.Elif(pop):
                 m.d.sync += head_valid.eq(0)
 
-        request_addr = Signal(32)           # next instruction to request
-        head_addr = Signal(32)              # instruction at the head of the FIFO
+        # Addresses are ``addr_width`` bits and one more, set beyond the address space,
+        # where the fetcher never goes more than its FIFO's depth. An error's full 32-bit
+        # address is the program's start when the program starts beyond it (latched at
+        # ``start``), else the head's.
+        aw = self.config.addr_width
+        addr_bits = min(32, aw + 1)
+        request_addr = Signal(addr_bits)    # next instruction to request
+        head_addr = Signal(addr_bits)       # instruction at the head of the FIFO
+        starts_beyond = Signal()
         in_flight = Signal()
         beat = Signal(range(self.beats))
         failed = Signal()                   # an error beat in the instruction being assembled
@@ -128,7 +135,6 @@ class InstructionFetcher(wiring.Component):
         count = Signal(range(self.burst + 1))
         m.d.comb += count.eq(Mux(to_boundary < self.burst, to_boundary, self.burst))
         room = level <= self.depth - self.burst
-        aw = self.config.addr_width
         outside = request_addr[aw:].any()   # beyond the address space: not read
         m.d.comb += [
             bus.araddr.eq(request_addr),
@@ -160,8 +166,11 @@ class InstructionFetcher(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [request_addr.eq(self.program_addr), head_addr.eq(self.program_addr),
-                                 beat.eq(0), failed.eq(0)]
+                    beyond = self.program_addr[aw:].any()
+                    start_addr = Cat(self.program_addr[:aw], beyond)
+                    m.d.sync += [request_addr.eq(start_addr), head_addr.eq(start_addr),
+                                 starts_beyond.eq(beyond), beat.eq(0), failed.eq(0),
+                                 self.bus_error_addr.eq(self.program_addr)]
                     m.next = "RUN"
             with m.State("RUN"):
                 request = ~in_flight & room & ~self.halt
@@ -177,7 +186,9 @@ class InstructionFetcher(wiring.Component):
                 with m.If(self.halt):
                     m.next = "STOP"
                 with m.Elif(head_valid & head.error):
-                    m.d.sync += [self.bus_error.eq(1), self.bus_error_addr.eq(head_addr)]
+                    m.d.sync += self.bus_error.eq(1)
+                    with m.If(~starts_beyond):
+                        m.d.sync += self.bus_error_addr.eq(head_addr)
                     m.next = "STOP"
                 with m.Elif(self.insn.valid & self.insn.ready):
                     m.d.comb += pop.eq(1)

@@ -370,6 +370,9 @@ async def beyond_the_address_space(dut):
     bench.ram.write(top, end)
     bench.ram.write(top + 0x40, sync + end)
     await run(top + 0x40, ErrorCode.BUS_ERROR_FETCH, top + 0x40)
+    # Its bit addr_width clear: reported whole, and nothing read at its low bits.
+    bench.ram.write(0x80, sync + end)
+    await run(2 * top + 0x80, ErrorCode.BUS_ERROR_FETCH, 2 * top + 0x80)
     bench.ram.write(top - 2 * INSTRUCTION_BYTES, sync + sync)
     await run(top - 2 * INSTRUCTION_BYTES, ErrorCode.BUS_ERROR_FETCH, top)
 
