@@ -57,12 +57,14 @@ TOOLS = {
 #: Memories (Yosys's ``MEMID``) that never use what a read returns when a write hits its
 #: address in the same cycle: Amaranth's FIFO storage (``SyncFIFOBuffered`` reads only
 #: entries written in earlier cycles), the systolic array's sideband line
-#: (``hw.arith.delay_line`` reads behind its write) and the UART bridge's payload buffer
-#: (written while a frame arrives, read after it). An iCE40 block RAM returns no defined
+#: (``hw.arith.delay_line`` reads behind its write), the UART bridge's payload buffer
+#: (written while a frame arrives, read after it) and the counters' words
+#: (``hw.counters.CounterFile`` writes only the word it read the cycle before, and reads
+#: for the host when it writes nothing). An iCE40 block RAM returns no defined
 #: value on such a collision, so Yosys adds registers and LUTs to make every read return
 #: the old data (about 40 cells per block RAM); their read ports are marked as undefined on
 #: a collision instead (``COLLISION_X_MASK``), which saves those cells.
-COLLISION_FREE_MEMORIES = ("storage", "tag_line", "buffer")
+COLLISION_FREE_MEMORIES = ("storage", "tag_line", "buffer", "counter_words")
 
 
 def collision_free_script(names=COLLISION_FREE_MEMORIES):

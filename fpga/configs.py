@@ -60,15 +60,17 @@ ULX3S = BoardBuild(
 #: 1BitSquared iCEBreaker, iCE40UP5K: a 2 × 2 NPU at 24 MHz. Its 8 DSPs, 5280 LUTs and
 #: 30 × 512-byte block RAMs hold a small core only: the serial output stage, the range
 #: checks' products by shift and add, one channel-parameter row, single-entry queues, a
-#: DMA without a descriptor queue and with one burst in flight, and 16-bit memory
-#: addresses. The memory goes in the SPRAM.
+#: DMA without a descriptor queue and with one burst in flight, 16-bit memory addresses,
+#: and the array's sideband and the cycle counters in block RAM. The memory goes in the
+#: SPRAM.
 ICEBREAKER = BoardBuild(
     name="icebreaker", title="iCEBreaker",
     config=NPUConfig(rows=2, cols=2, scratchpad_bytes=2 * 1024, scratchpad_banks=2,
                      acc_depth=64, channel_depth=1, bus_width=32, addr_width=16,
                      queue_depth=1, serial_output=True, fetch_depth=1,
                      fetch_burst=1, dma_queue_depth=0, dma_outstanding=1, read_slices=False,
-                     serial_products=True, array_tag_memory=True),
+                     serial_products=True, array_tag_memory=True,
+                     counters_in_memory=True),
     memory_bytes=64 * 1024,
     clock_hz=24_000_000,
     spram=True,

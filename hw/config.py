@@ -81,6 +81,10 @@ class NPUConfig:
         Each vector's sideband (accumulator row, channel, result address) crosses the
         systolic array's ``rows + cols + 1`` cycles in a memory (a block RAM) instead of a
         chain of registers, for devices with few logic cells.
+    counters_in_memory : bool
+        The six cycle counters (``hw.registers.CYCLE_COUNTERS``) are kept in a block RAM
+        (``hw.counters.CounterFile``) instead of registers, for devices with few logic
+        cells; reading one over AXI4-Lite then takes two more cycles.
     """
 
     rows: int = 8
@@ -104,6 +108,7 @@ class NPUConfig:
     read_slices: bool = True
     serial_products: bool = False
     array_tag_memory: bool = False
+    counters_in_memory: bool = False
 
     def __post_init__(self):
         for name in ("rows", "cols", "acc_depth", "channel_depth", "scratchpad_banks"):

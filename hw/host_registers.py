@@ -11,7 +11,8 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4LiteSignature, Resp
-from .registers import BY_NAME, REGISTERS, config_words
+from .counters import READ_LATENCY
+from .registers import BY_NAME, CYCLE_COUNTERS, REGISTERS, config_words
 
 
 __all__ = ["ADDR_WIDTH", "port_name", "HostRegisters"]
@@ -78,6 +79,12 @@ class HostRegisters(wiring.Component):
     irq : ``Out(1)``
         High while ``control_irq_enable`` is set and any ``w1c`` bit (``STATUS.done``,
         ``STATUS.error``) is set. Driven by registers only (no path from an input).
+    counter_read : ``Out(1)``, counter_index : ``Out(range(6))``, counter_value : ``In(32)``
+        With ``config.counters_in_memory``, instead of the ports of the registers of
+        :data:`hw.registers.CYCLE_COUNTERS`: a read of one of them asks a
+        :class:`hw.counters.CounterFile` for counter ``counter_index`` (its place in that
+        list) in the cycle of the handshake, and takes ``counter_value``
+        :data:`hw.counters.READ_LATENCY` cycles later.
 
     Timing
     ------
@@ -91,7 +98,8 @@ class HostRegisters(wiring.Component):
 
     Read: ``arready`` is high while no read response is pending; ``rvalid`` rises one
     cycle after the handshake, with ``rdata`` sampled at the handshake and held until
-    ``rready``. A read and a write may be in flight at once; a read handshake in the
+    ``rready`` (a counter kept in a ``CounterFile``: ``READ_LATENCY`` + 1 cycles after,
+    with ``rdata`` its value then). A read and a write may be in flight at once; a read handshake in the
     cycle of a write handshake returns the value before the write.
 
     Unmapped addresses: the transaction completes with ``SLVERR``; reads return 0.
@@ -105,9 +113,13 @@ class HostRegisters(wiring.Component):
         _check_table()
         self.config = config
         self.constants = config_words(config)
+        self.in_memory = CYCLE_COUNTERS if config.counters_in_memory else ()
         members = {"bus": In(AXI4LiteSignature(data_width=32, addr_width=ADDR_WIDTH))}
+        if self.in_memory:
+            members.update(counter_read=Out(1), counter_index=Out(range(len(CYCLE_COUNTERS))),
+                           counter_value=In(32))
         for register in REGISTERS:
-            if register.name in self.constants:
+            if register.name in self.constants or register.name in self.in_memory:
                 continue
             for field in register.fields:
                 direction = In if field.access in ("r", "w1c") else Out
@@ -129,6 +141,8 @@ class HostRegisters(wiring.Component):
         for register in REGISTERS:
             if register.name in self.constants:
                 words[register.name] = C(self.constants[register.name], 32)
+                continue
+            if register.name in self.in_memory:
                 continue
             word = words[register.name] = Signal(32, name=f"{register.name.lower()}_word")
             for field in register.fields:
@@ -177,18 +191,30 @@ class HostRegisters(wiring.Component):
         irq_enable = self._port(BY_NAME["CONTROL"], BY_NAME["CONTROL"].field("irq_enable"))
         m.d.comb += self.irq.eq(irq_enable & Cat(*sticky.values()).any())
 
-        # Read channel.
-        m.d.comb += bus.arready.eq(~bus.rvalid)
+        # Read channel. ``waiting``: cycles until a counter file's answer.
+        waiting = Signal(range(READ_LATENCY + 1))
+        m.d.comb += bus.arready.eq(~bus.rvalid & (waiting == 0))
+        if self.in_memory:
+            with m.If(waiting != 0):
+                m.d.sync += waiting.eq(waiting - 1)
         with m.If(bus.arvalid & bus.arready):
             m.d.sync += [bus.rvalid.eq(1), bus.rresp.eq(Resp.OKAY)]
             with m.Switch(bus.araddr[2:]):
                 for register in REGISTERS:
                     with m.Case(register.address >> 2):
-                        m.d.sync += bus.rdata.eq(words[register.name])
+                        if register.name in self.in_memory:
+                            m.d.comb += [self.counter_read.eq(1), self.counter_index.eq(
+                                self.in_memory.index(register.name))]
+                            m.d.sync += [bus.rvalid.eq(0), waiting.eq(READ_LATENCY)]
+                        else:
+                            m.d.sync += bus.rdata.eq(words[register.name])
                 with m.Default():
                     m.d.sync += [bus.rdata.eq(0), bus.rresp.eq(Resp.SLVERR)]
         with m.Elif(bus.rready):
             m.d.sync += bus.rvalid.eq(0)
+        if self.in_memory:
+            with m.If(waiting == 1):
+                m.d.sync += [bus.rvalid.eq(1), bus.rdata.eq(self.counter_value)]
 
         return m
 

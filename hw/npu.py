@@ -53,7 +53,8 @@ from .fetcher import (InstructionChecker, InstructionFetcher, engine_of, fetched
                       from_queue, queued_bits, to_queue)
 from .host_registers import HostRegisters
 from .isa import Engine, Opcode
-from .registers import ErrorCode
+from .counters import CounterFile
+from .registers import CYCLE_COUNTERS, ErrorCode
 from .scratchpad import Scratchpad
 
 
@@ -273,9 +274,14 @@ class NPU(wiring.Component):
             m.d.comb += [found_code.eq(ErrorCode.DEADLOCK), found_addr.eq(blocked_addr)]
 
         # --- Control ------------------------------------------------------------------------------
+        # Counters in registers; with ``config.counters_in_memory`` the cycle counters are
+        # in a CounterFile, which the register file asks.
+        in_memory = [name.lower() for name in CYCLE_COUNTERS] if config.counters_in_memory \
+            else []
         counters = {name: Signal(32, name=name) for name in (
             "cycles", "mac_cycles", "dma_read_bytes", "dma_write_bytes", "load_stall_cycles",
-            "compute_stall_cycles", "store_stall_cycles", "fetch_stall_cycles")}
+            "compute_stall_cycles", "store_stall_cycles", "fetch_stall_cycles")
+            if name not in in_memory}
         running = Signal()
         resetting = Signal()
         with m.FSM():
@@ -318,12 +324,21 @@ class NPU(wiring.Component):
             "store_stall_cycles": running & store.stalled,
             "fetch_stall_cycles": running & decoded & legal & ~is_end & ~target_ready,
         }
+        if in_memory:
+            m.submodules.counter_file = counter_file = CounterFile(len(in_memory))
+            m.d.comb += [
+                counter_file.increments.eq(Cat(increments[name] for name in in_memory)),
+                counter_file.clear.eq(clear),
+                counter_file.read.eq(registers.counter_read),
+                counter_file.index.eq(registers.counter_index),
+                registers.counter_value.eq(counter_file.value),
+            ]
         with m.If(clear):
             m.d.sync += [counter.eq(0) for counter in counters.values()]
             m.d.sync += [error_code.eq(ErrorCode.NONE), error_addr.eq(0)]
         with m.Else():
-            m.d.sync += [counters[name].eq(counters[name] + value)
-                         for name, value in increments.items()]
+            m.d.sync += [counter.eq(counter + increments[name])
+                         for name, counter in counters.items()]
         m.d.comb += [getattr(registers, name).eq(counter) for name, counter in counters.items()]
         m.d.comb += [
             registers.status_idle.eq(~running & ~resetting),

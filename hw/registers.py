@@ -14,8 +14,8 @@ from amaranth.lib import enum
 from .config import NPUConfig
 
 
-__all__ = ["Field", "Register", "REGISTERS", "BY_NAME", "ErrorCode", "NPU_MAGIC", "NPU_VERSION",
-           "config_words", "registers_markdown"]
+__all__ = ["Field", "Register", "REGISTERS", "BY_NAME", "CYCLE_COUNTERS", "ErrorCode", "NPU_MAGIC",
+           "NPU_VERSION", "config_words", "registers_markdown"]
 
 #: ``ID`` register: "NPU1" in ASCII.
 NPU_MAGIC = 0x3155504E
@@ -117,6 +117,11 @@ REGISTERS = (
 )
 
 BY_NAME = {register.name: register for register in REGISTERS}
+
+#: The counters of at most one event per cycle, which ``NPUConfig.counters_in_memory``
+#: keeps in a block RAM (``hw.counters.CounterFile``).
+CYCLE_COUNTERS = ("CYCLES", "MAC_CYCLES", "LOAD_STALL_CYCLES", "COMPUTE_STALL_CYCLES",
+                  "STORE_STALL_CYCLES", "FETCH_STALL_CYCLES")
 
 
 def config_words(config: NPUConfig):
