@@ -394,7 +394,7 @@ def checked_fields(config, opcode):
             kept("sp_addr", 0, sp_bits),              # below the scratchpad's end
             kept("sp_stride", 0, sp_bits),            # likewise, with rows > 1
             kept("row_bytes", 0, sp_bits + 1),        # at most the scratchpad's size
-            kept("rows", 0, 12),
+            kept("rows", 0, places["rows"][1]),       # any number, with a stride of 0
         ]
     elif opcode is Opcode.MATMUL:
         fields = [

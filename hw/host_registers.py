@@ -79,7 +79,8 @@ class HostRegisters(wiring.Component):
     irq : ``Out(1)``
         High while ``control_irq_enable`` is set and any ``w1c`` bit (``STATUS.done``,
         ``STATUS.error``) is set. Driven by registers only (no path from an input).
-    counter_read : ``Out(1)``, counter_index : ``Out(range(6))``, counter_value : ``In(32)``
+    counter_read : ``Out(1)``; counter_index : ``Out(range(len(CYCLE_COUNTERS)))``;
+    counter_value : ``In(32)``
         With ``config.counters_in_memory``, instead of the ports of the registers of
         :data:`hw.registers.CYCLE_COUNTERS`: a read of one of them asks a
         :class:`hw.counters.CounterFile` for counter ``counter_index`` (its place in that
@@ -99,8 +100,8 @@ class HostRegisters(wiring.Component):
     Read: ``arready`` is high while no read response is pending; ``rvalid`` rises one
     cycle after the handshake, with ``rdata`` sampled at the handshake and held until
     ``rready`` (a counter kept in a ``CounterFile``: ``READ_LATENCY`` + 1 cycles after,
-    with ``rdata`` its value then). A read and a write may be in flight at once; a read handshake in the
-    cycle of a write handshake returns the value before the write.
+    with ``rdata`` its value then). A read and a write may be in flight at once; a read
+    handshake in the cycle of a write handshake returns the value before the write.
 
     Unmapped addresses: the transaction completes with ``SLVERR``; reads return 0.
 

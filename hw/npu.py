@@ -47,13 +47,13 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4LiteSignature, AXI4Signature
 from .config import NPUConfig
+from .counters import CounterFile
 from .dma import DMA, Direction, DMAError
 from .engines import ComputeEngine, TransferEngine, act_tag_layout
 from .fetcher import (InstructionChecker, InstructionFetcher, engine_of, fetched_layout,
                       from_queue, queued_bits, to_queue)
 from .host_registers import HostRegisters
 from .isa import Engine, Opcode
-from .counters import CounterFile
 from .registers import CYCLE_COUNTERS, ErrorCode
 from .scratchpad import Scratchpad
 
