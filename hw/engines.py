@@ -11,7 +11,7 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from .arith import saturated, serial_product
+from .arith import serial_product
 from .config import NPUConfig
 from .dma import Descriptor
 from .fetcher import fetched_layout
@@ -118,17 +118,17 @@ class TransferEngine(wiring.Component):
             size = Signal(32)
             size_done = C(1)
 
-        # Memory addresses and strides beyond the address space reach the DMA as
-        # ``2**addr_width``, which its range check refuses.
-        beyond = 2**self.config.addr_width
+        # Memory addresses and strides beyond the address space come from the queue
+        # saturated at ``2**addr_width`` (``hw.fetcher.to_queue``), which the DMA's range
+        # check refuses.
         m.d.comb += [
             self.desc.p.direction.eq(self.direction),
             self.desc.p.id.eq(self.engine_id),
-            self.desc.p.mem_addr.eq(saturated(transfer.mem_addr, beyond)),
+            self.desc.p.mem_addr.eq(transfer.mem_addr),
             self.desc.p.sp_addr.eq(transfer.sp_addr),
             self.desc.p.rows.eq(transfer.rows),
             self.desc.p.row_bytes.eq(transfer.row_bytes),
-            self.desc.p.mem_stride.eq(saturated(transfer.mem_stride, beyond)),
+            self.desc.p.mem_stride.eq(transfer.mem_stride),
             self.desc.p.sp_stride.eq(transfer.sp_stride),
         ]
         with m.FSM():
