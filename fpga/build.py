@@ -58,13 +58,15 @@ TOOLS = {
 #: address in the same cycle: Amaranth's FIFO storage (``SyncFIFOBuffered`` reads only
 #: entries written in earlier cycles), the systolic array's sideband line
 #: (``hw.arith.delay_line`` reads behind its write), the UART bridge's payload buffer
-#: (written while a frame arrives, read after it) and the counters' words
+#: (written while a frame arrives, read after it), the counters' words
 #: (``hw.counters.CounterFile`` writes only the word it read the cycle before, and reads
-#: for the host when it writes nothing). An iCE40 block RAM returns no defined
-#: value on such a collision, so Yosys adds registers and LUTs to make every read return
-#: the old data (about 40 cells per block RAM); their read ports are marked as undefined on
-#: a collision instead (``COLLISION_X_MASK``), which saves those cells.
-COLLISION_FREE_MEMORIES = ("storage", "tag_line", "buffer", "counter_words")
+#: for the host when it writes nothing) and the serial output stage's channel parameters
+#: (a row is written only while no beat that reads it is in flight). An iCE40 block RAM
+#: returns no defined value on such a collision, so Yosys adds registers and LUTs to make
+#: every read return the old data (about 40 cells per block RAM); their read ports are
+#: marked as undefined on a collision instead (``COLLISION_X_MASK``), which saves those
+#: cells.
+COLLISION_FREE_MEMORIES = ("storage", "tag_line", "buffer", "counter_words", "param_bytes")
 
 
 def collision_free_script(names=COLLISION_FREE_MEMORIES):

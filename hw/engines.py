@@ -394,39 +394,22 @@ class ComputeEngine(wiring.Component):
             m.d.sync += [config_reads.eq(cfg.count * CHANNEL_PARAM_BYTES),
                          config_slot.eq(cfg.sp_addr >> wgt_shift)]
 
-        # CONFIG: collect 16 bytes per channel, then write one table row.
-        records = [Signal(8 * CHANNEL_PARAM_BYTES, name=f"record{c}") for c in range(C)]
+        # CONFIG: each byte of the records goes to the matrix unit's table as it arrives,
+        # 16 per row.
         byte_index = Signal(range(CHANNEL_PARAM_BYTES))
         config_row = Signal(range(256))
         config_rows = Signal(range(257))
-        record_full = Signal()
         with m.If(start_config):
-            m.d.sync += [config_row.eq(cfg.channel), config_rows.eq(cfg.count), byte_index.eq(0),
-                         record_full.eq(0)]
+            m.d.sync += [config_row.eq(cfg.channel), config_rows.eq(cfg.count), byte_index.eq(0)]
         with m.If(configuring):
-            m.d.comb += self.wgt_resp.ready.eq(1)
+            m.d.comb += [self.wgt_resp.ready.eq(1), matrix.params.valid.eq(self.wgt_resp.valid)]
             with m.If(self.wgt_resp.valid):
-                m.d.sync += [records[c].eq(Cat(records[c][8:], self.wgt_resp.p.data[c]))
-                             for c in range(C)]
                 m.d.sync += byte_index.eq(byte_index + 1)
-                m.d.sync += record_full.eq(byte_index == CHANNEL_PARAM_BYTES - 1)
-            with m.If(record_full):
-                m.d.comb += matrix.params.valid.eq(1)
-                m.d.sync += [config_row.eq(config_row + 1), config_rows.eq(config_rows - 1),
-                             record_full.eq(0)]
-            m.d.comb += config_done.eq((config_rows == 0) & ~record_full)
-        m.d.comb += matrix.params.p.index.eq(config_row)
-        for c in range(C):
-            record = records[c]
-            m.d.comb += [
-                matrix.params.p.data[c].bias.eq(record[0:32]),
-                matrix.params.p.data[c].multiplier.eq(record[32:64]),
-                matrix.params.p.data[c].zero_point.eq(record[64:80]),
-                matrix.params.p.data[c].clamp_lo.eq(record[80:96]),
-                matrix.params.p.data[c].clamp_hi.eq(record[96:112]),
-                matrix.params.p.data[c].unsigned_output.eq(record[112]),
-                matrix.params.p.data[c].add_mode.eq(record[113] if config.elementwise_add else 0),
-            ]
+                with m.If(byte_index == CHANNEL_PARAM_BYTES - 1):
+                    m.d.sync += [config_row.eq(config_row + 1), config_rows.eq(config_rows - 1)]
+            m.d.comb += config_done.eq(config_rows == 0)
+        m.d.comb += [matrix.params.p.index.eq(config_row), matrix.params.p.byte.eq(byte_index)]
+        m.d.comb += [matrix.params.p.data[c].eq(self.wgt_resp.p.data[c]) for c in range(C)]
 
         # --- Activation reader ------------------------------------------------------------
         act_head = Signal(act_cmd)

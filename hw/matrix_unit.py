@@ -27,12 +27,14 @@ weights : ``In(stream.Signature(ArrayLayout(signed(8), cols)))``
     Weight rows, ``rows`` beats per tile (see :class:`hw.systolic_array.SystolicArray`).
 acts : ``In(stream.Signature(matrix_beat_layout(...)))``
     Activation vectors with their accumulation control.
-params : ``In(stream.Signature(...))``
-    Writes of the channel-parameter table: ``index``, ``data`` (``cols`` ×
-    ``channel_params``). Always ready. A row must not be rewritten while beats that use
-    it are in flight. With ``config.channel_depth`` = 1 there is no table: the output
-    stage reads ``data`` itself, which the producer must hold from one write to the next
-    (the compute engine's CONFIG assembles the row in place).
+params : ``In(stream.Signature(channel_param_write_layout(cols, channel_depth)))``
+    Writes of the channel-parameter table, a byte of each column's record at a time
+    (``hw.output_stage.channel_param_write_layout``). Always ready. A row must not be
+    rewritten while beats that use it are in flight. For the pipelined output stage the
+    bytes of a row come in order, byte 0 first: they shift into one record per column,
+    which is the row itself with ``config.channel_depth`` = 1 and is written to the table
+    with its last byte otherwise. The serial output stage keeps the table itself, in a
+    memory written byte by byte.
 results : ``Out(stream.Signature(...))``
     ``q``: ``cols`` 8-bit outputs; ``acc``: the ``cols`` int32 accumulators before bias;
     ``tag``: the activation beat's tag.
@@ -53,7 +55,8 @@ from amaranth.utils import ceil_log2
 
 from .add_stage import AddStage
 from .config import NPUConfig
-from .output_stage import OutputStage, channel_params
+from .isa import CHANNEL_PARAM_BYTES
+from .output_stage import OutputStage, channel_param_write_layout, channel_params
 from .serial_output_stage import SerialOutputStage
 from .systolic_array import SystolicArray
 
@@ -77,7 +80,7 @@ def config_output_stage(config, tag_shape=unsigned(1)):
     """The output stage ``config`` asks for: :class:`hw.output_stage.OutputStage`, or
     :class:`hw.serial_output_stage.SerialOutputStage` with ``config.serial_output``."""
     if config.serial_output:
-        return SerialOutputStage(config.cols, tag_shape=tag_shape)
+        return SerialOutputStage(config.cols, config.channel_depth, tag_shape=tag_shape)
     return OutputStage(config.cols, tag_shape=tag_shape, units=config.output_stage_lanes,
                        stages=config.output_stages)
 
@@ -112,10 +115,7 @@ class MatrixUnit(wiring.Component):
         super().__init__({
             "weights": In(stream.Signature(data.ArrayLayout(signed(8), C))),
             "acts":    In(stream.Signature(matrix_beat_layout(config, tag_shape))),
-            "params":  In(stream.Signature(data.StructLayout({
-                "index": unsigned(ceil_log2(config.channel_depth)),
-                "data":  data.ArrayLayout(channel_params, C),
-            }))),
+            "params":  In(stream.Signature(channel_param_write_layout(C, config.channel_depth))),
             "results": Out(stream.Signature(data.StructLayout({
                 "q":   data.ArrayLayout(unsigned(8), C),
                 "acc": data.ArrayLayout(signed(32), C),
@@ -135,7 +135,7 @@ class MatrixUnit(wiring.Component):
         m.submodules.output_stage = output_stage = config_output_stage(config, self.tag_shape)
         m.submodules.accumulators = accumulators = memory.Memory(
             shape=data.ArrayLayout(signed(32), C), depth=config.acc_depth, init=[])
-        if config.channel_depth > 1:
+        if config.channel_depth > 1 and not config.serial_output:
             m.submodules.channel_table = channel_table = memory.Memory(
                 shape=data.ArrayLayout(channel_params, C), depth=config.channel_depth, init=[])
 
@@ -156,14 +156,31 @@ class MatrixUnit(wiring.Component):
             array.acts.p.tag.tag.eq(self.acts.p.tag),
         ]
 
-        m.d.comb += self.params.ready.eq(1)
-        if config.channel_depth > 1:
-            table_write = channel_table.write_port()
-            m.d.comb += [
-                table_write.addr.eq(self.params.p.index),
-                table_write.data.eq(self.params.p.data),
-                table_write.en.eq(self.params.valid),
-            ]
+        if config.serial_output:
+            wiring.connect(m, wiring.flipped(self.params), output_stage.params)
+        else:
+            m.d.comb += self.params.ready.eq(1)
+            records = [Signal(8 * CHANNEL_PARAM_BYTES, name=f"record{c}") for c in range(C)]
+            shifted = [Cat(records[c][8:], self.params.p.data[c]) for c in range(C)]
+            with m.If(self.params.valid):
+                m.d.sync += [records[c].eq(shifted[c]) for c in range(C)]
+
+            def row_of(records):
+                # The record's bits are channel_params' up to the add-mode flag.
+                row = Signal(data.ArrayLayout(channel_params, C))
+                for c in range(C):
+                    m.d.comb += row[c].eq(Cat(records[c][:113],
+                                              records[c][113] & config.elementwise_add))
+                return row
+
+            if config.channel_depth > 1:
+                table_write = channel_table.write_port()
+                m.d.comb += [
+                    table_write.addr.eq(self.params.p.index),
+                    table_write.data.eq(row_of(shifted)),
+                    table_write.en.eq(self.params.valid
+                                      & (self.params.p.byte == CHANNEL_PARAM_BYTES - 1)),
+                ]
 
         # --- Accumulator read-modify-write -------------------------------------------
         # A result is read from its accumulator row in the cycle it leaves the array,
@@ -216,11 +233,22 @@ class MatrixUnit(wiring.Component):
         # --- Channel-parameter lookup, then the output stage ----------------------------
         fifo_head = Signal(self._emitted)
         m.d.comb += fifo_head.eq(results_fifo.r_data)
+        if config.serial_output:
+            # The stage looks the row up itself; the FIFO's head is its held beat.
+            m.d.comb += [
+                output_stage.inp.valid.eq(results_fifo.r_rdy),
+                output_stage.inp.p.acc.eq(fifo_head.acc),
+                output_stage.inp.p.channel.eq(fifo_head.channel),
+                output_stage.inp.p.tag.eq(fifo_head.tag),
+                results_fifo.r_en.eq(output_stage.inp.ready),
+            ]
+            wiring.connect(m, output_stage.out, wiring.flipped(self.results))
+            return m
         if config.channel_depth == 1:
-            # The single row is ``params``' payload, and the FIFO's head goes to the output
-            # stage directly: the row cannot change under a beat in flight (the compute
-            # engine's CONFIG waits for them).
-            row = self.params.p.data
+            # The single row is the records, and the FIFO's head goes to the output stage
+            # directly: the row cannot change under a beat in flight (the compute engine's
+            # CONFIG waits for them).
+            row = row_of(records)
             beat_valid, beat = results_fifo.r_rdy, fifo_head
             m.d.comb += results_fifo.r_en.eq(output_stage.inp.ready)
         else:

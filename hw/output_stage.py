@@ -63,10 +63,11 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .arith import delay_line, registered_product
+from .isa import CHANNEL_PARAM_BYTES
 
 
-__all__ = ["channel_params", "output_stage_signature", "SATURATED", "round_half_even",
-           "clamp_bounds", "clamped", "OutputStage"]
+__all__ = ["channel_params", "channel_param_write_layout", "output_stage_signature", "SATURATED",
+           "round_half_even", "clamp_bounds", "clamped", "OutputStage"]
 
 
 #: Per-output-channel parameters of the output stage.
@@ -79,6 +80,18 @@ channel_params = data.StructLayout({
     "unsigned_output": unsigned(1),
     "add_mode":        unsigned(1),    # flags bit 1: the fields hold hw.add_stage's
 })
+
+
+def channel_param_write_layout(lanes, channel_depth):
+    """One byte of a row of the channel-parameter table: byte ``byte`` of each of ``lanes``
+    channels' :data:`hw.isa.CHANNEL_PARAM_BYTES`-byte records (``data``), in the order they
+    sit in memory (``sw.simulator.CHANNEL_PARAM_DTYPE``), for table row ``index``. The
+    bits of a record's first 14 bytes and its flags are those of :data:`channel_params`."""
+    return data.StructLayout({
+        "index": unsigned(ceil_log2(channel_depth)),
+        "byte":  unsigned(ceil_log2(CHANNEL_PARAM_BYTES)),
+        "data":  data.ArrayLayout(unsigned(8), lanes),
+    })
 
 
 def output_stage_signature(lanes, tag_shape):

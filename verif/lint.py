@@ -19,7 +19,7 @@ def blocks(config=DEFAULT_CONFIG):
     return [
         ("add_stage", AddStage(config.cols, config.add_circuits, tag_shape=16)),
         ("output_stage", OutputStage(config.cols, tag_shape=16)),
-        ("serial_output_stage", SerialOutputStage(config.cols, tag_shape=16)),
+        ("serial_output_stage", SerialOutputStage(config.cols, config.channel_depth, tag_shape=16)),
         ("matrix_unit", MatrixUnit(config)),
         ("matrix_unit_add_mode", MatrixUnit(config.with_(elementwise_add=True))),
         ("npu", NPU(config)),

@@ -4,8 +4,9 @@ rounding ties, saturation and every clamp edge."""
 import numpy as np
 
 __all__ = ["int8_full_range", "random_multipliers", "random_channel_params",
-           "edge_accumulators", "tie_cases", "channel_param_fields", "golden_requantize",
-           "float32_rounding_edges", "random_add_params", "add_operands", "add_tie_cases"]
+           "edge_accumulators", "tie_cases", "channel_param_fields", "channel_param_record",
+           "golden_requantize", "float32_rounding_edges", "random_add_params", "add_operands",
+           "add_tie_cases"]
 
 
 def int8_full_range(rng, shape):
@@ -90,6 +91,18 @@ def channel_param_fields(params, index):
         "unsigned_output": int(params["unsigned"][index]),
         "add_mode": 0,
     }
+
+
+def channel_param_record(params, index, reserved=0):
+    """Channel ``index`` of a :func:`random_channel_params` dict as the 16 bytes CONFIG
+    reads from the scratchpad (``sw.simulator.CHANNEL_PARAM_DTYPE``); ``reserved`` fills
+    the flags' high byte, which the hardware ignores."""
+    from sw.simulator import CHANNEL_PARAM_DTYPE
+    record = np.zeros(1, CHANNEL_PARAM_DTYPE)
+    for key in ("bias", "multiplier", "zero_point", "clamp_lo", "clamp_hi"):
+        record[key] = params[key][index]
+    record["flags"] = int(params["unsigned"][index]) | (reserved & 0xFF) << 8
+    return [int(b) for b in record.view(np.uint8)]
 
 
 def golden_requantize(acc, params):

@@ -11,7 +11,7 @@ from hw.config import NPUConfig
 from hw.matrix_unit import MatrixUnit
 from verif.golden import tile_gemm
 from verif.runner import BUILD
-from verif.stimulus import (channel_param_fields, golden_requantize, int8_full_range,
+from verif.stimulus import (channel_param_record, golden_requantize, int8_full_range,
                             random_channel_params)
 from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock_and_reset,
                            tb_params, tb_rng, unpack)
@@ -83,9 +83,12 @@ class MatrixUnitBench:
         for problem in problems:
             C = self.config.cols
             for nt in range(problem.n_tiles):
-                fields = [channel_param_fields(problem.params, nt * C + c) for c in range(C)]
-                beats.append(pack(self.param_layout, {"index": problem.channel_base + nt,
-                                                      "data": fields}))
+                records = [channel_param_record(problem.params, nt * C + c,
+                                                int(self.rng.integers(256))) for c in range(C)]
+                beats += [pack(self.param_layout, {"index": problem.channel_base + nt,
+                                                   "byte": byte,
+                                                   "data": [record[byte] for record in records]})
+                          for byte in range(len(records[0]))]
         await drive_stream(self.dut.clk, port(self.dut, "params"), beats, self.rng)
 
     async def run_batch(self, problems, idle=0.0, stall=0.0, acts_after=0):
