@@ -62,11 +62,12 @@ ULX3S = BoardBuild(
 #: checks' products by shift and add, one channel-parameter row, single-entry queues, a
 #: DMA without a descriptor queue and with one burst in flight, 16-bit memory addresses,
 #: and the array's sideband and the cycle counters in block RAM. The memory goes in the
-#: SPRAM.
+#: SPRAM, whose 16-bit words are the bus's: half the DMA's, the scratchpad's and the
+#: fetcher's data path of a 32-bit bus.
 ICEBREAKER = BoardBuild(
     name="icebreaker", title="iCEBreaker",
     config=NPUConfig(rows=2, cols=2, scratchpad_bytes=2 * 1024, scratchpad_banks=2,
-                     acc_depth=64, channel_depth=1, bus_width=32, addr_width=16,
+                     acc_depth=64, channel_depth=1, bus_width=16, addr_width=16,
                      queue_depth=1, serial_output=True, fetch_depth=1,
                      fetch_burst=1, dma_queue_depth=0, dma_outstanding=1, read_slices=False,
                      serial_products=True, array_tag_memory=True,

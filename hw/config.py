@@ -32,7 +32,8 @@ class NPUConfig:
         Output channels whose output-stage parameters (bias, multiplier, zero point,
         clamp) can be held at once, in units of ``cols`` channels.
     bus_width : int
-        AXI4 data width of the memory port, in bits.
+        AXI4 data width of the memory port, in bits: 16 to 256. It is also the width of
+        the DMA's data path and of the scratchpad's DMA port.
     addr_width : int
         AXI4 address width, in bits, 12 to 32: the memory the NPU reaches is
         ``[0, 2**addr_width)``. An instruction fetched from beyond it, or a LOAD or STORE
@@ -117,8 +118,9 @@ class NPUConfig:
                 raise ValueError(f"NPUConfig.{name} must be positive, not {value}")
         if not 12 <= self.addr_width <= 32:
             raise ValueError(f"NPUConfig.addr_width must be 12 to 32, not {self.addr_width}")
-        if self.bus_width not in (32, 64, 128, 256):
-            raise ValueError(f"NPUConfig.bus_width must be 32, 64, 128 or 256, not {self.bus_width}")
+        if self.bus_width not in (16, 32, 64, 128, 256):
+            raise ValueError(f"NPUConfig.bus_width must be 16, 32, 64, 128 or 256, not "
+                             f"{self.bus_width}")
         if self.output_lanes < 0 or self.cols % self.output_stage_lanes:
             raise ValueError(f"NPUConfig.output_lanes must divide cols ({self.cols}), "
                              f"not {self.output_lanes}")

@@ -21,7 +21,8 @@ desc : ``In(stream.Signature(Descriptor))``
 done : ``Out(stream.Signature(Completion))``
     One beat with the descriptor's ``id`` when it has completed: every byte is in the
     scratchpad (memory → scratchpad), or every write burst has had its ``OKAY`` response
-    (scratchpad → memory). Buffered (4 entries); the engine stalls while it is full.
+    (scratchpad → memory). Buffered (``min(4, max_outstanding)`` entries); the engine
+    stalls while it is full.
     A descriptor with ``rows == 0`` or ``row_bytes == 0`` completes without any access.
 error : ``Out(ErrorInfo)``
     ``code`` (:class:`DMAError`), ``id`` of the failing descriptor and ``addr``, the failing
@@ -378,7 +379,8 @@ class DMA(wiring.Component):
             m.d.comb += self.desc.ready.eq(take)
 
         # Completions.
-        done_fifo, done_w, done_r = fifo("done", self.done.p.shape(), 4, reset=None)
+        done_fifo, done_w, done_r = fifo("done", self.done.p.shape(),
+                                         min(4, self.max_outstanding), reset=None)
         m.d.comb += [
             self.done.valid.eq(done_fifo.r_rdy),
             self.done.payload.eq(done_r),

@@ -15,12 +15,19 @@ from .arith import serial_product
 from .config import NPUConfig
 from .dma import Descriptor
 from .fetcher import fetched_layout
-from .isa import CHANNEL_PARAM_BYTES, Config, Header, Matmul, Opcode, Transfer, slot_bytes
+from .isa import (CHANNEL_PARAM_BYTES, Config, Engine, Header, Matmul, Opcode, Transfer,
+                  slot_bytes)
 from .matrix_unit import MatrixUnit
 from .scratchpad import read_request_layout, read_response_layout, result_write_layout
 
 
-__all__ = ["TokenPort", "TransferEngine", "ComputeEngine", "act_tag_layout"]
+__all__ = ["TokenPort", "TransferEngine", "ComputeEngine", "act_tag_layout",
+           "DESCRIPTOR_ID_BITS"]
+
+
+#: Width of the ``id`` of the transfer engines' DMA descriptors: an engine's
+#: :class:`hw.isa.Engine` value.
+DESCRIPTOR_ID_BITS = Shape.cast(Engine).width
 
 
 class TokenPort(wiring.Signature):
@@ -87,7 +94,8 @@ class TransferEngine(wiring.Component):
         self.direction = direction
         self.engine_id = engine_id
         self.descriptor = Descriptor(addr_width=config.addr_width,
-                                     scratchpad_bytes=config.scratchpad_bytes)
+                                     scratchpad_bytes=config.scratchpad_bytes,
+                                     tag_width=DESCRIPTOR_ID_BITS)
         super().__init__({
             "insn": In(stream.Signature(fetched_layout(config))),
             "tokens": Out(TokenPort()),

@@ -49,7 +49,7 @@ from .axi import AXI4LiteSignature, AXI4Signature
 from .config import NPUConfig
 from .counters import CounterFile
 from .dma import DMA, Direction, DMAError
-from .engines import ComputeEngine, TransferEngine, act_tag_layout
+from .engines import DESCRIPTOR_ID_BITS, ComputeEngine, TransferEngine, act_tag_layout
 from .fetcher import (InstructionChecker, InstructionFetcher, engine_of, fetched_layout,
                       from_queue, queued_bits, to_queue)
 from .host_registers import HostRegisters
@@ -89,7 +89,8 @@ class NPU(wiring.Component):
 
         fetcher = core("fetcher", InstructionFetcher(config, burst=config.fetch_burst,
                                                      depth=config.fetch_depth))
-        dma = core("dma", DMA(config, id_width=1, queue_depth=config.dma_queue_depth,
+        dma = core("dma", DMA(config, id_width=1, tag_width=DESCRIPTOR_ID_BITS,
+                              queue_depth=config.dma_queue_depth,
                               max_outstanding=config.dma_outstanding))
         scratchpad = core("scratchpad", Scratchpad(config, tag_shape=act_tag_layout(config)))
         load = core("load", TransferEngine(config, direction=Direction.MEM_TO_SP,

@@ -31,8 +31,8 @@ async def host_read(ctx, port, addr):
     return ctx.get(port.rdata)
 
 
-async def axi_write(ctx, axi, word, beats, rng, model):
-    ctx.set(axi.awaddr, word * 4)
+async def axi_write(ctx, axi, word, beats, rng, model, word_bytes):
+    ctx.set(axi.awaddr, word * word_bytes)
     ctx.set(axi.awlen, len(beats) - 1)
     ctx.set(axi.awvalid, 1)
     await ctx.tick().until(axi.awready)
@@ -43,17 +43,17 @@ async def axi_write(ctx, axi, word, beats, rng, model):
         ctx.set(axi.wlast, i == len(beats) - 1)
         ctx.set(axi.wvalid, 1)
         await ctx.tick().until(axi.wready)
-        for b in range(4):
+        for b in range(word_bytes):
             if strb >> b & 1:
-                model[(word + i) * 4 + b] = data >> (8 * b) & 0xFF
+                model[(word + i) * word_bytes + b] = data >> (8 * b) & 0xFF
     ctx.set(axi.wvalid, 0)
     ctx.set(axi.bready, 1)
     await ctx.tick().until(axi.bvalid)
     ctx.set(axi.bready, 0)
 
 
-async def axi_read(ctx, axi, word, length, rng):
-    ctx.set(axi.araddr, word * 4)
+async def axi_read(ctx, axi, word, length, rng, word_bytes):
+    ctx.set(axi.araddr, word * word_bytes)
     ctx.set(axi.arlen, length - 1)
     ctx.set(axi.arvalid, 1)
     await ctx.tick().until(axi.arready)
@@ -69,9 +69,12 @@ async def axi_read(ctx, axi, word, length, rng):
     return words
 
 
-@pytest.mark.parametrize("spram", [False, True], ids=["bram", "spram"])
-def test_axi4_memory(spram):
-    dut = AXI4Memory(32, MEMORY_BYTES, spram=spram)
+@pytest.mark.parametrize("width, spram", [(32, False), (32, True), (16, True)],
+                         ids=["bram", "spram", "spram_16"])
+def test_axi4_memory(width, spram):
+    """The 16-bit SPRAM memory is the iCEBreaker's (two SPRAMs one above the other)."""
+    dut = AXI4Memory(width, MEMORY_BYTES, spram=spram)
+    word_bytes = width // 8
     rng = random.Random(1)
     model = {}
 
@@ -83,14 +86,15 @@ def test_axi4_memory(spram):
         for addr in rng.sample(sorted(model), 20):
             assert await host_read(ctx, dut.host, addr) == model[addr]
         for _ in range(10):
-            word = rng.randrange(MEMORY_BYTES // 4 - 16)
-            beats = [(rng.randrange(1 << 32), rng.randrange(16)) for _ in range(rng.randint(1, 8))]
-            await axi_write(ctx, dut.axi, word, beats, rng, model)
+            word = rng.randrange(MEMORY_BYTES // word_bytes - 16)
+            beats = [(rng.randrange(1 << width), rng.randrange(1 << word_bytes))
+                     for _ in range(rng.randint(1, 8))]
+            await axi_write(ctx, dut.axi, word, beats, rng, model, word_bytes)
             length = rng.randint(1, 12)
-            got = await axi_read(ctx, dut.axi, word, length, rng)
+            got = await axi_read(ctx, dut.axi, word, length, rng, word_bytes)
             for i, data in enumerate(got):
-                for b in range(4):
-                    addr = (word + i) * 4 + b
+                for b in range(word_bytes):
+                    addr = (word + i) * word_bytes + b
                     if addr in model:
                         assert data >> (8 * b) & 0xFF == model[addr], hex(addr)
         for addr in rng.sample(sorted(model), 30):

@@ -311,8 +311,10 @@ class TB:
         raise AssertionError(f"timeout: {len(self.mon.done)} of {count} completions "
                              f"after {cycles} cycles")
 
-    async def wait_halted(self, cycles=20000):
-        for _ in range(cycles):
+    async def wait_halted(self):
+        # A failing descriptor spans up to 6 pages: 6,144 words at 32 bits, twice as many
+        # at 16, with pauses and stalls.
+        for _ in range(20000 * max(1, 4 // self.lanes)):
             await RisingEdge(self.dut.clk)
             await ReadOnly()
             if self.error()["code"] != DMAError.NONE.value and not self.dut.busy.value:
