@@ -383,7 +383,7 @@ class UartBridge(wiring.Component):
         frame_crc = Signal(16)
         crc = Signal(16)
         count = Signal(16)
-        word = Signal(64)               # register payload, then the answer's data
+        word = Signal(32)               # register payload, then the answer's data
         status = Signal(Status)
         # The last executed frame and its answer.
         last_valid = Signal()
@@ -412,7 +412,8 @@ class UartBridge(wiring.Component):
         with m.Switch(command):
             with m.Case(*Command):
                 m.d.comb += known.eq(1)
-        answer_bytes_c = Signal(16)
+        # At most MAX_PAYLOAD: a frame with a longer length is answered with BAD_LENGTH.
+        answer_bytes_c = Signal(range(MAX_PAYLOAD + 1))
         with m.If(status == Status.OK):
             with m.Switch(command):
                 with m.Case(Command.READ_REG):
@@ -423,8 +424,8 @@ class UartBridge(wiring.Component):
                     m.d.comb += answer_bytes_c.eq(length)
         # Registered from values that settle cycles before they are used: the answer is
         # sent from the cycle after ANSWER, payload bytes arrive a UART byte apart.
-        answer_bytes = Signal(16)
-        answer_last = Signal(16)
+        answer_bytes = Signal.like(answer_bytes_c)
+        answer_last = Signal.like(answer_bytes_c)
         length_last = Signal(16)
         m.d.sync += [answer_bytes.eq(answer_bytes_c), answer_last.eq(answer_bytes_c - 1),
                      length_last.eq(length - 1)]
@@ -447,7 +448,7 @@ class UartBridge(wiring.Component):
             self.mem.wdata.eq(buffer_r.data),
             self.m_axil.araddr.eq(addr),
             self.m_axil.awaddr.eq(addr),
-            self.m_axil.wdata.eq(word[:32]),
+            self.m_axil.wdata.eq(word),
             self.m_axil.wstrb.eq(0b1111),
         ]
         aw_done = Signal()
@@ -491,7 +492,7 @@ class UartBridge(wiring.Component):
                 with m.If(rx_valid):
                     m.d.comb += buffer_w.en.eq(count < MAX_PAYLOAD)
                     m.d.sync += [crc.eq(next_crc), count.eq(count + 1),
-                                 word.eq(Cat(word[8:32], rx_byte))]
+                                 word.eq(Cat(word[8:], rx_byte))]
                     with m.If(count == length_last):
                         m.d.sync += count.eq(0)
                         m.next = "TRAILER"
@@ -584,12 +585,10 @@ class UartBridge(wiring.Component):
                         m.next = "MEM_WRITE_FETCH"
 
             with m.State("EXECUTED"):
-                m.d.sync += [last_status.eq(status), last_word.eq(word[:32])]
+                m.d.sync += [last_status.eq(status), last_word.eq(word)]
                 m.next = "ANSWER"
 
             with m.State("ANSWER"):
-                with m.If(command == Command.STATUS):
-                    m.d.sync += word.eq(report)
                 send(m, RESPONSE_SYNC, "ANSWER_SEQ", update_crc=False)
                 m.d.sync += crc.eq(CRC_INIT)
             with m.State("ANSWER_SEQ"):
@@ -613,13 +612,16 @@ class UartBridge(wiring.Component):
                 m.d.sync += word[:8].eq(self.mem.rdata)
                 m.next = "ANSWER_DATA"
             with m.State("ANSWER_DATA"):
+                # STATUS sends its bytes from ``report``, the others from ``word``.
                 last = count == answer_last
+                data_byte = Mux(command == Command.STATUS,
+                                report.as_value().word_select(count[:3], 8), word[:8])
                 with m.If(last):
-                    send(m, word[:8], "ANSWER_CRC_HIGH")
+                    send(m, data_byte, "ANSWER_CRC_HIGH")
                 with m.Elif(from_memory):
-                    send(m, word[:8], "ANSWER_MEM_READ")
+                    send(m, data_byte, "ANSWER_MEM_READ")
                 with m.Else():
-                    send(m, word[:8], "ANSWER_DATA")
+                    send(m, data_byte, "ANSWER_DATA")
                 with m.If(uart_tx.data.ready):
                     m.d.sync += [count.eq(Mux(last, 0, count + 1)), word.eq(word[8:])]
             with m.State("ANSWER_CRC_HIGH"):
