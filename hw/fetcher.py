@@ -235,7 +235,8 @@ class InstructionChecker(wiring.Component):
     ends, stage 3 the code. With ``config.serial_products`` the products take
     :data:`SERIAL_STEPS` more cycles (shift and add, from ``start``), and the range
     arithmetic saturates at twice the scratchpad's size, beyond which every end is out of
-    range, so it is only as wide as the scratchpad's addresses.
+    range, so it is only as wide as the scratchpad's addresses; a transfer's range and a
+    MATMUL's result range then share one product and one end.
     """
 
     latency = 3
@@ -306,11 +307,16 @@ class InstructionChecker(wiring.Component):
                 value, _ = saturating_product(m, saturated(a, limit), (b - 1)[:len(b)],
                                               self.start, limit, name)
                 return value
-            transfer_product = product(transfer.sp_stride, transfer.rows, "transfer_product_s1")
-            transfer_base = reg(saturated(transfer.sp_addr, limit) +
-                                saturated(transfer.row_bytes, limit), "transfer_base_s1")
-            out_product = product(matmul.out_stride, count, "out_product_s1")
-            out_base = reg(saturated(matmul.out_addr, limit) + out_bytes, "out_base_s1")
+            # A transfer's range and a MATMUL's result range share one product and one
+            # end: an instruction is one or the other.
+            transfer_op = (opcode == Opcode.LOAD.value) | (opcode == Opcode.STORE.value)
+            transfer_product = out_product = product(
+                Mux(transfer_op, transfer.sp_stride, matmul.out_stride),
+                Mux(transfer_op, transfer.rows, count), "strided_product_s1")
+            transfer_base = out_base = reg(
+                Mux(transfer_op,
+                    saturated(transfer.sp_addr, limit) + saturated(transfer.row_bytes, limit),
+                    saturated(matmul.out_addr, limit) + out_bytes), "strided_base_s1")
             act_product = product(matmul.act_stride, count, "act_product_s1")
             act_base = reg(saturated(matmul.act_addr, limit) + act_slot, "act_base_s1")
         else:
@@ -341,7 +347,10 @@ class InstructionChecker(wiring.Component):
         def end(product, base, name):
             return reg(product + base, name)
         transfer_end = end(transfer_product, transfer_base, "transfer_end_s2")
-        out_end = end(out_product, out_base, "out_end_s2")
+        if config.serial_products:
+            out_end = transfer_end
+        else:
+            out_end = end(out_product, out_base, "out_end_s2")
         act_end = end(act_product * act_slot, act_base, "act_end_s2")
         stage1 = [illegal, bad_tokens, is_transfer, is_matmul, is_config, misaligned,
                   transfer_nonzero, matmul_nonzero, matmul_fixed, emit, config_range]
