@@ -18,7 +18,9 @@ For one lane of a beat, with the record of the beat's ``channel`` row:
 3. ``F`` times the multiplier's significand, by shift and add (24 cycles,
    ``hw.arith.serial_product``);
 4. the 48-bit product rounds to 24 significant bits, to nearest even (the float32
-   multiply), in one cycle; a value of 2^23 or more saturates, one below 2^-2 gives 0;
+   multiply), through step 2's normalisation and rounding again (its top 32 bits, and
+   whether any bit below them is set); a value of 2^23 or more saturates, one below
+   2^-2 gives 0;
 5. the significand shifts right, one bit per cycle, to the binary point, keeping a guard
    and a sticky bit;
 6. the flags byte gives the output type; one adder then rounds the value half to even,
@@ -76,9 +78,9 @@ __all__ = ["SerialOutputStage"]
 
 class SerialOutputStage(wiring.Component):
     #: Cycles of one lane at most: the bias and multiplier bytes, 31 left shifts and the
-    #: rounding, the product and its rounding, 25 right shifts and the check that ends
-    #: them, the flags, the zero point's and the bounds' bytes.
-    lane_cycles = 8 + 32 + 25 + 26 + 1 + 6
+    #: rounding, the product, one left shift and the rounding, 25 right shifts and the
+    #: check that ends them, the flags, the zero point's and the bounds' bytes.
+    lane_cycles = 8 + 32 + 25 + 2 + 26 + 1 + 6
     #: The output stage does not take a beat in every cycle.
     always_ready = False
 
@@ -147,17 +149,16 @@ class SerialOutputStage(wiring.Component):
         # The multiplier's significand, its implicit one set once its bytes are read.
         multiplier = Signal(24)
 
-        # Step 2's rounding to 24 bits, read when the top bit of ``work`` is set.
-        converted = round_half_even(work[8:], work[7], work[:7].any())
+        # Steps 2 and 4's rounding to 24 bits, read when the top bit of ``work`` is set:
+        # of |x| (``multiplied`` low), then of the product's top 32 bits, ``sticky``
+        # holding whether any of its 16 bits below them is set.
+        converted = round_half_even(work[8:], work[7], work[:7].any() | sticky)
+        significand = Mux(converted[24], 1 << 23, converted[:24])
+        rounded_exponent = exponent + converted[24]
+        multiplied = Signal()
         start_product = Signal()
-        product, product_done = serial_product(
-            m, multiplier, Mux(converted[24], 1 << 23, converted[:24]), start_product,
-            "significand")
-        # Step 4: the product normalised to bit 47, then rounded to 24 bits.
-        narrow = ~product[47]
-        normalised = Mux(narrow, product << 1, product)[:48]
-        rounded = round_half_even(normalised[24:], normalised[23], normalised[:23].any())
-        product_exponent = exponent - narrow + rounded[24]
+        product, product_done = serial_product(m, multiplier, significand, start_product,
+                                               "significand")
         # Step 6, in one adder: the zero point plus the magnitude ``work`` (below 2^24)
         # rounded half to even and capped at SATURATED, with its sign: ``zp + (m ^ s) +
         # (r ^ s)`` is ``zp + m + r`` or ``zp - (m + r)``. A magnitude of 2^17 - 1 rounded
@@ -209,6 +210,7 @@ class SerialOutputStage(wiring.Component):
                         exponent.eq(Cat(mult_exp, Const(0, 1)).as_signed() - 118),
                         guard.eq(0),
                         sticky.eq(0),
+                        multiplied.eq(0),
                         carry.eq(0),
                     ]
                     with m.If(((work[8:] == 0) & (total[:8] == 0)) | (mult_exp == 0)):
@@ -218,26 +220,31 @@ class SerialOutputStage(wiring.Component):
                     with m.Else():
                         m.next = "NORMALISE"
             with m.State("NORMALISE"):
-                with m.If(work[31]):
-                    m.d.sync += exponent.eq(exponent + converted[24])
+                with m.If(~work[31]):
+                    m.d.sync += [work.eq(work << 1), exponent.eq(exponent - 1)]
+                with m.Elif(~multiplied):
+                    m.d.sync += exponent.eq(rounded_exponent)
                     m.d.comb += start_product.eq(1)
                     m.next = "MULTIPLY"
                 with m.Else():
-                    m.d.sync += [work.eq(work << 1), exponent.eq(exponent - 1)]
-            with m.State("MULTIPLY"):
-                with m.If(product_done):
-                    m.d.sync += [work.eq(Mux(rounded[24], 1 << 23, rounded[:24])),
-                                 exponent.eq(product_exponent)]
-                    with m.If(product_exponent >= 0):
+                    m.d.sync += [work.eq(significand), exponent.eq(rounded_exponent),
+                                 sticky.eq(0)]
+                    with m.If(rounded_exponent >= 0):
                         m.d.sync += work.eq(SATURATED)
                         m.d.comb += step_next.eq(14)
                         m.next = "FLAGS"
-                    with m.Elif(product_exponent < -25):
+                    with m.Elif(rounded_exponent < -25):
                         m.d.sync += work.eq(0)
                         m.d.comb += step_next.eq(14)
                         m.next = "FLAGS"
                     with m.Else():
                         m.next = "SHIFT"
+            with m.State("MULTIPLY"):
+                # The product is at least 2^46: normalised again by one left shift at most.
+                with m.If(product_done):
+                    m.d.sync += [work.eq(product[16:]), sticky.eq(product[:16].any()),
+                                 multiplied.eq(1)]
+                    m.next = "NORMALISE"
             with m.State("SHIFT"):
                 with m.If(exponent == 0):
                     m.d.comb += step_next.eq(14)

@@ -5,8 +5,8 @@ import numpy as np
 
 __all__ = ["int8_full_range", "random_multipliers", "random_channel_params",
            "edge_accumulators", "tie_cases", "channel_param_fields", "channel_param_record",
-           "golden_requantize", "float32_rounding_edges", "random_add_params", "add_operands",
-           "add_tie_cases"]
+           "golden_requantize", "float32_rounding_edges", "product_rounding_edges",
+           "random_add_params", "add_operands", "add_tie_cases"]
 
 
 def int8_full_range(rng, shape):
@@ -126,6 +126,30 @@ def float32_rounding_edges():
     acc = np.array([t for t, _ in cases], np.int64)
     multiplier = np.exp2(-np.array([k for _, k in cases], np.float64)).astype(np.float32)
     return acc, multiplier
+
+
+def product_rounding_edges(rng, n):
+    """(accumulator, multiplier) pairs whose float32 product rounds up only because of
+    bits far below its rounding bit, onto an integer plus one half plus 2^-16: with that
+    rounding the output is the odd integer above, without it (a tie, to even) the even
+    integer below. The exact product of the significands is ``S * 2^24 + 2^23 + r`` (or
+    half that, one bit narrower), ``S`` even and ``0 < r < 2^16``; found by search."""
+    acc, multiplier = [], []
+    while len(acc) < n:
+        half = int(rng.integers(64, 128)) * 2       # the even integer below
+        kept = (2 * half + 1) << 15                 # S: 24 bits, the output's half at 2^15
+        top = int(rng.choice([47, 46]))             # the product's top bit
+        target = kept << (top - 23) | 1 << (top - 24)
+        m_sig = int(rng.integers(2**23, 2**24))
+        a = -(-(target + 1) // m_sig)
+        if not 0 < a * m_sig - target < 2**16 or a >= 2**24:
+            continue
+        m = np.float32(m_sig * 2.0 ** (7 - top))
+        assert np.float32(a) * m == np.float32((kept + 1) * 2.0 ** -16)
+        sign = int(rng.choice([-1, 1]))
+        acc.append(sign * a)
+        multiplier.append(m)
+    return np.array(acc, np.int64), np.array(multiplier, np.float32)
 
 
 def random_add_params(rng, n):

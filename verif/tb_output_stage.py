@@ -13,8 +13,8 @@ from cocotb.triggers import with_timeout
 from hw.output_stage import OutputStage
 from hw.serial_output_stage import SerialOutputStage
 from verif.stimulus import (channel_param_fields, channel_param_record, edge_accumulators,
-                            float32_rounding_edges, golden_requantize, random_channel_params,
-                            tie_cases)
+                            float32_rounding_edges, golden_requantize, product_rounding_edges,
+                            random_channel_params, tie_cases)
 from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock_and_reset,
                            tb_params, tb_rng, unpack)
 
@@ -170,3 +170,23 @@ async def float32_rounding(dut):
     params["clamp_lo"][:] = -1000
     params["clamp_hi"][:] = 1000
     await _run(dut, accs.reshape(-1, lanes), params, idle=0.0, stall=0.0)
+
+
+@cocotb.test()
+async def product_rounding(dut):
+    """float32 products that round up only because of their lowest bits, onto an integer
+    plus one half plus 2^-16, in both signs: a multiply that lost those bits would round
+    the tie to even instead, one below."""
+    tb = tb_params()
+    rng = tb_rng(dut._log)
+    lanes = tb["lanes"]
+    n = 64 * lanes
+    accs, multipliers = product_rounding_edges(rng, n)
+    params = random_channel_params(rng, n)
+    params["bias"][:] = 0
+    params["multiplier"] = multipliers
+    params["unsigned"] = accs > 0
+    params["zero_point"][:] = np.where(accs > 0, 0, 127)
+    params["clamp_lo"][:] = -1000
+    params["clamp_hi"][:] = 1000
+    await _run(dut, accs.reshape(-1, lanes), params, idle=0.1, stall=0.1)
