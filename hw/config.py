@@ -75,15 +75,14 @@ class NPUConfig:
     read_slices : bool
         Register slices on the compute engine's scratchpad read requests (for timing).
     serial_products : bool
-        The products of the range checks and byte counts (decoder, DMA, transfer engines)
-        by shift and add over several cycles instead of multipliers, for devices with few
-        DSP blocks.
+        The products of the range checks (decoder, DMA) by shift and add over several
+        cycles instead of multipliers, for devices with few DSP blocks.
     array_tag_memory : bool
         Each vector's sideband (accumulator row, channel, result address) crosses the
         systolic array's ``rows + cols + 1`` cycles in a memory (a block RAM) instead of a
         chain of registers, for devices with few logic cells.
     counters_in_memory : bool
-        The six cycle counters (``hw.registers.CYCLE_COUNTERS``) are kept in a block RAM
+        The eight counters (``hw.registers.COUNTERS``) are kept in a block RAM
         (``hw.counters.CounterFile``) instead of registers, for devices with few logic
         cells; reading one over AXI4-Lite then takes two more cycles.
     """

@@ -11,7 +11,6 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from .arith import serial_product
 from .config import NPUConfig
 from .dma import Descriptor
 from .fetcher import fetched_layout
@@ -80,8 +79,6 @@ class TransferEngine(wiring.Component):
         The head instruction waits for a token or for the DMA to accept its descriptor.
     busy : ``Out(1)``
         An instruction is executing.
-    completed_bytes : ``Out(32)``
-        Bytes of the transfer that completes in this cycle (0 otherwise).
 
     Timing
     ------
@@ -105,7 +102,6 @@ class TransferEngine(wiring.Component):
             "blocked": Out(1),
             "stalled": Out(1),
             "busy": Out(1),
-            "completed_bytes": Out(32),
         })
 
     def elaborate(self, platform):
@@ -114,17 +110,6 @@ class TransferEngine(wiring.Component):
         header = Header(word[:8])
         transfer = Transfer(word[:Shape.cast(Transfer).width])
         is_sync = word[:4] == Opcode.SYNC.value
-        serial = self.config.serial_products
-        if serial:
-            # The byte count by shift and add while the transfer runs (it takes longer);
-            # the instruction holds still at the queue's head until it completes.
-            start = Signal()
-            product, size_done = serial_product(m, transfer.row_bytes, transfer.rows, start,
-                                                "size")
-            size = Mux(is_sync, 0, product)
-        else:
-            size = Signal(32)
-            size_done = C(1)
 
         # Memory addresses and strides beyond the address space come from the queue
         # saturated at ``2**addr_width`` (``hw.fetcher.to_queue``), which the DMA's range
@@ -145,13 +130,9 @@ class TransferEngine(wiring.Component):
                 m.d.comb += [self.blocked.eq(self.insn.valid & ~ok), self.stalled.eq(self.blocked)]
                 with m.If(self.insn.valid & ok & ~self.halt):
                     _pop(m, header, self.tokens)
-                    if not serial:
-                        m.d.sync += size.eq(Mux(is_sync, 0, transfer.rows * transfer.row_bytes))
                     with m.If(is_sync):
                         m.next = "COMPLETE"
                     with m.Else():
-                        if serial:
-                            m.d.comb += start.eq(1)
                         m.next = "ISSUE"
             with m.State("ISSUE"):
                 m.d.comb += [self.busy.eq(1), self.desc.valid.eq(1), self.stalled.eq(~self.desc.ready)]
@@ -162,11 +143,9 @@ class TransferEngine(wiring.Component):
                 with m.If(self.done):
                     m.next = "COMPLETE"
             with m.State("COMPLETE"):
-                m.d.comb += self.busy.eq(1)
-                with m.If(size_done):
-                    m.d.comb += [self.insn.ready.eq(1), self.completed_bytes.eq(size)]
-                    _push(m, header, self.tokens)
-                    m.next = "IDLE"
+                m.d.comb += [self.busy.eq(1), self.insn.ready.eq(1)]
+                _push(m, header, self.tokens)
+                m.next = "IDLE"
         return m
 
 

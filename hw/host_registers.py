@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from .axi import AXI4LiteSignature, Resp
 from .counters import READ_LATENCY
-from .registers import BY_NAME, CYCLE_COUNTERS, REGISTERS, config_words
+from .registers import BY_NAME, COUNTERS, REGISTERS, config_words
 
 
 __all__ = ["ADDR_WIDTH", "port_name", "HostRegisters"]
@@ -79,10 +79,10 @@ class HostRegisters(wiring.Component):
     irq : ``Out(1)``
         High while ``control_irq_enable`` is set and any ``w1c`` bit (``STATUS.done``,
         ``STATUS.error``) is set. Driven by registers only (no path from an input).
-    counter_read : ``Out(1)``; counter_index : ``Out(range(len(CYCLE_COUNTERS)))``;
+    counter_read : ``Out(1)``; counter_index : ``Out(range(len(COUNTERS)))``;
     counter_value : ``In(32)``
         With ``config.counters_in_memory``, instead of the ports of the registers of
-        :data:`hw.registers.CYCLE_COUNTERS`: a read of one of them asks a
+        :data:`hw.registers.COUNTERS`: a read of one of them asks a
         :class:`hw.counters.CounterFile` for counter ``counter_index`` (its place in that
         list) in the cycle of the handshake, and takes ``counter_value``
         :data:`hw.counters.READ_LATENCY` cycles later.
@@ -114,10 +114,10 @@ class HostRegisters(wiring.Component):
         _check_table()
         self.config = config
         self.constants = config_words(config)
-        self.in_memory = CYCLE_COUNTERS if config.counters_in_memory else ()
+        self.in_memory = COUNTERS if config.counters_in_memory else ()
         members = {"bus": In(AXI4LiteSignature(data_width=32, addr_width=ADDR_WIDTH))}
         if self.in_memory:
-            members.update(counter_read=Out(1), counter_index=Out(range(len(CYCLE_COUNTERS))),
+            members.update(counter_read=Out(1), counter_index=Out(range(len(COUNTERS))),
                            counter_value=In(32))
         for register in REGISTERS:
             if register.name in self.constants or register.name in self.in_memory:

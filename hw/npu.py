@@ -54,7 +54,7 @@ from .fetcher import (InstructionChecker, InstructionFetcher, engine_of, fetched
                       from_queue, queued_bits, to_queue)
 from .host_registers import HostRegisters
 from .isa import Engine, Opcode
-from .registers import CYCLE_COUNTERS, ErrorCode
+from .registers import COUNTERS, ErrorCode
 from .scratchpad import Scratchpad
 
 
@@ -275,14 +275,11 @@ class NPU(wiring.Component):
             m.d.comb += [found_code.eq(ErrorCode.DEADLOCK), found_addr.eq(blocked_addr)]
 
         # --- Control ------------------------------------------------------------------------------
-        # Counters in registers; with ``config.counters_in_memory`` the cycle counters are
-        # in a CounterFile, which the register file asks.
-        in_memory = [name.lower() for name in CYCLE_COUNTERS] if config.counters_in_memory \
-            else []
-        counters = {name: Signal(32, name=name) for name in (
-            "cycles", "mac_cycles", "dma_read_bytes", "dma_write_bytes", "load_stall_cycles",
-            "compute_stall_cycles", "store_stall_cycles", "fetch_stall_cycles")
-            if name not in in_memory}
+        # Counters in registers, or with ``config.counters_in_memory`` in a CounterFile,
+        # which the register file asks.
+        names = [name.lower() for name in COUNTERS]
+        in_memory = names if config.counters_in_memory else []
+        counters = {name: Signal(32, name=name) for name in names if name not in in_memory}
         running = Signal()
         resetting = Signal()
         with m.FSM():
@@ -315,20 +312,29 @@ class NPU(wiring.Component):
                 m.d.comb += [resetting.eq(1), halt.eq(1), core_reset.eq(1), dma.clear.eq(1), clear.eq(1)]
                 m.next = "IDLE"
 
+        # Bytes as the DMA writes them into the scratchpad, and into memory.
+        read_bytes = Signal(range(config.bus_width // 8 + 1))
+        write_bytes = Signal.like(read_bytes)
+        with m.If(dma.sp.req.valid & dma.sp.req.ready & dma.sp.req.p.write):
+            m.d.comb += read_bytes.eq(sum(dma.sp.req.p.strb))
+        with m.If(dma.m_axi.wvalid & dma.m_axi.wready):
+            m.d.comb += write_bytes.eq(sum(dma.m_axi.wstrb))
         increments = {
             "cycles": running,
             "mac_cycles": compute.mac,
-            "dma_read_bytes": load.completed_bytes,
-            "dma_write_bytes": store.completed_bytes,
+            "dma_read_bytes": read_bytes,
+            "dma_write_bytes": write_bytes,
             "load_stall_cycles": running & load.stalled,
             "compute_stall_cycles": running & compute.stalled,
             "store_stall_cycles": running & store.stalled,
             "fetch_stall_cycles": running & decoded & legal & ~is_end & ~target_ready,
         }
         if in_memory:
-            m.submodules.counter_file = counter_file = CounterFile(len(in_memory))
+            m.submodules.counter_file = counter_file = CounterFile(
+                [len(Value.cast(increments[name])) for name in in_memory])
             m.d.comb += [
-                counter_file.increments.eq(Cat(increments[name] for name in in_memory)),
+                counter_file.increments.eq(Cat(Value.cast(increments[name])
+                                               for name in in_memory)),
                 counter_file.clear.eq(clear),
                 counter_file.read.eq(registers.counter_read),
                 counter_file.index.eq(registers.counter_index),

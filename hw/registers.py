@@ -14,7 +14,7 @@ from amaranth.lib import enum
 from .config import NPUConfig
 
 
-__all__ = ["Field", "Register", "REGISTERS", "BY_NAME", "CYCLE_COUNTERS", "ErrorCode", "NPU_MAGIC",
+__all__ = ["Field", "Register", "REGISTERS", "BY_NAME", "COUNTERS", "ErrorCode", "NPU_MAGIC",
            "NPU_VERSION", "config_words", "registers_markdown"]
 
 #: ``ID`` register: "NPU1" in ASCII.
@@ -103,9 +103,10 @@ REGISTERS = (
              "(useful MACs = MAC_CYCLES × rows × cols at most).",
              _value("count", "cycles")),
     Register("DMA_READ_BYTES", 0x48, "Bytes read from memory by LOAD (instruction fetch "
-             "excluded).", _value("count", "bytes")),
-    Register("DMA_WRITE_BYTES", 0x4C, "Bytes written to memory by STORE.",
+             "excluded), counted as the DMA writes them into the scratchpad.",
              _value("count", "bytes")),
+    Register("DMA_WRITE_BYTES", 0x4C, "Bytes written to memory by STORE, counted as they "
+             "leave on the W channel (WSTRB).", _value("count", "bytes")),
     Register("LOAD_STALL_CYCLES", 0x50, "Cycles the load engine had an instruction but "
              "waited for a token or the DMA.", _value("count", "cycles")),
     Register("COMPUTE_STALL_CYCLES", 0x54, "Cycles the compute engine had an instruction but "
@@ -118,10 +119,11 @@ REGISTERS = (
 
 BY_NAME = {register.name: register for register in REGISTERS}
 
-#: The counters of at most one event per cycle, which ``NPUConfig.counters_in_memory``
-#: keeps in a block RAM (``hw.counters.CounterFile``).
-CYCLE_COUNTERS = ("CYCLES", "MAC_CYCLES", "LOAD_STALL_CYCLES", "COMPUTE_STALL_CYCLES",
-                  "STORE_STALL_CYCLES", "FETCH_STALL_CYCLES")
+#: The counters, which ``NPUConfig.counters_in_memory`` keeps in a block RAM
+#: (``hw.counters.CounterFile``): of cycles, and of bytes moved, a bus word at most per
+#: cycle.
+COUNTERS = ("CYCLES", "MAC_CYCLES", "DMA_READ_BYTES", "DMA_WRITE_BYTES", "LOAD_STALL_CYCLES",
+            "COMPUTE_STALL_CYCLES", "STORE_STALL_CYCLES", "FETCH_STALL_CYCLES")
 
 
 def config_words(config: NPUConfig):

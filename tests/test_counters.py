@@ -12,12 +12,16 @@ from hw.counters import READ_LATENCY, CounterFile
 CYCLES = 20_000
 
 
-@pytest.mark.parametrize("count", [2, 6])
-def test_counter_file_counts_every_event(count, seed):
+@pytest.mark.parametrize("widths", [(1, 1), (1, 1, 2, 2, 1, 1, 1, 1), (4, 1, 3)],
+                         ids=["2_events", "iCEBreaker", "wide"])
+def test_counter_file_counts_every_event(widths, seed):
+    """Increments of one event, or of up to 2**width - 1 (bytes), per cycle."""
     rng = np.random.default_rng(seed)
-    # Per counter an event rate: never, always, or in between.
+    count = len(widths)
+    # Per counter a rate of non-zero increments: never, always, or in between.
     rates = rng.choice([0.0, 1.0, 0.5, 0.1], size=count)
-    dut = CounterFile(count)
+    dut = CounterFile(widths)
+    offsets = np.cumsum((0,) + widths[:-1])
     model = [0] * count
     reads = mismatches = 0
 
@@ -26,10 +30,13 @@ def test_counter_file_counts_every_event(count, seed):
         asked = {}              # cycle of a read: its counter
         next_read = 0
         for cycle in range(CYCLES):
-            events = [int(rng.random() < rate) for rate in rates]
+            # Full range: the largest increment half of the time.
+            events = [0 if rng.random() >= rate else
+                      2**width - 1 if rng.random() < 0.5 else int(rng.integers(1, 2**width))
+                      for rate, width in zip(rates, widths)]
             clear = int(rng.random() < 0.002)
             read = cycle >= next_read and rng.random() < 0.5
-            ctx.set(dut.increments, sum(e << i for i, e in enumerate(events)))
+            ctx.set(dut.increments, sum(e << int(o) for e, o in zip(events, offsets)))
             ctx.set(dut.clear, clear)
             ctx.set(dut.read, read)
             if read:
