@@ -74,6 +74,10 @@ class NPUConfig:
         Bursts the DMA keeps in flight at most; also the depth of its internal buffers.
     read_slices : bool
         Register slices on the compute engine's scratchpad read requests (for timing).
+    registered_banks : bool
+        Each scratchpad bank's read word is registered next to its block RAM (for timing):
+        scratchpad reads take two cycles. Without, one, and each compute read port buffers
+        two responses instead of three.
     serial_products : bool
         The products of the range checks (decoder, DMA) by shift and add over several
         cycles instead of multipliers, for devices with few DSP blocks.
@@ -106,6 +110,7 @@ class NPUConfig:
     dma_queue_depth: int = 4
     dma_outstanding: int = 8
     read_slices: bool = True
+    registered_banks: bool = True
     serial_products: bool = False
     array_tag_memory: bool = False
     counters_in_memory: bool = False

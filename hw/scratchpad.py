@@ -66,16 +66,19 @@ res : ``In(stream.Signature(result_write_layout(addr_width, cols)))``
 
 Latency
 -------
+``L`` = :attr:`read_latency`: 2, or 1 without ``config.registered_banks``.
+
 * DMA: a request is accepted in cycle ``t`` when ``valid & ready``. A read's data is on
-  ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + 2``, exactly.
+  ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + L``, exactly.
 * Compute reads: a request accepted in cycle ``t`` has its response valid from cycle
-  ``t + 2``, held (with its
-  data) until ``ready``. Responses come in request order. Each read port buffers three
-  responses: a request is accepted only when fewer than three responses are waiting or
-  on their way (requests accepted in the two previous cycles), so with ``resp.ready`` high
-  each read port takes one request per cycle.
-* Every bank's read word is registered as it leaves the block RAM (cycle ``t + 1``); the
-  bank and lane multiplexers work from those registers in cycle ``t + 2``.
+  ``t + L``, held (with its data) until ``ready``. Responses come in request order. Each
+  read port buffers ``L + 1`` responses: a request is accepted only when fewer than
+  ``L + 1`` responses are waiting or on their way (requests accepted in the ``L``
+  previous cycles), so with ``resp.ready`` high each read port takes one request per
+  cycle.
+* With ``config.registered_banks``, every bank's read word is registered as it leaves the
+  block RAM (cycle ``t + 1``), and the bank and lane multiplexers work from those
+  registers in cycle ``t + 2``; without, from the block RAM's output in cycle ``t + 1``.
 * Result writes take effect in the cycle they are accepted.
 * Ordering: a read accepted in cycle ``t`` returns every write accepted before cycle
   ``t`` and none accepted in cycle ``t`` itself (read-first), whichever ports issued them.
@@ -208,13 +211,16 @@ def _round_robin(m, requests, name):
 
 
 class Scratchpad(wiring.Component):
-    #: Cycles from an accepted read request to its data (DMA) or response (compute, at the
-    #: earliest).
-    read_latency = 2
+    @staticmethod
+    def read_latency_of(config):
+        """Cycles from an accepted read request to its data (DMA) or response (compute, at
+        the earliest): :attr:`read_latency`, without building a scratchpad."""
+        return 2 if config.registered_banks else 1
 
     def __init__(self, config=DEFAULT_CONFIG, tag_shape=unsigned(1)):
         self.config = config
         self.tag_shape = tag_shape
+        self.read_latency = self.read_latency_of(config)
         size, banks = config.scratchpad_bytes, config.scratchpad_banks
         if banks < 2 or banks & (banks - 1):
             raise ValueError(f"scratchpad_banks must be a power of two of at least 2 (one "
@@ -254,8 +260,9 @@ class Scratchpad(wiring.Component):
             m.submodules[f"bank{k}"] = bank
             read_ports.append(bank.read_port())
             write_ports.append(bank.write_port(granularity=8))
-            # The word read, registered next to its block RAM.
-            bank_words.append(_delayed(m, read_ports[-1].data, f"bank{k}_word"))
+            # The word read, registered next to its block RAM or straight from it.
+            bank_words.append(_delayed(m, read_ports[-1].data, f"bank{k}_word",
+                                       self.read_latency - 1))
 
         dma_req = self.dma.req
         dma_lane, dma_row, dma_bank = self.dma_geometry.split(dma_req.p.addr)
@@ -319,7 +326,7 @@ class Scratchpad(wiring.Component):
             self.res.ready.eq(Cat(*res_grants).any()),
         ]
 
-        # The bank word registers hold a read's word read_latency cycles after its request.
+        # The bank words hold a read's word read_latency cycles after its request.
         latency = self.read_latency
         dma_read_bank = _delayed(m, dma_bank, "dma_read_bank", latency)
         dma_read_lane = _delayed(m, dma_lane, "dma_read_lane", latency)
@@ -340,11 +347,13 @@ class Scratchpad(wiring.Component):
         return Cat(*[Mux(lane == i, padded, 0) for i in range(units)])
 
     def _read_response(self, m, name, req, resp, bank, lane, slot_bytes, bank_data):
-        """The response buffer of a compute read port: three responses, oldest first.
+        """The response buffer of a compute read port: ``read_latency + 1`` responses, oldest
+        first.
 
-        A response's word leaves its bank in the cycle after its request into the bank's
-        word register, from which it is selected one cycle later (``incoming``, with the
-        request's tag delayed alongside). It goes straight to ``resp`` when no older one
+        A response's word leaves its bank in the cycle after its request (into the bank's
+        word register, from which it is selected one cycle later, with
+        ``config.registered_banks``): ``incoming``, with the request's tag delayed
+        alongside. It goes straight to ``resp`` when no older one
         waits, else into ``held``: a bank's read port may serve another requester
         meanwhile, so a response not taken in its ``incoming`` cycle is kept.
         ``read_bank``, ``read_lane`` and ``read_tag`` matter only while ``incoming_valid``.
@@ -383,7 +392,7 @@ class Scratchpad(wiring.Component):
                 else:
                     m.d.sync += held_valid[i].eq(0)
         # Responses waiting or on their way (held, incoming and still in the bank), counted
-        # in a register: a request may go ahead while fewer than three.
+        # in a register: a request may go ahead while fewer than ``depth``.
         in_flight = Signal(range(depth + 1), name=f"{name}_in_flight")
         m.d.sync += in_flight.eq(in_flight + (req.valid & req.ready) - (resp.valid & resp.ready))
         return in_flight < depth

@@ -75,7 +75,7 @@ def drain(config):
     latency, the array's latency, the output stage's pipeline and the compute engine's
     result FIFO. (An output stage with fewer lanes than columns takes longer per result,
     which is not modelled; a serial output stage counts here with its longest beat.)"""
-    return (Scratchpad.read_latency + SystolicArray.latency_of(config.rows, config.cols) +
+    return (Scratchpad.read_latency_of(config) + SystolicArray.latency_of(config.rows, config.cols) +
             config_output_stage_latency(config) + ComputeEngine.result_latency_of(config))
 
 
