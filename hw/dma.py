@@ -14,10 +14,12 @@ m_axi : ``Out(AXI4Signature(data_width=bus_width, addr_width=addr_width, id_widt
 sp : ``Out(hw.scratchpad.DMAPortSignature(sp_addr_width, bus_width))``
     The scratchpad port (see *Scratchpad protocol*).
 desc : ``In(stream.Signature(Descriptor))``
-    The descriptor queue (``queue_depth`` entries). ``ready`` is low while the queue is
-    full and while an error is pending (``error.code != NONE``). With ``queue_depth`` 0
-    there is no queue: ``ready`` rises in the cycle the engine takes the descriptor, which
-    must hold still while ``valid`` is high.
+    The descriptor queue (``queue_depth`` entries, the descriptor being walked among them:
+    it leaves the queue once its last burst is issued, or once it completed without
+    moving anything or failed). ``ready`` is low while the queue is full and while an error
+    is pending (``error.code != NONE``). With ``queue_depth`` 0 there is no queue:
+    ``ready`` rises in the cycle the engine is done with the descriptor in that sense, and
+    the descriptor must hold still while ``valid`` is high.
 done : ``Out(stream.Signature(Completion))``
     One beat with the descriptor's ``id`` when it has completed: every byte is in the
     scratchpad (memory → scratchpad), or every write burst has had its ``OKAY`` response
@@ -360,10 +362,11 @@ class DMA(wiring.Component):
         # eight at most; the register slices three at most (two halve their throughput).
         buffers = min(8, self.max_outstanding)
 
-        # Descriptor queue: ``queued`` is its head, waiting while ``head_valid``, and read
-        # only in the cycle ``take`` pops it.
+        # Descriptor queue: ``queued`` is its head, waiting while ``head_valid``; the walker
+        # reads it from ``begin`` until ``take`` pops it, with no copy of its own.
         err = Signal(self.error.shape())
         m.d.comb += self.error.eq(err)
+        begin = Signal()
         take = Signal()
         if self.queue_depth:
             queue, _, queued = fifo("queue", layout, self.queue_depth, reset=flush_queue)
@@ -419,7 +422,7 @@ class DMA(wiring.Component):
         to_mem = direction == Direction.SP_TO_MEM
 
         # ---- Descriptor walker: checks, rows and bursts. -------------------------------
-        d = Signal(layout)
+        d = queued
         rows_left = Signal.like(d.rows)
         row_mem = Signal(aw)
         row_sp = Signal(ceil_log2(self.scratchpad_bytes))
@@ -443,14 +446,14 @@ class DMA(wiring.Component):
         if not self.config.serial_products:
             popped = Signal(2)
             measured = Signal()
-            m.d.sync += [popped.eq(Cat(take, popped[0])), measured.eq(popped[1])]
+            m.d.sync += [popped.eq(Cat(begin, popped[0])), measured.eq(popped[1])]
 
         def extent_parts(addr, stride, held_stride, name, bound):
             base = Signal(signed(max(len(addr), len(stride), len(queued.row_bytes)) + 2),
                           name=f"{name}_base")
             if self.config.serial_products:
                 product, done = saturating_product(
-                    m, held_stride, (queued.rows - 1)[:len(queued.rows)], take, 2 * bound, name)
+                    m, held_stride, (queued.rows - 1)[:len(queued.rows)], begin, 2 * bound, name)
                 base_value = addr + queued.row_bytes
             else:
                 # From ``d``'s registers: two multiplier-sized products of 17-bit pieces
@@ -465,7 +468,7 @@ class DMA(wiring.Component):
                 done = measured
                 base_value = addr + queued.row_bytes - stride
             products_done.append(done)
-            with m.If(take):
+            with m.If(begin):
                 m.d.sync += base.eq(base_value)
             return product + base
         sp_bound, mem_bound = self.scratchpad_bytes, 1 << aw
@@ -476,8 +479,8 @@ class DMA(wiring.Component):
             mem_over.eq(extent_parts(queued.mem_addr, queued.mem_stride, d.mem_stride,
                                      "extent_mem", mem_bound) > mem_bound),
         ]
-        empty = Signal()        # ``d`` moves nothing, registered with it
-        with m.If(take):
+        empty = Signal()        # ``d`` moves nothing, registered as the walker begins it
+        with m.If(begin):
             m.d.sync += empty.eq((queued.rows == 0) | (queued.row_bytes == 0))
 
         beat = cur[lw:]
@@ -522,6 +525,7 @@ class DMA(wiring.Component):
 
         def reject(code, addr):
             with m.If(pending == 0):
+                m.d.comb += take.eq(1)
                 m.d.sync += [err.code.eq(code), err.id.eq(d.id), err.addr.eq(addr)]
                 m.next = "HALTED"
 
@@ -530,8 +534,7 @@ class DMA(wiring.Component):
                 with m.If(abort):
                     m.next = "DRAIN"
                 with m.Elif(head_valid):
-                    m.d.comb += take.eq(1)
-                    m.d.sync += d.eq(queued)
+                    m.d.comb += begin.eq(1)
                     m.next = "MEASURE"
 
             with m.State("MEASURE"):
@@ -543,10 +546,11 @@ class DMA(wiring.Component):
 
             with m.State("CHECK"):
                 with m.If(abort):
+                    m.d.comb += take.eq(1)
                     m.next = "DRAIN"
                 with m.Elif(empty):
                     with m.If((pending == 0) & done_fifo.w_rdy):
-                        m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(d.id)]
+                        m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(d.id), take.eq(1)]
                         m.next = "IDLE"
                 with m.Elif(sp_over):
                     reject(DMAError.SP_RANGE, d.sp_addr)
@@ -576,6 +580,7 @@ class DMA(wiring.Component):
                     rd_cmds_w.count.eq((sp_off + d.row_bytes + (W - 1)) >> lw),
                 ]
                 with m.If(abort):
+                    m.d.comb += take.eq(1)
                     m.next = "DRAIN"
                 with m.Elif(rl_cmds.w_rdy & rd_cmds.w_rdy):
                     m.d.comb += [rl_cmds.w_en.eq(1), rd_cmds.w_en.eq(from_sp)]
@@ -609,8 +614,10 @@ class DMA(wiring.Component):
                     with m.If(row_done):
                         m.next = "ROW"
                         with m.If(rows_left == 0):
+                            m.d.comb += take.eq(1)
                             m.next = "IDLE"
                 with m.Elif(~a_valid & abort):
+                    m.d.comb += take.eq(1)
                     m.next = "DRAIN"
 
             with m.State("DRAIN"):

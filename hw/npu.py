@@ -132,9 +132,15 @@ class NPU(wiring.Component):
             m.d.comb += [component.insn.valid.eq(queue.r_rdy),
                          component.insn.p.eq(from_queue(config, engine, queue.r_data)),
                          queue.r_en.eq(component.insn.ready)]
-        # Load and store share the DMA's descriptor queue; the load engine goes first.
-        with m.If(load.desc.valid):
-            m.d.comb += [dma.desc.valid.eq(1), dma.desc.p.eq(load.desc.p),
+        # Load and store share the DMA's descriptor queue; the load engine goes first, and
+        # a descriptor once offered stays offered until taken (without a queue the DMA
+        # reads it until then).
+        offered = Signal()
+        offered_store = Signal()
+        from_store = Mux(offered, offered_store, ~load.desc.valid)
+        m.d.sync += [offered.eq(dma.desc.valid & ~dma.desc.ready), offered_store.eq(from_store)]
+        with m.If(~from_store):
+            m.d.comb += [dma.desc.valid.eq(load.desc.valid), dma.desc.p.eq(load.desc.p),
                          load.desc.ready.eq(dma.desc.ready)]
         with m.Else():
             m.d.comb += [dma.desc.valid.eq(store.desc.valid), dma.desc.p.eq(store.desc.p),

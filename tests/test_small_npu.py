@@ -16,7 +16,8 @@ def test_small_npu_programs(seed, waves):
     simulate(NPU(config), name=f"npu_{config.config_id():08x}", test_module="verif.tb_npu",
              # Repeated runs are checked on the default NPU (tests/test_npu.py) only.
              testcase=["random_programs", "bad_programs_stop_with_an_error",
-                       "fetch_bus_errors", "beyond_the_address_space"],
+                       "fetch_bus_errors", "beyond_the_address_space",
+                       "load_offered_while_a_store_is_walked"],
              # 16 times fewer MACs per cycle than the default NPU and one instruction per
              # 16 cycles at best: shapes drawn up to 0.4 times as large (at most about
              # 60,000 MACs a layer instead of 960,000).

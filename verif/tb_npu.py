@@ -378,6 +378,43 @@ async def beyond_the_address_space(dut):
 
 
 @cocotb.test()
+async def load_offered_while_a_store_is_walked(dut):
+    """A LOAD that reaches the DMA while it still walks a long STORE (they share it, and
+    without a descriptor queue the DMA reads the STORE's descriptor from its engine until
+    its last burst): both move the right bytes. The compute engine's two SYNCs free the
+    STORE, then the LOAD, a cycle apart."""
+    bench = NPUBench(dut)
+    rng = tb_rng(dut._log)
+    await bench.start(pause=0.1)
+    rows, row_bytes = 64, 16
+    first = rng.integers(0, 256, rows * row_bytes, np.uint8).tobytes()
+    second = rng.integers(0, 256, 8 * row_bytes, np.uint8).tobytes()
+    program = Program()
+    program.emit(Opcode.LOAD, mem_addr=0x9000, sp_addr=0, rows=rows, row_bytes=row_bytes,
+                 mem_stride=row_bytes, sp_stride=row_bytes, push_next=1)
+    program.emit(Opcode.SYNC, engine=1, pop_prev=1, push_next=1)
+    program.emit(Opcode.SYNC, engine=1, push_prev=1)
+    program.emit(Opcode.STORE, mem_addr=0xA000, sp_addr=0, rows=rows, row_bytes=row_bytes,
+                 mem_stride=2 * row_bytes, sp_stride=row_bytes, pop_prev=1)
+    program.emit(Opcode.LOAD, mem_addr=0x9800, sp_addr=0x400, rows=8, row_bytes=row_bytes,
+                 mem_stride=row_bytes, sp_stride=row_bytes, pop_next=1, push_next=1)
+    program.emit(Opcode.SYNC, engine=1, pop_prev=1, push_next=1)
+    program.emit(Opcode.STORE, mem_addr=0xB000, sp_addr=0x400, rows=8, row_bytes=row_bytes,
+                 mem_stride=row_bytes, sp_stride=row_bytes, pop_prev=1)
+    program.end()
+    bench.ram.write(0x8000, program.to_bytes())
+    bench.ram.write(0x9000, first)
+    bench.ram.write(0x9800, second)
+    status = await bench.driver.run(0x8000, 200_000)
+    assert status.done and status.error is ErrorCode.NONE, status
+    stored = bench.ram.read(0xA000, 2 * rows * row_bytes)
+    for r in range(rows):
+        assert stored[2 * r * row_bytes:(2 * r + 1) * row_bytes] == \
+            first[r * row_bytes:(r + 1) * row_bytes], f"STORE row {r}"
+    assert bench.ram.read(0xB000, len(second)) == second, "the LOAD's bytes"
+
+
+@cocotb.test()
 async def throughput(dut):
     """`make sim`: a large GEMM and a convolution layer at zero wait states, with the
     hardware counters' cycles, MAC utilization and DMA bytes."""
