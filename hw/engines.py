@@ -255,16 +255,18 @@ class ComputeEngine(wiring.Component):
         opcode = word[:4]
 
         # --- Command queues between dispatch and the readers ----------------------------
+        # Fields as wide as the decoder's check bounds them (``hw.fetcher.checked_fields``):
+        # a count of at most ``acc_depth`` vectors, strides within the scratchpad.
         weight_cmd = data.StructLayout({"slot": unsigned(self.sp_addr_bits - wgt_shift)})
         act_cmd = data.StructLayout({
             "slot": unsigned(self.sp_addr_bits - act_shift),
-            "stride": unsigned(8),
-            "count": unsigned(12),
+            "stride": unsigned(min(8, self.sp_addr_bits - act_shift)),
+            "count": range(config.acc_depth + 1),
             "acc_addr": unsigned(ceil_log2(config.acc_depth)),
             "first": unsigned(1), "emit": unsigned(1), "flip": unsigned(1), "int32": unsigned(1),
             "channel": unsigned(ceil_log2(config.channel_depth)),
             "out_slot": unsigned(self.sp_addr_bits - wgt_shift),
-            "out_stride": unsigned(16 - wgt_shift),
+            "out_stride": unsigned(self.sp_addr_bits - wgt_shift),
         })
         completion = data.StructLayout({"emit": unsigned(1), "push_prev": unsigned(1),
                                         "push_next": unsigned(1)})
@@ -401,7 +403,7 @@ class ComputeEngine(wiring.Component):
         # --- Activation reader ------------------------------------------------------------
         act_head = Signal(act_cmd)
         m.d.comb += act_head.eq(act_cmds.r_data)
-        act_index = Signal(12)
+        act_index = Signal.like(act_head.count)
         act_slot = Signal.like(act_head.slot)
         acc_addr = Signal.like(act_head.acc_addr)
         out_slot = Signal.like(act_head.out_slot)

@@ -70,7 +70,7 @@ from amaranth.utils import ceil_log2
 
 from .arith import serial_product
 from .isa import CHANNEL_PARAM_BYTES
-from .output_stage import SATURATED, channel_param_write_layout, clamp_bounds, round_half_even
+from .output_stage import SATURATED, channel_param_write_layout, round_half_even
 
 
 __all__ = ["SerialOutputStage"]
@@ -169,7 +169,16 @@ class SerialOutputStage(wiring.Component):
         round_up = guard & (sticky | work[0]) & ~saturates
         signed_magnitude = (Cat(magnitude, Const(0, 3)) ^ sign.replicate(21)).as_signed()
         value = work[:21].as_signed()
-        lower, upper = clamp_bounds(unsigned_output, field, field)
+        # The lower bound (step 11) is max(field, qmin), the upper one (step 13)
+        # min(field, qmax); ``value`` then takes the bound when below or above it. Each
+        # through one subtraction for both.
+        upper_step = step[2]
+        type_bound = Mux(upper_step, Mux(unsigned_output, 255, 127),
+                         Mux(unsigned_output, 0, -128))
+        beyond_type = field - type_bound
+        bound = Mux(Mux(upper_step, (beyond_type > 0), beyond_type[-1]), type_bound, field)
+        beyond = value - bound
+        clamped = Mux(Mux(upper_step, beyond > 0, beyond[-1]), bound, value)
 
         m.d.comb += [
             self.out.p.q.eq(results),
@@ -266,10 +275,9 @@ class SerialOutputStage(wiring.Component):
                     with m.Case(9):
                         m.d.sync += work.eq(field + signed_magnitude + (round_up ^ sign))
                     with m.Case(11):
-                        m.d.sync += work.eq(Mux(value < lower, lower, value))
+                        m.d.sync += work.eq(clamped)
                     with m.Case(13):
-                        m.d.sync += results.word_select(lane, 8).eq(
-                            Mux(value > upper, upper, value)[:8])
+                        m.d.sync += results.word_select(lane, 8).eq(clamped[:8])
                         with m.If(lane == self.lanes - 1):
                             m.next = "DONE"
                         with m.Else():
