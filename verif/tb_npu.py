@@ -262,6 +262,11 @@ def _bad_program(config, kind):
                      row_bytes=16)
     elif kind == "token":
         program.emit(Opcode.MATMUL, weight_addr=0, act_addr=0, count=1, pop_prev=1)
+    elif kind == "tokens":
+        # Two engines wait, the later one in the engines' order first in the program.
+        program.emit(Opcode.STORE, mem_addr=0x3000, sp_addr=0, rows=1, row_bytes=16,
+                     pop_prev=1)
+        program.emit(Opcode.LOAD, mem_addr=0x2000, sp_addr=0, rows=1, row_bytes=16, pop_next=1)
     elif kind == "misaligned":
         program.emit(Opcode.MATMUL, weight_addr=1, act_addr=0, count=1)
     program.end()
@@ -271,13 +276,15 @@ def _bad_program(config, kind):
 
 @cocotb.test()
 async def bad_programs_stop_with_an_error(dut):
-    """Unknown opcode, scratchpad range, a token that never arrives, misalignment: each stops
-    the NPU with its error code and address, raises the interrupt, leaves the registers
-    readable; a soft reset recovers and the next program runs correctly."""
+    """Unknown opcode, scratchpad range, a token that never arrives (for one engine, or for
+    two, reported at the lower address), misalignment: each stops the NPU with its error
+    code and address, raises the interrupt, leaves the registers readable; a soft reset
+    recovers and the next program runs correctly."""
     bench = NPUBench(dut)
     await bench.start(pause=0.1)
     expected = {"opcode": ErrorCode.ILLEGAL_OPCODE, "range": ErrorCode.SCRATCHPAD_RANGE,
-                "token": ErrorCode.DEADLOCK, "misaligned": ErrorCode.MISALIGNED}
+                "token": ErrorCode.DEADLOCK, "tokens": ErrorCode.DEADLOCK,
+                "misaligned": ErrorCode.MISALIGNED}
     for kind, code in expected.items():
         workload = _bad_program(bench.config, kind)
         status = await bench.run(workload, timeout=20_000)
