@@ -167,10 +167,11 @@ class MatrixUnit(wiring.Component):
 
             def row_of(records):
                 # The record's bits are channel_params' up to the add-mode flag.
+                flag = channel_params["add_mode"].offset
                 row = Signal(data.ArrayLayout(channel_params, C))
                 for c in range(C):
-                    m.d.comb += row[c].eq(Cat(records[c][:113],
-                                              records[c][113] & config.elementwise_add))
+                    m.d.comb += row[c].eq(Cat(records[c][:flag],
+                                              records[c][flag] & config.elementwise_add))
                 return row
 
             if config.channel_depth > 1:
