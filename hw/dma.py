@@ -422,7 +422,7 @@ class DMA(wiring.Component):
         to_mem = direction == Direction.SP_TO_MEM
 
         # ---- Descriptor walker: checks, rows and bursts. -------------------------------
-        d = queued
+        d = queued              # the descriptor walked, where it waits
         rows_left = Signal.like(d.rows)
         row_mem = Signal(aw)
         row_sp = Signal(ceil_log2(self.scratchpad_bytes))
@@ -434,10 +434,10 @@ class DMA(wiring.Component):
         to_boundary = Signal(range(BOUNDARY // W + 1))
         held = Signal()         # AxVALID is up and must stay up until the handshake
 
-        # Range checks, registered in steps: the products ``rows * stride`` (from ``d``,
-        # in MEASURE's first two cycles) and the rest of each extent (from the queue's
-        # head, together with ``d``); the compares are registered from them, valid from
-        # the cycle after MEASURE, which lasts three cycles.
+        # Range checks of ``d``, registered in steps: the products ``rows * stride`` (in
+        # MEASURE's first two cycles) and the rest of each extent (as the walker begins
+        # it); the compares are registered from them, valid from the cycle after MEASURE,
+        # which lasts three cycles.
         # Rows are non-zero where it matters.
         # With ``config.serial_products`` the products ``(rows - 1) * stride`` are made by
         # shift and add (one cycle per bit of ``rows``) while the walker waits in MEASURE,
@@ -448,25 +448,25 @@ class DMA(wiring.Component):
             measured = Signal()
             m.d.sync += [popped.eq(Cat(begin, popped[0])), measured.eq(popped[1])]
 
-        def extent_parts(addr, stride, held_stride, name, bound):
-            base = Signal(signed(max(len(addr), len(stride), len(queued.row_bytes)) + 2),
+        def extent_parts(addr, stride, name, bound):
+            base = Signal(signed(max(len(addr), len(stride), len(d.row_bytes)) + 2),
                           name=f"{name}_base")
             if self.config.serial_products:
                 product, done = saturating_product(
-                    m, held_stride, (queued.rows - 1)[:len(queued.rows)], begin, 2 * bound, name)
-                base_value = addr + queued.row_bytes
+                    m, stride, (d.rows - 1)[:len(d.rows)], begin, 2 * bound, name)
+                base_value = addr + d.row_bytes
             else:
-                # From ``d``'s registers: two multiplier-sized products of 17-bit pieces
-                # of the stride in MEASURE's first cycle, their sum in its second; ready
-                # in its third, when ``measured`` rises.
-                low = Signal(len(queued.rows) + 17, name=f"{name}_low")
-                high = Signal(len(queued.rows) + max(len(stride) - 17, 1), name=f"{name}_high")
-                product = Signal(len(queued.rows) + len(stride), name=f"{name}_product")
-                m.d.sync += [low.eq(d.rows * held_stride[:17]),
-                             high.eq(d.rows * held_stride[17:]),
+                # From the queue's registers: two multiplier-sized products of 17-bit
+                # pieces of the stride in MEASURE's first cycle, their sum in its second;
+                # ready in its third, when ``measured`` rises.
+                low = Signal(len(d.rows) + 17, name=f"{name}_low")
+                high = Signal(len(d.rows) + max(len(stride) - 17, 1), name=f"{name}_high")
+                product = Signal(len(d.rows) + len(stride), name=f"{name}_product")
+                m.d.sync += [low.eq(d.rows * stride[:17]),
+                             high.eq(d.rows * stride[17:]),
                              product.eq(low + (high << 17))]
                 done = measured
-                base_value = addr + queued.row_bytes - stride
+                base_value = addr + d.row_bytes - stride
             products_done.append(done)
             with m.If(begin):
                 m.d.sync += base.eq(base_value)
@@ -474,14 +474,13 @@ class DMA(wiring.Component):
         sp_bound, mem_bound = self.scratchpad_bytes, 1 << aw
         sp_over, mem_over = Signal(), Signal()
         m.d.sync += [
-            sp_over.eq(extent_parts(queued.sp_addr, queued.sp_stride, d.sp_stride,
-                                    "extent_sp", sp_bound) > sp_bound),
-            mem_over.eq(extent_parts(queued.mem_addr, queued.mem_stride, d.mem_stride,
-                                     "extent_mem", mem_bound) > mem_bound),
+            sp_over.eq(extent_parts(d.sp_addr, d.sp_stride, "extent_sp", sp_bound) > sp_bound),
+            mem_over.eq(extent_parts(d.mem_addr, d.mem_stride, "extent_mem", mem_bound)
+                        > mem_bound),
         ]
         empty = Signal()        # ``d`` moves nothing, registered as the walker begins it
         with m.If(begin):
-            m.d.sync += empty.eq((queued.rows == 0) | (queued.row_bytes == 0))
+            m.d.sync += empty.eq((d.rows == 0) | (d.row_bytes == 0))
 
         beat = cur[lw:]
         beats = Signal(range(MAX_BURST_BEATS + 1))

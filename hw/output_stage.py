@@ -66,8 +66,9 @@ from .arith import delay_line, registered_product
 from .isa import CHANNEL_PARAM_BYTES
 
 
-__all__ = ["channel_params", "channel_param_write_layout", "output_stage_signature", "SATURATED",
-           "round_half_even", "clamp_bounds", "clamped", "OutputStage"]
+__all__ = ["channel_params", "channel_param_write_layout", "output_layout",
+           "output_stage_signature", "SATURATED", "rounds_up", "round_half_even",
+           "output_type_range", "clamp_bounds", "clamped", "OutputStage"]
 
 
 #: Per-output-channel parameters of the output stage.
@@ -94,6 +95,15 @@ def channel_param_write_layout(lanes, channel_depth):
     })
 
 
+def output_layout(lanes, tag_shape):
+    """An output stage's result beat: ``q``, and the input's ``acc`` and ``tag``."""
+    return data.StructLayout({
+        "q":   data.ArrayLayout(unsigned(8), lanes),
+        "acc": data.ArrayLayout(signed(32), lanes),
+        "tag": tag_shape,
+    })
+
+
 def output_stage_signature(lanes, tag_shape):
     """The signature of an output stage of ``lanes`` lanes (see the members above)."""
     return wiring.Signature({
@@ -102,11 +112,7 @@ def output_stage_signature(lanes, tag_shape):
             "params": data.ArrayLayout(channel_params, lanes),
             "tag":    tag_shape,
         }))),
-        "out": Out(stream.Signature(data.StructLayout({
-            "q":   data.ArrayLayout(unsigned(8), lanes),
-            "acc": data.ArrayLayout(signed(32), lanes),
-            "tag": tag_shape,
-        }))),
+        "out": Out(stream.Signature(output_layout(lanes, tag_shape))),
     })
 
 
@@ -115,16 +121,26 @@ def output_stage_signature(lanes, tag_shape):
 SATURATED = 1 << 17
 
 
+def rounds_up(kept_lsb, guard, sticky):
+    """Whether a value rounds up to nearest even: ``kept_lsb``, the lowest bit kept,
+    ``guard``, the first bit below it, and ``sticky``, whether any further one is set."""
+    return guard & (sticky | kept_lsb)
+
+
 def round_half_even(kept, guard, sticky):
-    """``kept`` rounded to nearest even by the bits below it: ``guard``, the first of them,
-    and ``sticky``, whether any further one is set. One bit wider than ``kept``."""
-    return (kept + (guard & (sticky | kept[0])))[:len(kept) + 1]
+    """``kept`` rounded to nearest even by the bits below it (see :func:`rounds_up`). One
+    bit wider than ``kept``."""
+    return (kept + rounds_up(kept[0], guard, sticky))[:len(kept) + 1]
+
+
+def output_type_range(unsigned_output):
+    """``(qmin, qmax)`` of the 8-bit output type: uint8's, or int8's."""
+    return Mux(unsigned_output, 0, -128), Mux(unsigned_output, 255, 127)
 
 
 def clamp_bounds(unsigned_output, clamp_lo, clamp_hi):
     """The output's range: the activation's clamp within the output type's."""
-    qmin = Mux(unsigned_output, 0, -128)
-    qmax = Mux(unsigned_output, 255, 127)
+    qmin, qmax = output_type_range(unsigned_output)
     return Mux(clamp_lo > qmin, clamp_lo, qmin), Mux(clamp_hi < qmax, clamp_hi, qmax)
 
 

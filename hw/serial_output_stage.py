@@ -70,7 +70,8 @@ from amaranth.utils import ceil_log2
 
 from .arith import serial_product
 from .isa import CHANNEL_PARAM_BYTES
-from .output_stage import SATURATED, channel_param_write_layout, round_half_even
+from .output_stage import (SATURATED, channel_param_write_layout, output_layout,
+                           output_type_range, round_half_even, rounds_up)
 
 
 __all__ = ["SerialOutputStage"]
@@ -101,11 +102,7 @@ class SerialOutputStage(wiring.Component):
                 "channel": unsigned(ceil_log2(channel_depth)),
                 "tag":     tag_shape,
             }))),
-            "out": Out(stream.Signature(data.StructLayout({
-                "q":   data.ArrayLayout(unsigned(8), lanes),
-                "acc": data.ArrayLayout(signed(32), lanes),
-                "tag": tag_shape,
-            }))),
+            "out": Out(stream.Signature(output_layout(lanes, tag_shape))),
         })
 
     def elaborate(self, platform):
@@ -166,15 +163,15 @@ class SerialOutputStage(wiring.Component):
         field = Cat(low_byte, byte).as_signed()
         saturates = work[17:24].any()
         magnitude = Mux(saturates, SATURATED, work[:17])
-        round_up = guard & (sticky | work[0]) & ~saturates
+        round_up = rounds_up(work[0], guard, sticky) & ~saturates
         signed_magnitude = (Cat(magnitude, Const(0, 3)) ^ sign.replicate(21)).as_signed()
         value = work[:21].as_signed()
         # The lower bound (step 11) is max(field, qmin), the upper one (step 13)
-        # min(field, qmax); ``value`` then takes the bound when below or above it. Each
-        # through one subtraction for both.
+        # min(field, qmax); ``value`` then takes the bound when below or above it. The
+        # two steps share one subtraction for each of these compares.
         upper_step = step[2]
-        type_bound = Mux(upper_step, Mux(unsigned_output, 255, 127),
-                         Mux(unsigned_output, 0, -128))
+        qmin, qmax = output_type_range(unsigned_output)
+        type_bound = Mux(upper_step, qmax, qmin)
         beyond_type = field - type_bound
         bound = Mux(Mux(upper_step, (beyond_type > 0), beyond_type[-1]), type_bound, field)
         beyond = value - bound

@@ -20,7 +20,8 @@ from verif.golden import add_output, requantize
 
 
 __all__ = ["NPUSimulator", "RunResult", "NPUError", "check_instruction",
-           "CHANNEL_PARAM_DTYPE", "CHANNEL_ADD_DTYPE", "pack_channel_params", "pack_add_params"]
+           "CHANNEL_PARAM_DTYPE", "CHANNEL_ADD_DTYPE", "pack_channel_params",
+           "channel_param_records", "pack_add_params"]
 
 class NPUError(Exception):
     def __init__(self, code, address):
@@ -279,12 +280,19 @@ def pack_channel_params(config, params):
     """
     C = config.cols
     count = len(params["bias"])
-    n = -(-count // C) * C
-    records = np.zeros(n, CHANNEL_PARAM_DTYPE)
-    for key in ("bias", "multiplier", "zero_point", "clamp_lo", "clamp_hi"):
-        records[key][:count] = params[key]
-    records["flags"][:count] = np.asarray(params["unsigned"], np.uint16) & 1
+    records = np.zeros(-(-count // C) * C, CHANNEL_PARAM_DTYPE)
+    records[:count] = channel_param_records(params)
     return _transposed(config, records)
+
+
+def channel_param_records(params):
+    """The records (:data:`CHANNEL_PARAM_DTYPE`) of ``params``, a dict of per-channel
+    arrays (bias, multiplier, zero_point, clamp_lo, clamp_hi, unsigned)."""
+    records = np.zeros(len(params["bias"]), CHANNEL_PARAM_DTYPE)
+    for key in ("bias", "multiplier", "zero_point", "clamp_lo", "clamp_hi"):
+        records[key] = params[key]
+    records["flags"] = np.asarray(params["unsigned"], np.uint16) & 1
+    return records
 
 
 def pack_add_params(config, count, fixed, ratio_x, ratio_y, clamp_lo, clamp_hi, unsigned):

@@ -97,11 +97,10 @@ def channel_param_record(params, index, reserved=0):
     """Channel ``index`` of a :func:`random_channel_params` dict as the 16 bytes CONFIG
     reads from the scratchpad (``sw.simulator.CHANNEL_PARAM_DTYPE``); ``reserved`` fills
     the flags' high byte, which the hardware ignores."""
-    from sw.simulator import CHANNEL_PARAM_DTYPE
-    record = np.zeros(1, CHANNEL_PARAM_DTYPE)
-    for key in ("bias", "multiplier", "zero_point", "clamp_lo", "clamp_hi"):
-        record[key] = params[key][index]
-    record["flags"] = int(params["unsigned"][index]) | (reserved & 0xFF) << 8
+    from sw.simulator import channel_param_records
+    record = channel_param_records({key: np.asarray(value)[index:index + 1]
+                                    for key, value in params.items()})
+    record["flags"] |= (reserved & 0xFF) << 8
     return [int(b) for b in record.view(np.uint8)]
 
 
