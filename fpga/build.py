@@ -40,6 +40,7 @@ from .ulx3s import ULX3SPlatform, ULX3STop, ecp5_pll_params
 
 
 __all__ = ["TOOLS", "FAMILIES", "ROUTE_MARGIN", "BuildError", "board_design", "board_top",
+           "collision_free_memories", "collision_free_script",
            "build", "explain_failure", "parse_report", "placement_estimate", "run_tools",
            "summary", "main"]
 
@@ -65,11 +66,20 @@ TOOLS = {
 #: returns no defined value on such a collision, so Yosys adds registers and LUTs to make
 #: every read return the old data (about 40 cells per block RAM); their read ports are
 #: marked as undefined on a collision instead (``COLLISION_X_MASK``), which saves those
-#: cells.
+#: cells. See :func:`collision_free_memories` for the accumulators.
 COLLISION_FREE_MEMORIES = ("storage", "tag_line", "buffer", "counter_words", "param_bytes")
 
 
-def collision_free_script(names=COLLISION_FREE_MEMORIES):
+def collision_free_memories(config):
+    """:data:`COLLISION_FREE_MEMORIES`, and the matrix unit's accumulators when ``config``
+    has no ``registered_accumulators``: their read port is then not transparent, and the
+    matrix unit never reads a row in the cycle it writes it."""
+    if config.registered_accumulators:
+        return COLLISION_FREE_MEMORIES
+    return COLLISION_FREE_MEMORIES + ("accumulators",)
+
+
+def collision_free_script(names):
     """The Yosys command that marks the read ports of the memories ``names`` as undefined on
     a read-during-write collision."""
     memories = " ".join(f"r:MEMID=\\{name}" + (" %u" if index else "")
@@ -86,8 +96,8 @@ def collision_free_script(names=COLLISION_FREE_MEMORIES):
 #: placement at 0.9 was still congested after 86 router iterations (over 900 wires
 #: overused); at 0.5 it routed, and placed five times faster.
 #: iCE40: ABC also optimises across flip-flops (``-dff``), 196 fewer logic cells on the
-#: iCEBreaker build, and the memories of :data:`COLLISION_FREE_MEMORIES` read without a
-#: read-during-write order.
+#: iCEBreaker build, and the memories of :func:`collision_free_memories` read without a
+#: read-during-write order (``collision_free``).
 FAMILIES = {
     "ecp5": {
         "platform": ULX3SPlatform,
@@ -101,7 +111,7 @@ FAMILIES = {
         "bitstream": "top.bit",
         "pll_params": ecp5_pll_params,
         "synth_opts": "",
-        "script_after_read": "",
+        "collision_free": False,
         "nextpnr_opts": "--router router2 --placer-heap-beta 0.5",
     },
     "ice40": {
@@ -118,7 +128,7 @@ FAMILIES = {
         "bitstream": "top.bin",
         "pll_params": ice40_pll_params,
         "synth_opts": "-dsp -spram -dff",
-        "script_after_read": collision_free_script(),
+        "collision_free": True,
         "nextpnr_opts": "",
     },
 }
@@ -333,7 +343,8 @@ def build(board, build_dir, design=None, route_anyway=False):
     plan = platform.build(
         top, name="top", build_dir=str(build_dir), do_build=False,
         synth_opts=FAMILIES[family]["synth_opts"],
-        script_after_read=FAMILIES[family]["script_after_read"],
+        script_after_read=collision_free_script(collision_free_memories(board.config))
+        if FAMILIES[family]["collision_free"] else "",
         script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=f"--freq {board.clock_hz / 1e6:g} --report nextpnr.json "
                      "--detailed-timing-report --timing-allow-fail "

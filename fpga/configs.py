@@ -70,7 +70,7 @@ ICEBREAKER = BoardBuild(
                      acc_depth=64, channel_depth=1, bus_width=16, addr_width=16,
                      queue_depth=1, serial_output=True, fetch_depth=1,
                      fetch_burst=1, dma_queue_depth=0, dma_outstanding=1, read_slices=False,
-                     registered_banks=False,
+                     registered_banks=False, registered_accumulators=False,
                      serial_products=True, array_tag_memory=True,
                      counters_in_memory=True),
     memory_bytes=64 * 1024,

@@ -100,12 +100,15 @@ def registered_product(m, platform, a, b, shape, name):
     return product
 
 
-def delay_line(m, value, cycles, name):
+def delay_line(m, value, cycles, name, *, block_ram=False):
     """``value``, ``cycles`` (at least 2) clock cycles later: a memory written every cycle
     at a running pointer and read ``cycles - 1`` entries behind it, with a registered read.
+    With ``block_ram`` the memory asks Yosys for a block RAM (``ram_style``) however shallow
+    it is, rather than flip-flops on a device without LUT RAM.
     """
     depth = 1 << ceil_log2(cycles)
-    line = memory.Memory(shape=unsigned(len(value)), depth=depth, init=[])
+    line = memory.Memory(shape=unsigned(len(value)), depth=depth, init=[],
+                         attrs={"ram_style": "block"} if block_ram else None)
     m.submodules[name] = line
     write, read = line.write_port(), line.read_port()
     pointer = Signal(range(depth), name=f"{name}_pointer")

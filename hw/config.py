@@ -78,6 +78,12 @@ class NPUConfig:
         Each scratchpad bank's read word is registered next to its block RAM (for timing):
         scratchpad reads take two cycles. Without, one, and each compute read port buffers
         two responses instead of three.
+    registered_accumulators : bool
+        The accumulators' read-modify-write takes three cycles, the row read registered
+        next to its block RAM and forwarded to a result on the same row one or two cycles
+        behind (for timing). Without, two: the sum is formed from the block RAM's output,
+        and an activation on the accumulator row of the one before it, in the cycle after
+        it, waits one cycle.
     serial_products : bool
         The products of the range checks (decoder, DMA) by shift and add over several
         cycles instead of multipliers, for devices with few DSP blocks.
@@ -111,6 +117,7 @@ class NPUConfig:
     dma_outstanding: int = 8
     read_slices: bool = True
     registered_banks: bool = True
+    registered_accumulators: bool = True
     serial_products: bool = False
     array_tag_memory: bool = False
     counters_in_memory: bool = False

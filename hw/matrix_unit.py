@@ -17,7 +17,10 @@ activation beat names the accumulator row it adds into:
 
 Accumulators are read in the cycle a result leaves the array and written back two
 cycles later (read-modify-write with a write-transparent read port and forwarding of the
-sum to a result one cycle behind), so consecutive beats may name the same row. Emitted rows go through a FIFO reserved by credits: an activation is accepted
+sum to a result one cycle behind), so consecutive beats may name the same row. Without
+``config.registered_accumulators`` a row is read in the cycle before its result leaves
+the array and written as it leaves, and an activation naming the row of the one accepted
+in the cycle before waits one cycle, so that no row is read as it is written. Emitted rows go through a FIFO reserved by credits: an activation is accepted
 only when its result has room, so the array never needs back-pressure and the
 ``results`` consumer may stall at will.
 
@@ -144,6 +147,15 @@ class MatrixUnit(wiring.Component):
 
         in_flight = Signal(range(self.fifo_depth + 1))
         has_room = (in_flight + results_fifo.level) < self.fifo_depth
+        if not config.registered_accumulators:
+            # An activation on the accumulator row of the one accepted in the cycle before
+            # waits a cycle (see the read-modify-write below).
+            taken = Signal()
+            taken_row = Signal.like(self.acts.p.acc_addr)
+            m.d.sync += taken.eq(self.acts.valid & self.acts.ready)
+            with m.If(self.acts.valid & self.acts.ready):
+                m.d.sync += taken_row.eq(self.acts.p.acc_addr)
+            has_room &= ~(taken & (self.acts.p.acc_addr == taken_row))
         m.d.comb += [
             array.acts.valid.eq(self.acts.valid & has_room),
             self.acts.ready.eq(array.acts.ready & has_room),
@@ -184,30 +196,39 @@ class MatrixUnit(wiring.Component):
                 ]
 
         # --- Accumulator read-modify-write -------------------------------------------
-        # A result is read from its accumulator row in the cycle it leaves the array,
-        # its row's data registered in the next (``held``), and the sum written in the
-        # one after. A result one cycle behind on the same row takes the sum being
-        # written instead of the data read, which missed it; two or more cycles behind,
-        # the read port's transparency gives it the written sum.
         acc_write = accumulators.write_port()
-        acc_read = accumulators.read_port(transparent_for=(acc_write,))
-        m.d.comb += acc_read.addr.eq(array.results.p.tag.acc_addr)
-
-        partial = Signal.like(array.results.p.data)
-        sideband = Signal(self._sideband)
-        valid = Signal()
-        m.d.sync += [partial.eq(array.results.p.data), sideband.eq(array.results.p.tag),
-                     valid.eq(array.results.valid)]
-
-        held = Signal.like(acc_read.data)
-        held_partial = Signal.like(partial)
-        held_sideband = Signal(self._sideband)
-        held_valid = Signal()
         total = Signal(data.ArrayLayout(signed(32), C))
-        writes = held_valid & ~held_sideband.emit
-        follows = writes & (sideband.acc_addr == held_sideband.acc_addr)
-        m.d.sync += [held.eq(Mux(follows, total, acc_read.data)), held_partial.eq(partial),
-                     held_sideband.eq(sideband), held_valid.eq(valid)]
+        if config.registered_accumulators:
+            # A result is read from its accumulator row in the cycle it leaves the array,
+            # its row's data registered in the next (``held``), and the sum written in the
+            # one after. A result one cycle behind on the same row takes the sum being
+            # written instead of the data read, which missed it; two or more cycles behind,
+            # the read port's transparency gives it the written sum.
+            acc_read = accumulators.read_port(transparent_for=(acc_write,))
+            m.d.comb += acc_read.addr.eq(array.results.p.tag.acc_addr)
+            partial = Signal.like(array.results.p.data)
+            sideband = Signal(self._sideband)
+            valid = Signal()
+            m.d.sync += [partial.eq(array.results.p.data), sideband.eq(array.results.p.tag),
+                         valid.eq(array.results.valid)]
+            held = Signal.like(acc_read.data)
+            held_partial = Signal.like(partial)
+            held_sideband = Signal(self._sideband)
+            held_valid = Signal()
+            writes = held_valid & ~held_sideband.emit
+            follows = writes & (sideband.acc_addr == held_sideband.acc_addr)
+            m.d.sync += [held.eq(Mux(follows, total, acc_read.data)), held_partial.eq(partial),
+                         held_sideband.eq(sideband), held_valid.eq(valid)]
+        else:
+            # A result's row is read in the cycle before it leaves the array (from the
+            # array's ``upcoming_tag``), and the sum written as it leaves. No result reads
+            # the row written in the same cycle: the input holds back an activation naming
+            # the row of the one accepted in the cycle before.
+            acc_read = accumulators.read_port()
+            m.d.comb += acc_read.addr.eq(array.upcoming_tag.acc_addr)
+            held, held_partial = acc_read.data, array.results.p.data
+            held_sideband, held_valid = array.results.p.tag, array.results.valid
+            writes = held_valid & ~held_sideband.emit
 
         for c in range(C):
             m.d.comb += total[c].eq(Mux(held_sideband.first, held_partial[c],

@@ -42,6 +42,9 @@ acts : ``In(stream.Signature(ActivationBeat))``
 results : ``Out(stream.Signature(ResultBeat, always_ready=True))``
     ``data``: ``cols`` int32 sums; ``tag``. No back-pressure: the consumer reserves room
     before activations are accepted (see :class:`hw.matrix_unit.MatrixUnit`).
+upcoming_tag : ``Out(tag_shape)``
+    The ``tag`` that ``results`` carries in the next cycle, from a register: a consumer
+    may start a synchronous read with it (the accumulators do).
 
 Latency
 -------
@@ -87,6 +90,7 @@ class SystolicArray(wiring.Component):
             "weights": In(stream.Signature(data.ArrayLayout(signed(8), cols))),
             "acts":    In(stream.Signature(activation_layout(rows, tag_shape))),
             "results": Out(stream.Signature(result_layout(cols, tag_shape), always_ready=True)),
+            "upcoming_tag": Out(tag_shape),
         })
 
     @staticmethod
@@ -211,12 +215,15 @@ class SystolicArray(wiring.Component):
             next_valid = Signal(name=f"valid_d{i}")
             m.d.sync += next_valid.eq(valid)
             valid = next_valid
-            if not self.tag_memory:
+            if not self.tag_memory and i < self.latency - 1:
                 next_tag = Signal(self.tag_shape, name=f"tag_d{i}")
                 m.d.sync += next_tag.eq(tag)
                 tag = next_tag
         if self.tag_memory:
-            tag = delay_line(m, tag, self.latency, "tag_line")
-        m.d.comb += [self.results.valid.eq(valid), self.results.p.tag.eq(tag)]
+            tag = delay_line(m, tag, self.latency - 1, "tag_line", block_ram=True)
+        m.d.comb += self.upcoming_tag.eq(tag)
+        result_tag = Signal(self.tag_shape, name="result_tag")
+        m.d.sync += result_tag.eq(tag)
+        m.d.comb += [self.results.valid.eq(valid), self.results.p.tag.eq(result_tag)]
 
         return m

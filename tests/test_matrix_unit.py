@@ -6,16 +6,19 @@ from hw.config import NPUConfig
 from hw.matrix_unit import MatrixUnit
 from verif.runner import simulate
 
-# Two shapes: the default and a smaller non-square one, whose array carries the sideband
-# in a memory (``array_tag_memory``). ~700 weight tiles each.
+# Two shapes: the default and a smaller non-square one with the small devices' options:
+# its array carries the sideband in a memory (``array_tag_memory``), and its accumulators
+# are read and written without a register between (``registered_accumulators`` off).
+# ~700 weight tiles each.
 SHAPES = [(8, 8, False), (4, 8, True)]
 
 
 @pytest.mark.parametrize("rows,cols,tag_memory", SHAPES,
-                         ids=[f"{r}x{c}" + ("_tag_memory" if t else "") for r, c, t in SHAPES])
+                         ids=[f"{r}x{c}" + ("_small_device_options" if t else "")
+                              for r, c, t in SHAPES])
 def test_matrix_unit_gemm_tiles(rows, cols, tag_memory, seed, waves):
     fields = dict(rows=rows, cols=cols, acc_depth=64, channel_depth=16,
-                  array_tag_memory=tag_memory)
+                  array_tag_memory=tag_memory, registered_accumulators=not tag_memory)
     simulate(MatrixUnit(NPUConfig(**fields)), name=f"matrix_unit_{rows}x{cols}",
              test_module="verif.tb_matrix_unit",
              testcase=["random_gemm_tiles", "back_to_back_accumulation", "deep_accumulation",
