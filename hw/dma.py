@@ -106,7 +106,8 @@ Checked when a descriptor leaves the queue, before any access:
 
 * ``SP_RANGE``: the last scratchpad byte, ``sp_addr + (rows - 1) * sp_stride +
   row_bytes - 1``, is at or beyond ``scratchpad_bytes``; ``addr`` = ``sp_addr``. Scratchpad
-  addresses never wrap.
+  addresses never wrap. Without ``check_sp_range`` this check is the producer's, which
+  must send no such descriptor (the NPU's decoder refuses the instruction).
 * ``MEM_RANGE``: the last memory byte, computed the same way, is beyond the address
   space; ``addr`` = ``mem_addr``.
 
@@ -312,10 +313,13 @@ class DMA(wiring.Component):
     max_outstanding : int
         Bursts in flight at most; also the depth, up to 8, of the queues of row commands
         and of words read from the scratchpad.
+    check_sp_range : bool
+        Whether the engine checks the scratchpad range (``SP_RANGE``) itself.
     """
 
     def __init__(self, config=DEFAULT_CONFIG, *, id_width=1, tag_width=8, rows_width=16,
-                 queue_depth=4, max_outstanding=8):
+                 queue_depth=4, max_outstanding=8, check_sp_range=True):
+        self.check_sp_range = check_sp_range
         self.lanes = config.bus_width // 8
         if config.scratchpad_bytes % self.lanes:
             raise ValueError("scratchpad_bytes must be a multiple of bus_width / 8")
@@ -473,11 +477,11 @@ class DMA(wiring.Component):
             return product + base
         sp_bound, mem_bound = self.scratchpad_bytes, 1 << aw
         sp_over, mem_over = Signal(), Signal()
-        m.d.sync += [
-            sp_over.eq(extent_parts(d.sp_addr, d.sp_stride, "extent_sp", sp_bound) > sp_bound),
-            mem_over.eq(extent_parts(d.mem_addr, d.mem_stride, "extent_mem", mem_bound)
-                        > mem_bound),
-        ]
+        if self.check_sp_range:
+            m.d.sync += sp_over.eq(extent_parts(d.sp_addr, d.sp_stride, "extent_sp", sp_bound)
+                                   > sp_bound)
+        m.d.sync += mem_over.eq(extent_parts(d.mem_addr, d.mem_stride, "extent_mem", mem_bound)
+                                > mem_bound)
         empty = Signal()        # ``d`` moves nothing, registered as the walker begins it
         with m.If(begin):
             m.d.sync += empty.eq((d.rows == 0) | (d.row_bytes == 0))

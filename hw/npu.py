@@ -89,9 +89,11 @@ class NPU(wiring.Component):
 
         fetcher = core("fetcher", InstructionFetcher(config, burst=config.fetch_burst,
                                                      depth=config.fetch_depth))
+        # The decoder refuses a LOAD or STORE beyond the scratchpad (SCRATCHPAD_RANGE), so
+        # the DMA does not check that again.
         dma = core("dma", DMA(config, id_width=1, tag_width=DESCRIPTOR_ID_BITS,
                               queue_depth=config.dma_queue_depth,
-                              max_outstanding=config.dma_outstanding))
+                              max_outstanding=config.dma_outstanding, check_sp_range=False))
         scratchpad = core("scratchpad", Scratchpad(config, tag_shape=act_tag_layout(config)))
         load = core("load", TransferEngine(config, direction=Direction.MEM_TO_SP,
                                            engine_id=Engine.LOAD.value))
@@ -252,10 +254,14 @@ class NPU(wiring.Component):
         # DEADLOCK_CYCLES a deadlock takes to be reported.
         # Compares side by side, not chained: engine i wins when it is blocked and no other
         # blocked engine has a lower address (ties to the earlier engine).
+        # One compare per pair: engine j beats a later engine k when ``addrs[j] <= addrs[k]``,
+        # and k beats j otherwise.
         addrs = [engines[e].insn.p.addr for e in order]
         blocked = [engines[e].blocked for e in order]
+        not_above = {(j, k): addrs[j] <= addrs[k]
+                     for j in range(len(order)) for k in range(j + 1, len(order))}
         def lower(i, j):
-            return addrs[i] <= addrs[j] if i < j else addrs[i] < addrs[j]
+            return not_above[i, j] if i < j else ~not_above[j, i]
         wins = [blocked[i] & Cat(~blocked[j] | lower(i, j) for j in range(len(order)) if j != i).all()
                 for i in range(len(order))]
         lowest = Const(-1, config.addr_width)
