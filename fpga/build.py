@@ -71,12 +71,17 @@ COLLISION_FREE_MEMORIES = ("storage", "tag_line", "buffer", "counter_words", "pa
 
 
 def collision_free_memories(config):
-    """:data:`COLLISION_FREE_MEMORIES`, and the matrix unit's accumulators when ``config``
-    has no ``registered_accumulators``: their read port is then not transparent, and the
-    matrix unit never reads a row in the cycle it writes it."""
-    if config.registered_accumulators:
-        return COLLISION_FREE_MEMORIES
-    return COLLISION_FREE_MEMORIES + ("accumulators",)
+    """:data:`COLLISION_FREE_MEMORIES` and, as ``config`` has them, the matrix unit's
+    accumulators without ``registered_accumulators`` (their read port is then not
+    transparent, and the matrix unit never reads a row in the cycle it writes it) and the
+    fetcher's instruction row with ``fetch_depth`` 1 (written only while the row is not
+    valid)."""
+    names = COLLISION_FREE_MEMORIES
+    if not config.registered_accumulators:
+        names += ("accumulators",)
+    if config.fetch_depth == 1:
+        names += ("instruction",)
+    return names
 
 
 def collision_free_script(names):

@@ -63,8 +63,8 @@ class NPUConfig:
         cycle: an add's result row takes ``cols / add_circuits`` cycles.
     fetch_depth : int
         Instructions the fetcher's prefetch FIFO holds. With 1, nothing is read ahead: the
-        decoder checks the fetcher's one instruction in place, and the next is read once it
-        is dispatched.
+        decoder checks the fetcher's one instruction in place, in a block RAM row (no
+        register holds it), and the next is read once it is dispatched.
     fetch_burst : int
         Instructions per fetch burst (at most ``fetch_depth``).
     dma_queue_depth : int

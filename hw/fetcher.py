@@ -10,6 +10,7 @@ flags, scratchpad, accumulator and channel ranges, alignment), the hardware twin
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
@@ -49,7 +50,8 @@ class InstructionFetcher(wiring.Component):
     past the ``END`` are discarded with their errors: a bus error is reported only when
     the instruction it hit reaches the head of the FIFO. An instruction at or above
     ``2**addr_width`` is not read: it enters the FIFO as a bus error. With ``depth`` 1
-    the FIFO's one entry is also the register the bus beats are assembled in.
+    the FIFO's one entry is a block RAM row (``instruction``), which each bus beat writes
+    its slice of: no register holds the instruction.
 
     Members
     -------
@@ -72,7 +74,8 @@ class InstructionFetcher(wiring.Component):
     Timing
     ------
     With a zero-wait memory, the first instruction is on ``insn`` ``burst * beats + 3``
-    cycles after ``start`` (``beats = 16 / bus bytes``); after that the FIFO delivers one
+    cycles after ``start`` (``beats = 16 / bus bytes``; one more with ``depth`` 1, whose
+    block RAM row is read in the cycle after its last write); after that the FIFO delivers one
     instruction per cycle while the memory keeps up (one burst of ``burst * beats`` beats
     per ``burst`` instructions).
     """
@@ -105,14 +108,24 @@ class InstructionFetcher(wiring.Component):
             m.d.comb += [prefetch.w_en.eq(push), prefetch.w_data.eq(push_data),
                          prefetch.r_en.eq(pop)]
             head, head_valid, level = entry(prefetch.r_data), prefetch.r_rdy, prefetch.level
-            word = Signal(INSTRUCTION_BITS)     # the instruction being assembled
         else:
-            # One entry, which is also the register the instruction is assembled in: it is
-            # empty while its burst (of one instruction) is in flight.
-            head, head_valid = Signal(entry), Signal()
-            level, word = head_valid, head.word
+            # One entry, a block RAM row that each beat writes its slice of: empty while its
+            # burst (of one instruction) is in flight, valid from the second cycle after its
+            # last beat, when the row read in the cycle after that write comes out.
+            head, head_valid, written = Signal(entry), Signal(), Signal()
+            level = head_valid | written
+            slice_bits = min(self.config.bus_width, INSTRUCTION_BITS)
+            m.submodules.instruction = instruction = Memory(
+                shape=unsigned(INSTRUCTION_BITS), depth=1, init=[],
+                attrs={"ram_style": "block"})
+            slice_write = instruction.write_port(granularity=slice_bits)
+            m.d.comb += [slice_write.data.eq(push_data.word),
+                         head.word.eq(instruction.read_port().data)]
+            m.d.sync += written.eq(push)
             with m.If(push):
-                m.d.sync += [head.eq(push_data), head_valid.eq(1)]
+                m.d.sync += head.error.eq(push_data.error)
+            with m.If(written):
+                m.d.sync += head_valid.eq(1)
             with m.Elif(pop):
                 m.d.sync += head_valid.eq(0)
 
@@ -147,19 +160,29 @@ class InstructionFetcher(wiring.Component):
             self.insn.p.addr.eq(head_addr),
         ]
 
-        # Beats into instructions, into the FIFO.
+        # Beats into instructions, into the FIFO: shifted into ``word`` (all but the last),
+        # or written in place (each beat into its slice of the block RAM row).
+        error = (bus.rresp == Resp.SLVERR) | (bus.rresp == Resp.DECERR)
+        beat_in = bus.rvalid & in_flight
         if self.beats == 1:
             assembled = bus.rdata[:INSTRUCTION_BITS]
+        elif self.depth > 1:
+            word = Signal(INSTRUCTION_BITS - self.config.bus_width)
+            assembled = Cat(word, bus.rdata)
+            with m.If(beat_in):
+                m.d.sync += word.eq(assembled[self.config.bus_width:])
         else:
-            assembled = Cat(word[self.config.bus_width:], bus.rdata)
-        error = (bus.rresp == Resp.SLVERR) | (bus.rresp == Resp.DECERR)
-        with m.If(bus.rvalid & in_flight):
-            m.d.sync += [word.eq(assembled), beat.eq(Mux(beat == self.beats - 1, 0, beat + 1)),
+            assembled = bus.rdata.replicate(self.beats)
+        if self.depth == 1:
+            with m.If(beat_in):
+                m.d.comb += slice_write.en.eq(1 << beat)
+        with m.If(beat_in):
+            m.d.sync += [beat.eq(Mux(beat == self.beats - 1, 0, beat + 1)),
                          failed.eq((failed | error) & (beat != self.beats - 1))]
             with m.If(bus.rlast):
                 m.d.sync += in_flight.eq(0)
         m.d.comb += [push_data.eq(Cat(assembled, failed | error)),
-                     push.eq(bus.rvalid & in_flight & (beat == self.beats - 1))]
+                     push.eq(beat_in & (beat == self.beats - 1))]
 
         with m.If(self.start):
             m.d.sync += [self.bus_error.eq(0)]
