@@ -41,20 +41,18 @@ def saturating_product(m, a, b, start, limit, name):
     ``limit``) by shift and add, one bit of ``b`` per cycle from the top: for range checks,
     to which any product of ``limit`` or more is out of range, in ``log2(limit) + 1`` bits.
 
-    ``b`` is read in the cycle ``start`` is high; ``a`` must hold its value from the next
-    cycle until the product is done. Returns ``(product, done)`` as :func:`serial_product`
-    does, after as many cycles.
+    ``a`` and ``b`` must hold their values from the cycle ``start`` is high until the
+    product is done: each step selects its bit of ``b`` in place. Returns
+    ``(product, done)`` as :func:`serial_product` does, after as many cycles.
     """
     steps = len(b)
     product = Signal(limit.bit_length(), name=f"{name}_product")
-    bits = Signal(steps, name=f"{name}_bits")
     left = Signal(range(steps + 1), name=f"{name}_steps")
     with m.If(start):
-        m.d.sync += [product.eq(0), bits.eq(b), left.eq(steps)]
+        m.d.sync += [product.eq(0), left.eq(steps)]
     with m.Elif(left != 0):
-        step = (product << 1) + Mux(bits[-1], a, 0)
-        m.d.sync += [product.eq(saturated(step, limit)), bits.eq(bits << 1),
-                     left.eq(left - 1)]
+        step = (product << 1) + Mux(b.bit_select((left - 1)[:len(left)], 1), a, 0)
+        m.d.sync += [product.eq(saturated(step, limit)), left.eq(left - 1)]
     return product, left == 0
 
 

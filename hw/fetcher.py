@@ -259,7 +259,9 @@ class InstructionChecker(wiring.Component):
     :data:`SERIAL_STEPS` more cycles (shift and add, from ``start``), and the range
     arithmetic saturates at twice the scratchpad's size, beyond which every end is out of
     range, so it is only as wide as the scratchpad's addresses; a transfer's range and a
-    MATMUL's result range then share one product and one end.
+    MATMUL's result range then share one product and one end. As the word holds still,
+    only the products and the code are registered: ``code`` is the word's check from cycle
+    ``t +`` :attr:`latency` on, as long as the word holds.
     """
 
     latency = 3
@@ -291,6 +293,9 @@ class InstructionChecker(wiring.Component):
         opcode = word[:4]
 
         def reg(value, name):
+            if config.serial_products:
+                # The word holds still until the code is taken: only the code is registered.
+                return Value.cast(value)
             result = Signal(Value.cast(value).shape(), name=name)
             m.d.sync += result.eq(value)
             return result
@@ -375,11 +380,13 @@ class InstructionChecker(wiring.Component):
         else:
             out_end = end(out_product, out_base, "out_end_s2")
         act_end = end(act_product * act_slot, act_base, "act_end_s2")
-        stage1 = [illegal, bad_tokens, is_transfer, is_matmul, is_config, misaligned,
-                  transfer_nonzero, matmul_nonzero, matmul_fixed, emit, config_range]
+        stage1 = {"illegal": illegal, "bad_tokens": bad_tokens, "is_transfer": is_transfer,
+                  "is_matmul": is_matmul, "is_config": is_config, "misaligned": misaligned,
+                  "transfer_nonzero": transfer_nonzero, "matmul_nonzero": matmul_nonzero,
+                  "matmul_fixed": matmul_fixed, "emit": emit, "config_range": config_range}
         (illegal, bad_tokens, is_transfer, is_matmul, is_config, misaligned, transfer_nonzero,
          matmul_nonzero, matmul_fixed, emit, config_range) = \
-            [reg(value, value.name.replace("_s1", "_s2")) for value in stage1]
+            [reg(value, f"{name}_s2") for name, value in stage1.items()]
 
         # Stage 3: compares and the code, in priority order.
         transfer_range = transfer_nonzero & (transfer_end > size)

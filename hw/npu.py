@@ -166,7 +166,9 @@ class NPU(wiring.Component):
             available = c.prev_available if upstream else c.next_available
             # ``count != 0``, registered from the count's next value.
             nonzero = Signal(name=f"{count.name}_nonzero")
-            next_count = (count + push - pop)[:len(count)]
+            # One adder: the count plus 1, 0 or -1.
+            step = Mux(push == pop, 0, Mux(push, 1, -1))
+            next_count = (count + step)[:len(count)]
             m.d.comb += available.eq(nonzero)
             with m.If(clear):
                 m.d.sync += [count.eq(0), nonzero.eq(0)]
