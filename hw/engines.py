@@ -166,6 +166,17 @@ def _result_tag_layout(config):
     })
 
 
+class _InPlaceCommand:
+    """Stands for a command queue of one entry that is the compute queue's head itself
+    (``w_data``, which is ``r_data``): ``r_rdy`` from the dispatch (``w_en``) until the
+    reader's last request (``r_en``)."""
+
+    def __init__(self, shape):
+        self.w_en, self.w_rdy = Signal(), C(1)
+        self.r_rdy, self.r_en = Signal(), Signal()
+        self.r_data = self.w_data = Signal(shape)
+
+
 class ComputeEngine(wiring.Component):
     """The compute engine: MATMUL, CONFIG and SYNC, driving the matrix unit.
 
@@ -273,11 +284,17 @@ class ComputeEngine(wiring.Component):
         # As many MATMULs in flight as the instruction queue holds, four at most, and twice
         # as many completions. (With one, the iCEBreaker's test programs take as many
         # cycles as with two, to 0.2%: its serial output stage sets the pace.)
+        # With a queue of one, the readers work from the MATMUL at its head, which leaves the
+        # queue once both have read their last vector, instead of from command queues.
         cmd_depth = min(4, config.queue_depth)
-        m.submodules.weight_cmds = weight_cmds = fifo.SyncFIFOBuffered(
-            width=Shape.cast(weight_cmd).width, depth=cmd_depth)
-        m.submodules.act_cmds = act_cmds = fifo.SyncFIFOBuffered(
-            width=Shape.cast(act_cmd).width, depth=cmd_depth)
+        in_place = config.queue_depth == 1
+        if in_place:
+            weight_cmds, act_cmds = _InPlaceCommand(weight_cmd), _InPlaceCommand(act_cmd)
+        else:
+            m.submodules.weight_cmds = weight_cmds = fifo.SyncFIFOBuffered(
+                width=Shape.cast(weight_cmd).width, depth=cmd_depth)
+            m.submodules.act_cmds = act_cmds = fifo.SyncFIFOBuffered(
+                width=Shape.cast(act_cmd).width, depth=cmd_depth)
         m.submodules.completions = completions = fifo.SyncFIFOBuffered(
             width=Shape.cast(completion).width, depth=2 * cmd_depth)
 
@@ -313,8 +330,10 @@ class ComputeEngine(wiring.Component):
             act_cmds.w_data.eq(act_payload),
             completions.w_data.eq(completion_payload),
         ]
-        head = self.insn.valid & ~configuring & ~self.halt
-        m.d.comb += self.blocked.eq(self.insn.valid & ~configuring & ~ok)
+        # ``streaming``: the head MATMUL is dispatched and its readers work from it in place.
+        streaming = Signal()
+        head = self.insn.valid & ~configuring & ~streaming & ~self.halt
+        m.d.comb += self.blocked.eq(self.insn.valid & ~configuring & ~streaming & ~ok)
         dispatch_stream = head & ok & streams & ~(drain & ~all_complete) & \
             weight_cmds.w_rdy & act_cmds.w_rdy & completions.w_rdy
         immediate = head & ok & ~streams & ~is_config & all_complete
@@ -324,9 +343,12 @@ class ComputeEngine(wiring.Component):
 
         with m.If(dispatch_stream):
             _pop(m, header, self.tokens)
-            m.d.comb += [weight_cmds.w_en.eq(1), act_cmds.w_en.eq(1), completions.w_en.eq(1),
-                         self.insn.ready.eq(1)]
+            m.d.comb += [weight_cmds.w_en.eq(1), act_cmds.w_en.eq(1), completions.w_en.eq(1)]
             m.d.sync += drain.eq(matmul.emit)
+            if in_place:
+                m.d.sync += streaming.eq(1)
+            else:
+                m.d.comb += self.insn.ready.eq(1)
         with m.Elif(immediate):
             _pop(m, header, self.tokens)
             _push(m, header, self.tokens)
@@ -447,6 +469,19 @@ class ComputeEngine(wiring.Component):
                      for r in range(R)]
         accepted = matrix.acts.valid & matrix.acts.ready
         m.d.comb += [self.mac.eq(accepted), act_finished.eq(accepted & response.tag.last)]
+
+        if in_place:
+            for command in (weight_cmds, act_cmds):
+                with m.If(command.w_en):
+                    m.d.sync += command.r_rdy.eq(1)
+                with m.If(command.r_en):
+                    m.d.sync += command.r_rdy.eq(0)
+            # The MATMUL leaves the queue as its last reader takes its last vector.
+            readers_done = ((~weight_cmds.r_rdy | weight_cmds.r_en) &
+                            (~act_cmds.r_rdy | act_cmds.r_en))
+            with m.If(streaming & readers_done):
+                m.d.comb += self.insn.ready.eq(1)
+                m.d.sync += streaming.eq(0)
 
         # --- Result writer ----------------------------------------------------------------------
         # Result rows (or, for int32 outputs, their four byte planes) queue in a FIFO
