@@ -67,8 +67,8 @@ class HostRegisters(wiring.Component):
         register reads. A register with a single 32-bit field drops ``_<field>``
         (``error_addr``, ``cycles``, ``mac_cycles``, ...).
     <register>_<field> : ``Out(width)``
-        One per ``rw`` field (``control_irq_enable``, ``program_addr``): the stored value,
-        0 after reset.
+        One per ``rw`` field (``control_irq_enable``, ``program_addr_address``): the stored
+        value, 0 after reset.
     <register>_<field> : ``Out(1)``
         One per ``w1p`` field (``control_start``, ``control_soft_reset``): a one-cycle
         pulse per write of 1.

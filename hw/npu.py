@@ -366,7 +366,7 @@ class NPU(wiring.Component):
             registers.status_busy.eq(running),
             registers.status_error_code.eq(error_code),
             registers.error_addr.eq(error_addr),
-            fetcher.program_addr.eq(registers.program_addr),
+            fetcher.program_addr.eq(Cat(C(0, 4), registers.program_addr_address)),
         ]
         return m
 

@@ -95,8 +95,9 @@ REGISTERS = (
         Field("error_code", 8, 8, "r", "ErrorCode of the error (0: none)"))),
     Register("ERROR_ADDR", 0x28, "Address of the faulting instruction in memory.",
              _value("address", "instruction address")),
-    Register("PROGRAM_ADDR", 0x30, "Address of the program's first instruction (16-byte "
-             "aligned).", _value("address", "program address", "rw")),
+    Register("PROGRAM_ADDR", 0x30, "Address of the program's first instruction, a multiple of "
+             "16: bits 3..0 read as 0 and ignore writes.",
+             (Field("address", 4, 28, "rw", "program address, bits 31..4"),)),
     Register("CYCLES", 0x40, "Cycles from start to done or error.",
              _value("count", "cycles")),
     Register("MAC_CYCLES", 0x44, "Cycles in which an activation vector entered the array "
