@@ -476,8 +476,9 @@ class DMA(wiring.Component):
                 m.d.sync += base.eq(base_value)
             return product + base
         sp_bound, mem_bound = self.scratchpad_bytes, 1 << aw
-        sp_over, mem_over = Signal(), Signal()
+        mem_over = Signal()
         if self.check_sp_range:
+            sp_over = Signal()
             m.d.sync += sp_over.eq(extent_parts(d.sp_addr, d.sp_stride, "extent_sp", sp_bound)
                                    > sp_bound)
         m.d.sync += mem_over.eq(extent_parts(d.mem_addr, d.mem_stride, "extent_mem", mem_bound)
@@ -555,8 +556,9 @@ class DMA(wiring.Component):
                     with m.If((pending == 0) & done_fifo.w_rdy):
                         m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(d.id), take.eq(1)]
                         m.next = "IDLE"
-                with m.Elif(sp_over):
-                    reject(DMAError.SP_RANGE, d.sp_addr)
+                if self.check_sp_range:
+                    with m.Elif(sp_over):
+                        reject(DMAError.SP_RANGE, d.sp_addr)
                 with m.Elif(mem_over):
                     reject(DMAError.MEM_RANGE, d.mem_addr)
                 with m.Elif((pending == 0) | (d.direction == direction)):
