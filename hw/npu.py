@@ -54,7 +54,7 @@ from .fetcher import (InstructionChecker, InstructionFetcher, engine_of, fetched
                       from_queue, queued_bits, to_queue)
 from .host_registers import HostRegisters
 from .isa import Engine, Opcode
-from .registers import COUNTERS, ErrorCode
+from .registers import BY_NAME, COUNTERS, ErrorCode
 from .scratchpad import Scratchpad
 
 
@@ -294,6 +294,8 @@ class NPU(wiring.Component):
         names = [name.lower() for name in COUNTERS]
         in_memory = names if config.counters_in_memory else []
         counters = {name: Signal(32, name=name) for name in names if name not in in_memory}
+        # PROGRAM_ADDR holds only the bits above an instruction's alignment.
+        program_low = BY_NAME["PROGRAM_ADDR"].field("address").offset
         running = Signal()
         resetting = Signal()
         with m.FSM():
@@ -366,7 +368,7 @@ class NPU(wiring.Component):
             registers.status_busy.eq(running),
             registers.status_error_code.eq(error_code),
             registers.error_addr.eq(error_addr),
-            fetcher.program_addr.eq(Cat(C(0, 4), registers.program_addr_address)),
+            fetcher.program_addr.eq(Cat(C(0, program_low), registers.program_addr_address)),
         ]
         return m
 

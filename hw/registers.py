@@ -10,8 +10,10 @@ All registers are 32 bits wide, at 4-byte aligned offsets.
 from dataclasses import dataclass
 
 from amaranth.lib import enum
+from amaranth.utils import exact_log2
 
 from .config import NPUConfig
+from .isa import INSTRUCTION_BYTES
 
 
 __all__ = ["Field", "Register", "REGISTERS", "BY_NAME", "COUNTERS", "ErrorCode", "NPU_MAGIC",
@@ -45,6 +47,10 @@ class Register:
             if field.name == name:
                 return field
         raise KeyError(f"register {self.name} has no field {name}")
+
+
+#: Bits of an instruction's address below its alignment: 0 in PROGRAM_ADDR.
+_PROGRAM_LOW = exact_log2(INSTRUCTION_BYTES)
 
 
 def _value(name, doc, access="r"):
@@ -96,8 +102,9 @@ REGISTERS = (
     Register("ERROR_ADDR", 0x28, "Address of the faulting instruction in memory.",
              _value("address", "instruction address")),
     Register("PROGRAM_ADDR", 0x30, "Address of the program's first instruction, a multiple of "
-             "16: bits 3..0 read as 0 and ignore writes.",
-             (Field("address", 4, 28, "rw", "program address, bits 31..4"),)),
+             f"{INSTRUCTION_BYTES}: bits {_PROGRAM_LOW - 1}..0 read as 0 and ignore writes.",
+             (Field("address", _PROGRAM_LOW, 32 - _PROGRAM_LOW, "rw",
+                    f"program address, bits 31..{_PROGRAM_LOW}"),)),
     Register("CYCLES", 0x40, "Cycles from start to done or error.",
              _value("count", "cycles")),
     Register("MAC_CYCLES", 0x44, "Cycles in which an activation vector entered the array "
