@@ -173,10 +173,9 @@ class InstructionFetcher(wiring.Component):
                 m.d.sync += word.eq(assembled[self.config.bus_width:])
         else:
             assembled = bus.rdata.replicate(self.beats)
-        if self.depth == 1:
-            with m.If(beat_in):
-                m.d.comb += slice_write.en.eq(1 << beat)
         with m.If(beat_in):
+            if self.depth == 1:
+                m.d.comb += slice_write.en.eq(1 << beat)
             m.d.sync += [beat.eq(Mux(beat == self.beats - 1, 0, beat + 1)),
                          failed.eq((failed | error) & (beat != self.beats - 1))]
             with m.If(bus.rlast):
