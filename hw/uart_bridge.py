@@ -45,9 +45,9 @@ The answer's ``status`` is a :class:`Status`. Rules:
   ``BAD_COMMAND`` or ``BAD_LENGTH`` and is not applied.
 * The bridge remembers the ``seq`` and CRC of the last frame it executed. A frame with
   the same ``seq`` and CRC (a retransmission after a lost answer) is **not executed
-  again**: the saved answer is sent again (its status; for ``READ_REG`` the saved value;
-  for ``READ_MEM`` and ``STATUS``, which have no side effects, the data is read again).
-  The host must therefore give every new request a new ``seq`` (it counts modulo 256).
+  again**: the saved answer is sent again (its status; for ``READ_REG``, ``READ_MEM`` and
+  ``STATUS``, which have no side effects, the data is read again). The host must
+  therefore give every new request a new ``seq`` (it counts modulo 256).
 * An AXI error response on a register or memory access is answered with ``BUS_ERROR``.
 
 Timing
@@ -390,7 +390,6 @@ class UartBridge(wiring.Component):
         last_seq = Signal(8)
         last_crc = Signal(16)
         last_status = Signal(Status)
-        last_word = Signal(32)
         counters = Signal(BridgeStatus)
         report = Signal(BridgeStatus)
 
@@ -444,7 +443,7 @@ class UartBridge(wiring.Component):
         m.d.comb += [
             report.eq(counters),
             report.irq.eq(self.irq),
-            self.mem.addr.eq(addr + count),
+            self.mem.addr.eq(addr),
             self.mem.wdata.eq(buffer_r.data),
             self.m_axil.araddr.eq(addr),
             self.m_axil.awaddr.eq(addr),
@@ -522,9 +521,13 @@ class UartBridge(wiring.Component):
                                  counters.bad_frames.eq(counters.bad_frames + 1)]
                     m.next = "ANSWER"
                 with m.Elif(duplicate):
-                    m.d.sync += [status.eq(last_status), word.eq(last_word),
-                                 counters.duplicates.eq(counters.duplicates + 1)]
-                    m.next = "ANSWER"
+                    m.d.sync += counters.duplicates.eq(counters.duplicates + 1)
+                    with m.If(command == Command.READ_REG):
+                        m.d.sync += status.eq(Status.OK)
+                        m.next = "REG_READ"
+                    with m.Else():
+                        m.d.sync += status.eq(last_status)
+                        m.next = "ANSWER"
                 with m.Elif(~known_q):
                     m.d.sync += status.eq(Status.BAD_COMMAND)
                     m.next = "ANSWER"
@@ -577,7 +580,7 @@ class UartBridge(wiring.Component):
             with m.State("MEM_WRITE"):
                 m.d.comb += [self.mem.valid.eq(1), self.mem.write.eq(1)]
                 with m.If(self.mem.ready):
-                    m.d.sync += count.eq(count + 1)
+                    m.d.sync += [addr.eq(addr + 1), count.eq(count + 1)]
                     with m.If(count == length_last):
                         m.d.sync += count.eq(0)
                         m.next = "EXECUTED"
@@ -585,7 +588,7 @@ class UartBridge(wiring.Component):
                         m.next = "MEM_WRITE_FETCH"
 
             with m.State("EXECUTED"):
-                m.d.sync += [last_status.eq(status), last_word.eq(word)]
+                m.d.sync += last_status.eq(status)
                 m.next = "ANSWER"
 
             with m.State("ANSWER"):
@@ -607,6 +610,7 @@ class UartBridge(wiring.Component):
             with m.State("ANSWER_MEM_READ"):
                 m.d.comb += self.mem.valid.eq(1)
                 with m.If(self.mem.ready):
+                    m.d.sync += addr.eq(addr + 1)
                     m.next = "ANSWER_MEM_DATA"
             with m.State("ANSWER_MEM_DATA"):
                 m.d.sync += word[:8].eq(self.mem.rdata)

@@ -205,6 +205,19 @@ async def protocol(dut):
     assert after["bad_frames"] == 1 and after["truncated"] == 1, after
     assert await link.read_memory(0x200, 4) == b"\x01\x02\x03\x04"
 
+    # A retransmitted register read is not executed again either, but the register is read
+    # again: the same value, or the same bus error.
+    before = await link.status()
+    value = (Status.OK, (0x1230).to_bytes(4, "little"))
+    for seq, address, answer in ((7, BY_NAME["PROGRAM_ADDR"].address, value),
+                                 (8, 0xFC, (Status.BUS_ERROR, b""))):
+        frame = encode_request(seq, Command.READ_REG, address, 4)
+        assert await bench.exchange(link, frame) == answer
+        assert await bench.exchange(link, frame) == answer
+    after = await link.status()
+    assert after["duplicates"] == before["duplicates"] + 2, (before, after)
+    assert after["executed"] == before["executed"] + 2, (before, after)
+
 
 @cocotb.test()
 async def model(dut):
