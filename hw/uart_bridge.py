@@ -380,8 +380,8 @@ class UartBridge(wiring.Component):
         command = Signal(8)
         addr = Signal(32)
         length = Signal(16)
-        frame_crc = Signal(16)
-        crc = Signal(16)
+        crc = Signal(16)                # of the frame's bytes up to its trailer
+        crc_mismatch = Signal()         # the trailer differs from ``crc``
         count = Signal(16)
         word = Signal(32)               # register payload, then the answer's data
         status = Signal(Status)
@@ -422,20 +422,19 @@ class UartBridge(wiring.Component):
                 with m.Case(Command.READ_MEM):
                     m.d.comb += answer_bytes_c.eq(length)
         # Registered from values that settle cycles before they are used: the answer is
-        # sent from the cycle after ANSWER, payload bytes arrive a UART byte apart.
+        # sent from the cycle after ANSWER.
         answer_bytes = Signal.like(answer_bytes_c)
-        answer_last = Signal.like(answer_bytes_c)
-        length_last = Signal(16)
-        m.d.sync += [answer_bytes.eq(answer_bytes_c), answer_last.eq(answer_bytes_c - 1),
-                     length_last.eq(length - 1)]
+        m.d.sync += answer_bytes.eq(answer_bytes_c)
+        # ``count`` reaches the last byte of the payload or of the answer's data.
+        next_count = count + 1
         # The frame checks, registered in SETTLE for CHECK.
         crc_bad = Signal()
         duplicate = Signal()
         known_q = Signal()
         length_ok = Signal()
         m.d.sync += [
-            crc_bad.eq(crc != 0),
-            duplicate.eq(last_valid & (last_seq == seq) & (last_crc == frame_crc)),
+            crc_bad.eq(crc_mismatch),
+            duplicate.eq(last_valid & (last_seq == seq) & (last_crc == crc)),
             known_q.eq(known),
             length_ok.eq(command_length_ok(command, length)),
         ]
@@ -468,7 +467,7 @@ class UartBridge(wiring.Component):
 
             with m.State("HEADER"):
                 with m.If(rx_valid):
-                    m.d.sync += [crc.eq(next_crc), count.eq(count + 1)]
+                    m.d.sync += [crc.eq(next_crc), count.eq(next_count)]
                     with m.Switch(count):
                         with m.Case(0):
                             m.d.sync += seq.eq(rx_byte)
@@ -490,18 +489,23 @@ class UartBridge(wiring.Component):
             with m.State("PAYLOAD"):
                 with m.If(rx_valid):
                     m.d.comb += buffer_w.en.eq(count < MAX_PAYLOAD)
-                    m.d.sync += [crc.eq(next_crc), count.eq(count + 1),
+                    m.d.sync += [crc.eq(next_crc), count.eq(next_count),
                                  word.eq(Cat(word[8:], rx_byte))]
-                    with m.If(count == length_last):
+                    with m.If(next_count == length):
                         m.d.sync += count.eq(0)
                         m.next = "TRAILER"
                 with m.Elif(timed_out):
                     m.next = "TRUNCATED"
 
             with m.State("TRAILER"):
+                # The CRC's high byte, then its low byte, compared with ``crc``, which
+                # then stands for the frame.
                 with m.If(rx_valid):
-                    m.d.sync += [crc.eq(next_crc), count.eq(count + 1),
-                                 frame_crc.eq(Cat(rx_byte, frame_crc[:8]))]
+                    m.d.sync += count.eq(next_count)
+                    with m.If(count == 0):
+                        m.d.sync += crc_mismatch.eq(rx_byte != crc[8:])
+                    with m.Else():
+                        m.d.sync += crc_mismatch.eq(crc_mismatch | (rx_byte != crc[:8]))
                     with m.If(count == 1):
                         m.d.sync += count.eq(0)
                         m.next = "SETTLE"
@@ -536,7 +540,7 @@ class UartBridge(wiring.Component):
                     m.next = "ANSWER"
                 with m.Else():
                     m.d.sync += [status.eq(Status.OK), last_valid.eq(1), last_seq.eq(seq),
-                                 last_crc.eq(frame_crc), aw_done.eq(0), w_done.eq(0)]
+                                 last_crc.eq(crc), aw_done.eq(0), w_done.eq(0)]
                     with m.If(command != Command.STATUS):
                         m.d.sync += counters.executed.eq(counters.executed + 1)
                     with m.Switch(command):
@@ -580,8 +584,8 @@ class UartBridge(wiring.Component):
             with m.State("MEM_WRITE"):
                 m.d.comb += [self.mem.valid.eq(1), self.mem.write.eq(1)]
                 with m.If(self.mem.ready):
-                    m.d.sync += [addr.eq(addr + 1), count.eq(count + 1)]
-                    with m.If(count == length_last):
+                    m.d.sync += [addr.eq(addr + 1), count.eq(next_count)]
+                    with m.If(next_count == length):
                         m.d.sync += count.eq(0)
                         m.next = "EXECUTED"
                     with m.Else():
@@ -617,7 +621,7 @@ class UartBridge(wiring.Component):
                 m.next = "ANSWER_DATA"
             with m.State("ANSWER_DATA"):
                 # STATUS sends its bytes from ``report``, the others from ``word``.
-                last = count == answer_last
+                last = next_count == answer_bytes
                 data_byte = Mux(command == Command.STATUS,
                                 report.as_value().word_select(count[:3], 8), word[:8])
                 with m.If(last):
@@ -627,7 +631,7 @@ class UartBridge(wiring.Component):
                 with m.Else():
                     send(m, data_byte, "ANSWER_DATA")
                 with m.If(uart_tx.data.ready):
-                    m.d.sync += [count.eq(Mux(last, 0, count + 1)), word.eq(word[8:])]
+                    m.d.sync += [count.eq(Mux(last, 0, next_count)), word.eq(word[8:])]
             with m.State("ANSWER_CRC_HIGH"):
                 send(m, crc[8:], "ANSWER_CRC_LOW", update_crc=False)
             with m.State("ANSWER_CRC_LOW"):
