@@ -161,32 +161,37 @@ class AXI4Memory(wiring.Component):
             axi.bresp.eq(Mux(error, Resp.DECERR, Resp.OKAY)),
         ]
 
-        # Each fetched beat's ``outside`` and ``last`` travel beside its read.
         fetch = Signal()
-        beat_valid, beat_outside, beat_last, beat_id = fetch, outside(word), beats == 1, txn_id
-        for i in range(self.read_latency):
-            beat_valid, beat_outside, beat_last, beat_id = [
-                self._delay(m, value, f"{name}_d{i}")
-                for name, value in (("beat_valid", beat_valid), ("beat_outside", beat_outside),
-                                    ("beat_last", beat_last), ("beat_id", beat_id))]
-        beat_data = Mux(beat_outside, 0, read_data)
-        beat_resp = Mux(beat_outside, Resp.DECERR, Resp.OKAY)
         if self.spram:
-            # One beat on R at a time: the next is fetched as this one is taken.
+            # One beat on R at a time: the next is fetched as this one is taken. The SPRAM
+            # holds the word it read until its next read, so the beat waits there, with its
+            # ``outside`` and ``last`` registered as it is fetched.
             rvalid = Signal()
-            held = Signal(self.data_width + 3)
+            beat_outside = Signal()
+            beat_last = Signal()
+            with m.If(fetch):
+                m.d.sync += [beat_outside.eq(outside(word)), beat_last.eq(beats == 1)]
             m.d.comb += [
                 axi.rid.eq(txn_id),
-                Cat(axi.rdata, axi.rresp, axi.rlast).eq(Mux(beat_valid, Cat(beat_data, beat_resp,
-                                                                              beat_last), held)),
+                axi.rdata.eq(Mux(beat_outside, 0, read_data)),
+                axi.rresp.eq(Mux(beat_outside, Resp.DECERR, Resp.OKAY)),
+                axi.rlast.eq(beat_last),
                 axi.rvalid.eq(rvalid),
             ]
-            with m.If(beat_valid):
-                m.d.sync += held.eq(Cat(beat_data, beat_resp, beat_last))
             room = ~rvalid | axi.rready
             with m.If(room):
                 m.d.sync += rvalid.eq(fetch)
         else:
+            # Each fetched beat's ``outside`` and ``last`` travel beside its read.
+            beat_valid, beat_outside, beat_last, beat_id = fetch, outside(word), beats == 1, txn_id
+            for i in range(self.read_latency):
+                beat_valid, beat_outside, beat_last, beat_id = [
+                    self._delay(m, value, f"{name}_d{i}")
+                    for name, value in (("beat_valid", beat_valid),
+                                        ("beat_outside", beat_outside),
+                                        ("beat_last", beat_last), ("beat_id", beat_id))]
+            beat_data = Mux(beat_outside, 0, read_data)
+            beat_resp = Mux(beat_outside, Resp.DECERR, Resp.OKAY)
             m.submodules.r_fifo = r_fifo = SyncFIFOBuffered(
                 width=self.data_width + 4, depth=self.R_FIFO_DEPTH)
             in_flight = Signal(range(self.read_latency + 1))

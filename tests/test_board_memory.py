@@ -1,6 +1,7 @@
 """fpga.board.AXI4Memory in Amaranth's simulator, in block RAM and in iCE40 SPRAM (its
-stand-in model): byte-port writes and reads, and AXI4 write and read bursts with strobes,
-against a Python model of the memory."""
+stand-in model): byte-port writes and reads, and AXI4 write and read bursts with strobes
+(read beats taken at random, with RRESP and RLAST checked), against a Python model of the
+memory."""
 
 import random
 
@@ -8,6 +9,7 @@ from amaranth.sim import Simulator
 import pytest
 
 from fpga.board import AXI4Memory
+from hw.axi import Resp
 
 
 MEMORY_BYTES = 64 * 1024
@@ -62,8 +64,10 @@ async def axi_read(ctx, axi, word, length, rng, word_bytes):
     while len(words) < length:
         ready = rng.random() < 0.7
         ctx.set(axi.rready, ready)
-        _, _, valid, data = await ctx.tick().sample(axi.rvalid, axi.rdata)
+        _, _, valid, data, resp, last = await ctx.tick().sample(
+            axi.rvalid, axi.rdata, axi.rresp, axi.rlast)
         if valid and ready:
+            assert resp == Resp.OKAY and last == (len(words) == length - 1), (resp, last, len(words))
             words.append(data)
     ctx.set(axi.rready, 0)
     return words
