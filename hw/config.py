@@ -74,6 +74,9 @@ class NPUConfig:
         Bursts the DMA keeps in flight at most; also the depth of its internal buffers.
     read_slices : bool
         Register slices on the compute engine's scratchpad read requests (for timing).
+    dma_slices : bool
+        Register slices on the DMA's scratchpad requests and R data (for timing; see
+        ``hw.dma``). Without, they pass straight through.
     registered_banks : bool
         Each scratchpad bank's read word is registered next to its block RAM (for timing):
         scratchpad reads take two cycles. Without, one, and each compute read port buffers
@@ -116,6 +119,7 @@ class NPUConfig:
     dma_queue_depth: int = 4
     dma_outstanding: int = 8
     read_slices: bool = True
+    dma_slices: bool = True
     registered_banks: bool = True
     registered_accumulators: bool = True
     serial_products: bool = False
