@@ -65,10 +65,16 @@ def registered_product(m, platform, a, b, shape, name):
     operand registers load: its input registers hold the same operands, and no fabric
     routing lies between the multiplier and its registers (the operand registers may then
     go unused, and synthesis removes them). Operands are at most 18 bits, each signed or
-    unsigned as its shape says. Elsewhere, a fabric register of the registers' product.
+    unsigned as its shape says. Elsewhere, a register of the registers' product; on iCE40
+    it has no reset, so that Yosys (``synth_ice40 -dsp``) puts it in the ``SB_MAC16``'s
+    own pipeline registers, which have none that a synchronous reset could use
+    (``tests/test_array_netlist.py`` simulates that netlist). Its value after a reset is
+    then whatever the last product was: a consumer must not use it before the product of
+    operands it loaded.
     """
-    product = Signal(shape, name=name)
-    if getattr(platform, "family", None) != "ecp5":
+    family = str(getattr(platform, "family", "")).lower()
+    product = Signal(shape, name=name, reset_less=family == "ice40")
+    if family != "ecp5":
         m.d.sync += product.eq(a[0] * b[0])
         return product
     operands = []

@@ -110,8 +110,11 @@ def generate_verilog(component, name, directory):
 
 
 def simulate(component, *, name, test_module, params=None, seed=None, waves=False,
-             testcase=None, build_dir=None):
+             testcase=None, build_dir=None, sources=()):
     """Build ``component`` with Verilator and run the cocotb tests in ``test_module``.
+
+    ``sources``: more Verilog files that the design needs (modules that ``component``
+    instantiates).
 
     ``params`` (a JSON-serialisable dict) reaches the testbench as the ``NPU_TB``
     environment variable (read it with :func:`verif.tb_util.tb_params`). ``waves``
@@ -127,7 +130,7 @@ def simulate(component, *, name, test_module, params=None, seed=None, waves=Fals
     # others wait; each run then has a directory of its own.
     with open(build_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        runner = _build(component, name, build_dir, waves)
+        runner = _build(component, name, build_dir, waves, sources)
     test_dir = Path(tempfile.mkdtemp(prefix="run-", dir=build_dir))
     env = {"NPU_TB": json.dumps(params or {})}
     try:
@@ -157,7 +160,7 @@ def _compiler_cache():
     return f"OBJCACHE={ccache}"
 
 
-def _build(component, name, build_dir, waves):
+def _build(component, name, build_dir, waves, sources=()):
     from cocotb_tools.runner import get_runner
 
     source = generate_verilog(component, name, build_dir)
@@ -172,7 +175,7 @@ def _build(component, name, build_dir, waves):
     overrides = f"{_MAKE_OVERRIDES} {_compiler_cache()}"
     os.environ["MAKEFLAGS"] = f"{makeflags} {overrides}" if makeflags else overrides
     try:
-        runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir,
+        runner.build(sources=[source, *sources], hdl_toplevel=name, build_dir=build_dir,
                      build_args=build_args, waves=waves, log_file=build_dir / "build.log")
     finally:
         if makeflags is None:
