@@ -12,9 +12,12 @@ int32 values) leaves the array per cycle, in input order::
 
     cycle        t     t+1    t+2   ...   t+R+C+1
     acts.p      a[m]  a[m+1] a[m+2]
-    PE(0,0)           a[m]0  a[m+1]0
+    PE(0,0)                  a[m]0
     PE(1,0)                  a[m]1
-    PE(r,c)           (a[m]r arrives at t+1+r+c, its product is registered at t+2+r+c)
+    PE(r,c)           (r > 0: a[m]r arrives at t+1+r+c, its product is registered at
+                       t+2+r+c and added to the sum from above at t+3+r+c; r = 0: a[m]0
+                       arrives at t+2+c, and its product, registered at t+3+c, is the
+                       column's first partial sum)
     results.p                            y[m]         (R = rows, C = cols)
 
 Weights are double-buffered: each PE holds two weights, and every activation carries the
@@ -49,7 +52,8 @@ upcoming_tag : ``Out(tag_shape)``
 Latency
 -------
 A vector accepted on ``acts`` in cycle ``t`` appears on ``results`` in cycle
-``t + rows + cols + 1`` (:attr:`latency`): each PE registers its product, then its sum.
+``t + rows + cols + 1`` (:attr:`latency`): each PE registers its product, then its sum
+(row 0 has no sum to register: its input skew takes that cycle instead).
 The ``tag`` travels that far in a chain of registers, or, with ``tag_memory``, in a
 memory (``hw.arith.delay_line``: a block RAM instead of ``latency`` registers of it).
 """
@@ -148,7 +152,8 @@ class SystolicArray(wiring.Component):
         with m.If(tile_done):
             m.d.sync += compute_bank.eq(~compute_bank)
 
-        # --- Input skew: row r's element (and its bank) is delayed r + 1 cycles -------
+        # --- Input skew: row r's element (and its bank) is delayed r + 1 cycles, row 0's
+        # two (its product is its partial sum: it needs no cycle for an addition) -------
         # Each stage registers an activation with its bank and with the weight of the PE
         # it enters next, already selected from that bank (no multiplexer between a
         # register and a multiplier).
@@ -161,11 +166,12 @@ class SystolicArray(wiring.Component):
         row_in = []
         for r in range(R):
             act, bank = self.acts.p.data[r], compute_bank
-            for i in range(r + 1):
+            stages = max(r, 1) + 1
+            for i in range(stages):
                 next_act = Signal(signed(8), name=f"skew_act{r}_{i}")
                 next_bank = Signal(name=f"skew_bank{r}_{i}")
                 m.d.sync += [next_act.eq(act), next_bank.eq(bank)]
-                if i == r:
+                if i == stages - 1:
                     chosen_next = selected(r, 0, bank)
                     chosen = Signal(signed(8), name=f"weight{r}_0")
                     m.d.sync += chosen.eq(chosen_next)
@@ -176,18 +182,21 @@ class SystolicArray(wiring.Component):
         # --- PE grid ----------------------------------------------------------------
         # A partial sum below row r adds r + 1 products of magnitude at most 2^14
         # (-128 * -128), and is only as wide as that needs; results are sign-extended.
-        psum_above = [Const(0, signed(1))] * C
+        psum_above = [None] * C
         for r in range(R):
             act, bank, chosen = row_in[r]
             psum_row = []
             psum_shape = signed(((r + 1) << 14).bit_length() + 1)
             for c in range(C):
-                # The product is registered, the sum one cycle later: every PE adds the
-                # same cycle of latency.
+                # The product is registered, the sum one cycle later: every PE below row 0
+                # adds the same cycle of latency, which row 0 spends in its input skew.
                 product = registered_product(m, platform, act, chosen, signed(16),
                                              f"product{r}_{c}")
-                psum = Signal(psum_shape, name=f"psum{r}_{c}")
-                m.d.sync += psum.eq(psum_above[c] + product)
+                if r == 0:
+                    psum = product
+                else:
+                    psum = Signal(psum_shape, name=f"psum{r}_{c}")
+                    m.d.sync += psum.eq(psum_above[c] + product)
                 psum_row.append(psum)
                 if c != C - 1:
                     act_right = Signal(signed(8), name=f"act{r}_{c + 1}")
