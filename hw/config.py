@@ -81,6 +81,11 @@ class NPUConfig:
         Each scratchpad bank's read word is registered next to its block RAM (for timing):
         scratchpad reads take two cycles. Without, one, and each compute read port buffers
         two responses instead of three.
+    read_buffers : int
+        Responses each compute read port of the scratchpad buffers: 0 for its read
+        latency + 1, which lets it take a request every cycle; fewer cost logic cells
+        less and take that many requests per read latency + 1 cycles (see
+        ``hw.scratchpad``).
     registered_accumulators : bool
         The accumulators' read-modify-write takes three cycles, the row read registered
         next to its block RAM and forwarded to a result on the same row one or two cycles
@@ -121,6 +126,7 @@ class NPUConfig:
     read_slices: bool = True
     dma_slices: bool = True
     registered_banks: bool = True
+    read_buffers: int = 0
     registered_accumulators: bool = True
     serial_products: bool = False
     array_tag_memory: bool = False
@@ -149,6 +155,9 @@ class NPUConfig:
         if self.add_circuits < 1 or self.cols % self.add_circuits:
             raise ValueError(f"NPUConfig.add_circuits must divide cols ({self.cols}), "
                              f"not {self.add_circuits}")
+        if self.read_buffers < 0:
+            raise ValueError(f"NPUConfig.read_buffers must be 0 or more, not "
+                             f"{self.read_buffers}")
         if self.dma_queue_depth < 0:
             raise ValueError(f"NPUConfig.dma_queue_depth must be 0 or more, not "
                              f"{self.dma_queue_depth}")

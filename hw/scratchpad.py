@@ -72,10 +72,11 @@ Latency
   ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + L``, exactly.
 * Compute reads: a request accepted in cycle ``t`` has its response valid from cycle
   ``t + L``, held (with its data) until ``ready``. Responses come in request order. Each
-  read port buffers ``L + 1`` responses: a request is accepted only when fewer than
-  ``L + 1`` responses are waiting or on their way (requests accepted in the ``L``
-  previous cycles), so with ``resp.ready`` high each read port takes one request per
-  cycle.
+  read port buffers ``B`` = :attr:`read_buffers` responses (``L + 1``, or
+  ``config.read_buffers``): a request is accepted only when fewer than ``B`` responses
+  are waiting or on their way (requests accepted in the ``L`` previous cycles), so with
+  ``resp.ready`` high each read port takes one request per cycle when ``B`` is ``L +
+  1``, and ``B`` requests every ``L + 1`` cycles when it is fewer.
 * With ``config.registered_banks``, every bank's read word is registered as it leaves the
   block RAM (cycle ``t + 1``), and the bank and lane multiplexers work from those
   registers in cycle ``t + 2``; without, from the block RAM's output in cycle ``t + 1``.
@@ -221,6 +222,7 @@ class Scratchpad(wiring.Component):
         self.config = config
         self.tag_shape = tag_shape
         self.read_latency = self.read_latency_of(config)
+        self.read_buffers = config.read_buffers or self.read_latency + 1
         size, banks = config.scratchpad_bytes, config.scratchpad_banks
         if banks < 2 or banks & (banks - 1):
             raise ValueError(f"scratchpad_banks must be a power of two of at least 2 (one "
@@ -347,8 +349,8 @@ class Scratchpad(wiring.Component):
         return Cat(*[Mux(lane == i, padded, 0) for i in range(units)])
 
     def _read_response(self, m, name, req, resp, bank, lane, slot_bytes, bank_data):
-        """The response buffer of a compute read port: ``read_latency + 1`` responses, oldest
-        first.
+        """The response buffer of a compute read port: :attr:`read_buffers` responses,
+        oldest first.
 
         A response's word leaves its bank in the cycle after its request (into the bank's
         word register, from which it is selected one cycle later, with
@@ -359,7 +361,7 @@ class Scratchpad(wiring.Component):
         ``read_bank``, ``read_lane`` and ``read_tag`` matter only while ``incoming_valid``.
         """
         latency = self.read_latency
-        depth = latency + 1
+        depth = self.read_buffers
         read_bank = _delayed(m, bank, f"{name}_read_bank", latency)
         read_lane = _delayed(m, lane, f"{name}_read_lane", latency)
         read_tag = _delayed(m, Value.cast(req.p.tag), f"{name}_read_tag", latency)

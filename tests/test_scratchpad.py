@@ -18,7 +18,7 @@ CONFIGS = {
     "8x4_bus32": NPUConfig(rows=8, cols=4, bus_width=32, scratchpad_bytes=8 * 1024,
                            scratchpad_banks=8),
     # The iCEBreaker's: 2-byte words in 2 banks of 1 KiB, read in one cycle (no bank word
-    # registers), two responses buffered per read port.
+    # registers), one response buffered per read port (a request every other cycle).
     "icebreaker": ICEBREAKER.config,
 }
 
@@ -28,6 +28,7 @@ def test_scratchpad(name, seed, waves):
     config = CONFIGS[name]
     params = {"rows": config.rows, "cols": config.cols, "bus_width": config.bus_width,
               "scratchpad_bytes": config.scratchpad_bytes, "banks": config.scratchpad_banks,
-              "registered_banks": config.registered_banks, "tag_bits": 6, "beats": 1000}
+              "registered_banks": config.registered_banks, "read_buffers": config.read_buffers,
+              "tag_bits": 6, "beats": 1000}
     simulate(Scratchpad(config, tag_shape=unsigned(params["tag_bits"])), name=f"scratchpad_{name}",
              test_module="verif.tb_scratchpad", params=params, seed=seed, waves=waves)

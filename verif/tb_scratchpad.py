@@ -4,7 +4,9 @@ A monitor samples every port in every cycle and replays the accepted requests on
 with the documented rules: reads see all writes of earlier cycles and none of their own
 cycle; a DMA read's data arrives exactly ``read_latency`` cycles later (2, or 1 without
 registered banks); compute responses come in request order, ``read_latency`` cycles after
-their request at the earliest, with at most ``read_latency + 1`` requested and not taken; each bank serves at most one read and one write per cycle; a
+their request at the earliest, with at most ``read_buffers`` requested and not taken (a
+read port with fewer than ``read_latency + 1`` must still take that many requests per
+``read_latency + 1`` cycles); each bank serves at most one read and one write per cycle; a
 held request waits at most 2 cycles for a bank's read port and 1 cycle for its write
 port. The model keeps the SRAM contents across the tests of one run, like the simulated
 SRAM does.
@@ -63,7 +65,7 @@ def _setup():
     p = tb_params()
     config = NPUConfig(rows=p["rows"], cols=p["cols"], bus_width=p["bus_width"],
                        scratchpad_bytes=p["scratchpad_bytes"], scratchpad_banks=p["banks"],
-                       registered_banks=p["registered_banks"])
+                       registered_banks=p["registered_banks"], read_buffers=p["read_buffers"])
     if _MODEL is None:
         _MODEL = ScratchpadModel(config)
     return p, _MODEL, Scratchpad(config, tag_shape=unsigned(p["tag_bits"]))
@@ -89,9 +91,10 @@ class Monitor:
         self.stalls = {name: 0 for name in self.PORTS}
         self.waits = {name: 0 for name in self.PORTS}
         # The cycles of compute requests whose responses have not been taken: a read port
-        # buffers read_latency + 1.
+        # buffers read_buffers.
         self.outstanding = {"act": [], "wgt": []}
         self.latency = sp.read_latency
+        self.buffers = sp.read_buffers
         self.read_write_overlaps = 0  # cycles that read bytes written in the same cycle
         self.dma_pending = [None] * self.latency    # data due in 1, ... read_latency cycles
         self.errors = []
@@ -162,7 +165,7 @@ class Monitor:
             valid = int(getattr(dut, f"{name}_req__valid").value)
             ready = int(getattr(dut, f"{name}_req__ready").value)
             outstanding = self.outstanding[name]
-            free = len(outstanding) < self.latency + 1
+            free = len(outstanding) < self.buffers
             self._stall(name, valid and free, ready, READ_WAIT_LIMIT)
             if ready and not (valid and free):
                 self.error(f"{name}_req ready without a valid request and a free response")
