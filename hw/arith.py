@@ -5,7 +5,7 @@ from amaranth.lib import memory
 from amaranth.utils import ceil_log2
 
 
-__all__ = ["delay_line", "registered_product", "saturated", "saturating_product",
+__all__ = ["at_least", "delay_line", "registered_product", "saturated", "saturating_product",
            "serial_product"]
 
 
@@ -28,6 +28,19 @@ def serial_product(m, a, b, start, name):
         added = Mux(register[0], high + a, high)
         m.d.sync += [register.eq(Cat(register[1:steps], added)), left.eq(left - 1)]
     return register[:len(a) + len(b)], left == 0
+
+
+def at_least(value, bound):
+    """``value >= bound`` (unsigned) for a constant ``bound``, as AND and OR gates from the
+    top bit down, where a compare would take a carry chain as long as ``value``."""
+    value = Value.cast(value)
+    if bound <= 0:
+        return C(1)
+    if bound >= 2**len(value):
+        return C(0)
+    top = len(value) - 1
+    rest = at_least(value[:top], bound & ~(1 << top))
+    return value[top] & rest if bound >> top & 1 else value[top] | rest
 
 
 def saturated(value, limit):

@@ -7,6 +7,10 @@ flags, scratchpad, accumulator and channel ranges, alignment), the hardware twin
 ``sw.simulator.check_instruction``.
 """
 
+import functools
+import operator
+from typing import NamedTuple
+
 from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -14,7 +18,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from .arith import saturated, saturating_product
+from .arith import at_least, saturated
 from .axi import AXI4Signature, Burst, Resp
 from .config import NPUConfig
 from .isa import (CHANNEL_PARAM_BYTES, ENGINE_OF, INSTRUCTION_BITS, INSTRUCTION_BYTES, Config,
@@ -23,13 +27,8 @@ from .registers import ErrorCode
 
 
 __all__ = ["fetched_layout", "InstructionFetcher", "InstructionChecker", "engine_of",
-           "SERIAL_STEPS", "checked_fields", "queued_bits", "to_queue", "from_queue"]
+           "checked_fields", "queued_bits", "to_queue", "from_queue"]
 
-
-#: Cycles of the checker's products with ``config.serial_products``: one per bit of the
-#: 12-bit ``rows`` and ``count`` fields.
-SERIAL_STEPS = max(data.Layout.cast(Transfer)["rows"].shape.width,
-                   data.Layout.cast(Matmul)["count"].shape.width)
 
 def fetched_layout(config):
     """An instruction with its address (``config.addr_width`` bits), as the fetcher
@@ -233,6 +232,32 @@ def engine_of(word):
            Mux(opcode == Opcode.SYNC.value, sync.engine.as_value(), Engine.COMPUTE.value)))
 
 
+class _Step(NamedTuple):
+    """One cycle of :class:`InstructionChecker`'s serial range sums: the sum becomes
+    ``source`` (when ``bit``) plus the sum so far (none when ``first``, doubled when
+    ``double``), after ``judge`` (the previous sum's check, when it ends there) is noted."""
+    source: Value
+    bit: Value = C(1)
+    double: bool = False
+    first: bool = False
+    judge: Value = C(0)
+
+
+def _serial_steps(config):
+    """Cycles of :class:`InstructionChecker`'s range sums with ``config.serial_products``,
+    the longest opcode's: a transfer's product (a step per bit of ``rows``) and two
+    additions, or a MATMUL's two products (a step per bit of a ``count`` within the
+    accumulator's depth) with one addition each."""
+    rows_bits = data.Layout.cast(Transfer)["rows"].shape.width
+    return max(rows_bits + 2, 2 * (ceil_log2(config.acc_depth) + 1))
+
+
+def _sum_exceeds(a, b, bound):
+    """``a + b > bound`` (unsigned, constant ``bound``) in an adder as wide as ``bound``."""
+    bits = bound.bit_length()
+    return a[bits:].any() | b[bits:].any() | at_least(a[:bits] + b[:bits], bound + 1)
+
+
 class InstructionChecker(wiring.Component):
     """The decoder's legality check (opcode, token flags, scratchpad, accumulator and
     channel ranges, alignment), the hardware twin of ``sw.simulator.check_instruction``,
@@ -254,13 +279,17 @@ class InstructionChecker(wiring.Component):
     A free-running pipeline: ``code`` in cycle ``t +`` :attr:`latency` is the check of
     ``word`` in cycle ``t``. Stage 1 registers the address products (multipliers with
     registered inputs and outputs) and the checks without arithmetic, stage 2 the range
-    ends, stage 3 the code. With ``config.serial_products`` the products take
-    :data:`SERIAL_STEPS` more cycles (shift and add, from ``start``), and the range
-    arithmetic saturates at twice the scratchpad's size, beyond which every end is out of
-    range, so it is only as wide as the scratchpad's addresses; a transfer's range and a
-    MATMUL's result range then share one product and one end. As the word holds still,
-    only the products and the code are registered: ``code`` is the word's check from cycle
-    ``t +`` :attr:`latency` on, as long as the word holds.
+    ends, stage 3 the code.
+
+    With ``config.serial_products``, ``t`` is the cycle ``start`` is high, and the checks
+    with a product (a transfer's scratchpad range, a MATMUL's activation and result
+    ranges) or two addresses (a CONFIG's scratchpad range) are sums built one term per
+    cycle in one adder: a product by shift and add, one bit of ``rows - 1`` or
+    ``count - 1`` per cycle from the top, then the addresses; the other checks are
+    combinational. A sum is only as wide as the scratchpad's addresses and one more bit:
+    one that reaches twice the scratchpad's size is out of range, whatever it adds up
+    to. Only the sum is registered: ``code`` is the word's check from cycle ``t +``
+    :attr:`latency` on, as long as the word holds; ``start`` restarts the check.
     """
 
     latency = 3
@@ -268,7 +297,7 @@ class InstructionChecker(wiring.Component):
     @classmethod
     def latency_of(cls, config):
         """:attr:`latency` of the checker for ``config``, without building one."""
-        return cls.latency + (SERIAL_STEPS if config.serial_products else 0)
+        return _serial_steps(config) if config.serial_products else cls.latency
 
     def __init__(self, config=NPUConfig()):
         self.config = config
@@ -291,15 +320,7 @@ class InstructionChecker(wiring.Component):
         cfg = Config(word[:Shape.cast(Config).width])
         opcode = word[:4]
 
-        def reg(value, name):
-            if config.serial_products:
-                # The word holds still until the code is taken: only the code is registered.
-                return Value.cast(value)
-            result = Signal(Value.cast(value).shape(), name=name)
-            m.d.sync += result.eq(value)
-            return result
-
-        # Stage 1: products, partial sums and every check without a product.
+        # Every check without a range.
         legal_opcode = Cat(opcode == op.value for op in Opcode).any()
         engine = engine_of(word)
         is_end = opcode == Opcode.END.value
@@ -313,95 +334,165 @@ class InstructionChecker(wiring.Component):
             ((matmul.out_stride % weight_slot) != 0)
         config_misaligned = (cfg.sp_addr % weight_slot) != 0
         count = matmul.count
-
-        illegal = reg(~legal_opcode | bad_engine, "illegal_s1")
-        bad_tokens = reg(bad_tokens, "bad_tokens_s1")
-        is_transfer = reg((opcode == Opcode.LOAD.value) | (opcode == Opcode.STORE.value),
-                          "is_transfer_s1")
-        is_matmul = reg(opcode == Opcode.MATMUL.value, "is_matmul_s1")
-        is_config = reg(opcode == Opcode.CONFIG.value, "is_config_s1")
-        misaligned = reg(Mux(opcode == Opcode.MATMUL.value, matmul_misaligned,
-                             (opcode == Opcode.CONFIG.value) & config_misaligned), "misaligned_s1")
-        transfer_nonzero = reg((transfer.rows != 0) & (transfer.row_bytes != 0), "transfer_nonzero_s1")
+        illegal = ~legal_opcode | bad_engine
+        is_transfer = (opcode == Opcode.LOAD.value) | (opcode == Opcode.STORE.value)
+        is_matmul = opcode == Opcode.MATMUL.value
+        is_config = opcode == Opcode.CONFIG.value
+        misaligned = Mux(is_matmul, matmul_misaligned, is_config & config_misaligned)
+        transfer_nonzero = (transfer.rows != 0) & (transfer.row_bytes != 0)
+        matmul_nonzero = count != 0
         out_bytes = Mux(matmul.out_int32, 4 * weight_slot, weight_slot)
-        if config.serial_products:
-            # Products of the rows (or count) less one, and operands clamped at twice the
-            # scratchpad's size: every end at or above that is out of range, so the
-            # arithmetic is only as wide as the scratchpad's addresses.
-            limit = 2 * size
 
-            def product(a, b, name):
-                value, _ = saturating_product(m, saturated(a, limit), (b - 1)[:len(b)],
-                                              self.start, limit, name)
-                return value
-            # A transfer's range and a MATMUL's result range share one product and one
-            # end: an instruction is one or the other.
-            transfer_op = (opcode == Opcode.LOAD.value) | (opcode == Opcode.STORE.value)
-            transfer_product = out_product = product(
-                Mux(transfer_op, transfer.sp_stride, matmul.out_stride),
-                Mux(transfer_op, transfer.rows, count), "strided_product_s1")
-            transfer_base = out_base = reg(
-                Mux(transfer_op,
-                    saturated(transfer.sp_addr, limit) + saturated(transfer.row_bytes, limit),
-                    saturated(matmul.out_addr, limit) + out_bytes), "strided_base_s1")
-            act_product = product(matmul.act_stride, count, "act_product_s1")
-            act_base = reg(saturated(matmul.act_addr, limit) + act_slot, "act_base_s1")
+        if config.serial_products:
+            transfer_range, matmul_range, config_range = self._serial_ranges(
+                m, transfer, matmul, cfg)
+            transfer_range &= transfer_nonzero
+            matmul_range &= matmul_nonzero
+            domain = "comb"
         else:
-            def product(a, b, name):
-                return reg(a * b, name)
+            def reg(value, name):
+                result = Signal(Value.cast(value).shape(), name=name)
+                m.d.sync += result.eq(value)
+                return result
+
+            # Stage 1: products, partial sums and every check without a product.
             # (rows - 1) * stride as rows * stride - stride: no subtraction before a
             # multiplier.
-            transfer_product = product(transfer.sp_stride, transfer.rows, "transfer_product_s1")
+            transfer_product = reg(transfer.sp_stride * transfer.rows, "transfer_product_s1")
             transfer_base = reg(transfer.sp_addr + transfer.row_bytes - transfer.sp_stride,
                                 "transfer_base_s1")
-            out_product = product(matmul.out_stride, count, "out_product_s1")
+            out_product = reg(matmul.out_stride * count, "out_product_s1")
             out_base = reg(matmul.out_addr + out_bytes - matmul.out_stride, "out_base_s1")
-            act_product = product(matmul.act_stride, count, "act_product_s1")
+            act_product = reg(matmul.act_stride * count, "act_product_s1")
             act_base = reg(matmul.act_addr + act_slot - matmul.act_stride * act_slot,
                            "act_base_s1")
-        matmul_nonzero = reg(count != 0, "matmul_nonzero_s1")
-        matmul_fixed = reg(
-            (matmul.weight_addr + config.rows * weight_slot > size) |
-            (matmul.acc_addr + count > config.acc_depth) |
-            (matmul.channel >= config.channel_depth), "matmul_fixed_s1")
-        emit = reg(matmul.emit, "emit_s1")
-        config_range = reg((cfg.channel + cfg.count > config.channel_depth) |
-                           (cfg.sp_addr + cfg.count * (config.cols * CHANNEL_PARAM_BYTES) > size),
-                           "config_range_s1")
+            stage1 = {
+                "illegal": illegal, "bad_tokens": bad_tokens, "is_transfer": is_transfer,
+                "is_matmul": is_matmul, "is_config": is_config, "misaligned": misaligned,
+                "transfer_nonzero": transfer_nonzero, "matmul_nonzero": matmul_nonzero,
+                "matmul_fixed": (matmul.weight_addr + config.rows * weight_slot > size) |
+                                (matmul.acc_addr + count > config.acc_depth) |
+                                (matmul.channel >= config.channel_depth),
+                "emit": matmul.emit,
+                "config_range": (cfg.channel + cfg.count > config.channel_depth) |
+                                (cfg.sp_addr + cfg.count * (config.cols * CHANNEL_PARAM_BYTES) > size),
+            }
+            stage1 = {name: reg(value, f"{name}_s1") for name, value in stage1.items()}
 
-        # Stage 2: the ends of the scratchpad ranges (negative only when the count is
-        # zero, a case the compares ignore).
-        def end(product, base, name):
-            return reg(product + base, name)
-        transfer_end = end(transfer_product, transfer_base, "transfer_end_s2")
-        if config.serial_products:
-            out_end = transfer_end
-        else:
-            out_end = end(out_product, out_base, "out_end_s2")
-        act_end = end(act_product * act_slot, act_base, "act_end_s2")
-        stage1 = {"illegal": illegal, "bad_tokens": bad_tokens, "is_transfer": is_transfer,
-                  "is_matmul": is_matmul, "is_config": is_config, "misaligned": misaligned,
-                  "transfer_nonzero": transfer_nonzero, "matmul_nonzero": matmul_nonzero,
-                  "matmul_fixed": matmul_fixed, "emit": emit, "config_range": config_range}
-        (illegal, bad_tokens, is_transfer, is_matmul, is_config, misaligned, transfer_nonzero,
-         matmul_nonzero, matmul_fixed, emit, config_range) = \
-            [reg(value, f"{name}_s2") for name, value in stage1.items()]
+            # Stage 2: the ends of the scratchpad ranges (negative only when the count is
+            # zero, a case the compares ignore).
+            transfer_end = reg(transfer_product + transfer_base, "transfer_end_s2")
+            out_end = reg(out_product + out_base, "out_end_s2")
+            act_end = reg(act_product * act_slot + act_base, "act_end_s2")
+            (illegal, bad_tokens, is_transfer, is_matmul, is_config, misaligned, transfer_nonzero,
+             matmul_nonzero, matmul_fixed, emit, config_range) = \
+                [reg(value, f"{name}_s2") for name, value in stage1.items()]
 
-        # Stage 3: compares and the code, in priority order.
-        transfer_range = transfer_nonzero & (transfer_end > size)
-        matmul_range = matmul_nonzero & (matmul_fixed | (act_end > size) | (emit & (out_end > size)))
+            # Stage 3: compares and the code.
+            transfer_range = transfer_nonzero & (transfer_end > size)
+            matmul_range = matmul_nonzero & (matmul_fixed | (act_end > size) |
+                                             (emit & (out_end > size)))
+            domain = "sync"
+
+        # The code, in priority order.
         with m.If(illegal):
-            m.d.sync += self.code.eq(ErrorCode.ILLEGAL_OPCODE)
+            m.d[domain] += self.code.eq(ErrorCode.ILLEGAL_OPCODE)
         with m.Elif(bad_tokens):
-            m.d.sync += self.code.eq(ErrorCode.ILLEGAL_TOKEN)
+            m.d[domain] += self.code.eq(ErrorCode.ILLEGAL_TOKEN)
         with m.Elif(misaligned):
-            m.d.sync += self.code.eq(ErrorCode.MISALIGNED)
+            m.d[domain] += self.code.eq(ErrorCode.MISALIGNED)
         with m.Elif((is_transfer & transfer_range) | (is_matmul & matmul_range) |
                     (is_config & config_range)):
-            m.d.sync += self.code.eq(ErrorCode.SCRATCHPAD_RANGE)
+            m.d[domain] += self.code.eq(ErrorCode.SCRATCHPAD_RANGE)
         with m.Else():
-            m.d.sync += self.code.eq(ErrorCode.NONE)
+            m.d[domain] += self.code.eq(ErrorCode.NONE)
         return m
+
+    def _serial_ranges(self, m, transfer, matmul, cfg):
+        """The range checks with ``config.serial_products``: (transfer, MATMUL, CONFIG),
+        each out of range (a transfer's when it moves something, a MATMUL's when its
+        count is not zero)."""
+        config = self.config
+        size = config.scratchpad_bytes
+        act_slot, weight_slot = slot_bytes(config.rows), slot_bytes(config.cols)
+        width = exact_log2(size) + 1
+        total = Signal(width)       # the sum so far, unless ``over``
+        over = Signal()             # the sum has reached 2 * size
+        failed = Signal()           # an earlier sum of the instruction is out of range
+        step = Signal(range(self.latency + 1))
+
+        def exceeds(bound):
+            return over | at_least(total, bound + 1)
+
+        def product(n, a):
+            # n * a, Horner's rule from the top bit of n.
+            return [_Step(a, n[bit], double=True) for bit in reversed(range(len(n)))]
+
+        def summed(steps, judge=C(0)):
+            # A new sum, after ``judge``.
+            return [steps[0]._replace(first=True, judge=judge), *steps[1:]]
+
+        # A MATMUL's count within the accumulator's depth is that many bits; beyond it,
+        # the accumulator's range check fails anyway.
+        count_bits = ceil_log2(config.acc_depth)
+        rows_less = (transfer.rows - 1)[:len(transfer.rows)]
+        count_less = (matmul.count[:count_bits] - 1)[:count_bits]
+        programs = {
+            (Opcode.LOAD, Opcode.STORE): summed(
+                product(rows_less, transfer.sp_stride) +
+                [_Step(transfer.sp_addr), _Step(transfer.row_bytes)]),
+            (Opcode.MATMUL,):
+                summed(product(count_less, matmul.act_stride * act_slot) +
+                       [_Step(matmul.act_addr)]) +
+                summed(product(count_less, matmul.out_stride) + [_Step(matmul.out_addr)],
+                       judge=exceeds(size - act_slot)),
+            (Opcode.CONFIG,): summed(
+                [_Step(cfg.sp_addr), _Step(cfg.count * (config.cols * CHANNEL_PARAM_BYTES))]),
+        }
+        assert max(len(steps) for steps in programs.values()) == self.latency
+
+        # The sources of the terms, one of them selected per cycle.
+        sources = []
+        for entry in sum(programs.values(), []):
+            if all(entry.source is not source for source in sources):
+                sources.append(entry.source)
+        chosen = Signal(len(sources))
+        first, double, bit, judged = Signal(), Signal(), Signal(), Signal()
+        with m.Switch(Mux(self.start, 0, step)):
+            for index in range(self.latency):
+                with m.Case(index):
+                    with m.Switch(self.word[:4]):
+                        for opcodes, steps in programs.items():
+                            if index < len(steps):
+                                with m.Case(*opcodes):
+                                    entry = steps[index]
+                                    m.d.comb += [
+                                        chosen.eq(Cat(entry.source is source
+                                                      for source in sources)),
+                                        first.eq(entry.first), double.eq(entry.double),
+                                        bit.eq(entry.bit), judged.eq(entry.judge)]
+        operand, operand_high = Signal(width), Signal()
+        terms = [Mux(chosen[k] & bit, Value.cast(source), 0) for k, source in enumerate(sources)]
+        m.d.comb += [operand.eq(functools.reduce(operator.or_, (t[:width] for t in terms))),
+                     operand_high.eq(Cat(t[width:].any() for t in terms).any())]
+        kept = Mux(first, 0, Mux(double, total << 1, total))
+        added = kept + operand
+        m.d.sync += [total.eq(added[:width]),
+                     over.eq((over & ~first) | added[width:].any() | operand_high),
+                     failed.eq((failed & ~self.start) | judged)]
+        with m.If(self.start):
+            m.d.sync += step.eq(1)
+        with m.Elif(step != self.latency):
+            m.d.sync += step.eq(step + 1)
+
+        matmul_fixed = at_least(matmul.weight_addr, size - config.rows * weight_slot + 1) | \
+            _sum_exceeds(matmul.acc_addr, matmul.count, config.acc_depth) | \
+            at_least(matmul.channel, config.channel_depth)
+        out_range = Mux(matmul.out_int32, exceeds(size - 4 * weight_slot),
+                        exceeds(size - weight_slot))
+        return (exceeds(size),
+                matmul_fixed | failed | (matmul.emit & out_range),
+                _sum_exceeds(cfg.channel, cfg.count, config.channel_depth) | exceeds(size))
 
 
 def checked_fields(config, opcode):

@@ -1,8 +1,9 @@
 """hw.fetcher.InstructionChecker, the decoder's legality check, in Amaranth's simulator
 against the rules it mirrors (``sw.simulator.check_instruction``): random instructions of
 every opcode and illegal ones, with token flags, alignments and every scratchpad,
-accumulator and channel range drawn at, just below and just above its limit, on the
-default configuration (products in multipliers) and on the iCEBreaker's (products by
+accumulator and channel range drawn at, just below and just above its limit, each held
+past its check's latency (the code must hold too) and some after a check that the next
+``start`` cut short, on the default configuration (products in multipliers) and on the iCEBreaker's (products by
 shift and add, narrow addresses). Then what the engines' queues keep of the instructions
 the check passes (``hw.fetcher.to_queue``), against the fields the instruction set's rules
 say each engine uses."""
@@ -120,16 +121,33 @@ def test_instruction_checker_matches_the_rules(board, seed):
     dut = InstructionChecker(config)
     mismatches = []
 
-    async def testbench(ctx):
-        for word, expected in cases:
-            ctx.set(dut.word, word)
-            ctx.set(dut.start, 1)
+    # Some checks are cut short by the next instruction's start, and every code is read
+    # again while its word holds past the latency.
+    interrupted = [(random_instruction(rng, config)[0], int(rng.integers(1, dut.latency)))
+                   if rng.random() < 0.2 else None for _ in cases]
+    held = [int(rng.integers(0, 4)) for _ in cases]
+
+    async def check(ctx, word, cycles):
+        """``word`` from a ``start``, for ``cycles`` cycles."""
+        ctx.set(dut.word, word)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        for _ in range(cycles - 1):
             await ctx.tick()
-            ctx.set(dut.start, 0)
-            await ctx.tick().repeat(dut.latency - 1)
-            got = ErrorCode(ctx.get(dut.code))
-            if got is not expected:
-                mismatches.append(f"0x{word:032x}: {got.name}, expected {expected.name}")
+
+    async def testbench(ctx):
+        for (word, expected), cut, extra in zip(cases, interrupted, held):
+            if cut is not None:
+                await check(ctx, *cut)
+            await check(ctx, word, dut.latency)
+            for wait in (0, extra):
+                for _ in range(wait):
+                    await ctx.tick()
+                got = ErrorCode(ctx.get(dut.code))
+                if got is not expected:
+                    mismatches.append(f"0x{word:032x} (+{wait} cycles): {got.name}, "
+                                      f"expected {expected.name}")
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
