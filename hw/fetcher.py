@@ -8,6 +8,7 @@ flags, scratchpad, accumulator and channel ranges, alignment), the hardware twin
 """
 
 import functools
+import math
 import operator
 from typing import NamedTuple
 
@@ -234,13 +235,19 @@ def engine_of(word):
 
 class _Step(NamedTuple):
     """One cycle of :class:`InstructionChecker`'s serial range sums: the sum becomes
-    ``source`` (when ``bit``) plus the sum so far (none when ``first``, doubled when
-    ``double``), after ``judge`` (the previous sum's check, when it ends there) is noted."""
+    ``source`` (none when ``None``) plus the sum so far (none when ``first``). A step of a
+    product doubles the sum so far and adds ``source`` only when the multiplier's bit is
+    set. ``judge`` (the previous sum's check, when it ends there) is noted first."""
     source: Value
-    bit: Value = C(1)
-    double: bool = False
+    product: bool = False
     first: bool = False
     judge: Value = C(0)
+
+
+def _product_start(steps, bits):
+    """The first cycle at or after ``steps`` where a product of a ``bits``-bit multiplier
+    starts: a multiple of ``2**ceil_log2(bits)``, as the cycle's low bits count its bits."""
+    return -(-steps // 2**ceil_log2(bits)) * 2**ceil_log2(bits)
 
 
 def _serial_steps(config):
@@ -249,7 +256,8 @@ def _serial_steps(config):
     additions, or a MATMUL's two products (a step per bit of a ``count`` within the
     accumulator's depth) with one addition each."""
     rows_bits = data.Layout.cast(Transfer)["rows"].shape.width
-    return max(rows_bits + 2, 2 * (ceil_log2(config.acc_depth) + 1))
+    count_bits = ceil_log2(config.acc_depth)
+    return max(rows_bits + 2, _product_start(count_bits + 1, count_bits) + count_bits + 1)
 
 
 def _sum_exceeds(a, b, bound):
@@ -421,12 +429,16 @@ class InstructionChecker(wiring.Component):
         failed = Signal()           # an earlier sum of the instruction is out of range
         step = Signal(range(self.latency + 1))
 
-        def exceeds(bound):
-            return over | at_least(total, bound + 1)
+        # A MATMUL's and a CONFIG's addresses and strides are multiples of their slots
+        # here (a misaligned one fails its alignment check first), and so are their sums.
+        def exceeds(bound, unit=1):
+            # The sum, a multiple of ``unit`` (a power of two), is above ``bound``.
+            low = exact_log2(unit)
+            return over | at_least(total[low:], -(-(bound + 1) // unit))
 
         def product(n, a):
-            # n * a, Horner's rule from the top bit of n.
-            return [_Step(a, n[bit], double=True) for bit in reversed(range(len(n)))]
+            # (n - 1) * a by Horner's rule, from the top bit of n - 1.
+            return [_Step(a, product=True) for _ in range(len(n))]
 
         def summed(steps, judge=C(0)):
             # A new sum, after ``judge``.
@@ -434,51 +446,63 @@ class InstructionChecker(wiring.Component):
 
         # A MATMUL's count within the accumulator's depth is that many bits; beyond it,
         # the accumulator's range check fails anyway.
-        count_bits = ceil_log2(config.acc_depth)
-        rows_less = (transfer.rows - 1)[:len(transfer.rows)]
-        count_less = (matmul.count[:count_bits] - 1)[:count_bits]
-        programs = {
-            (Opcode.LOAD, Opcode.STORE): summed(
-                product(rows_less, transfer.sp_stride) +
-                [_Step(transfer.sp_addr), _Step(transfer.row_bytes)]),
-            (Opcode.MATMUL,):
-                summed(product(count_less, matmul.act_stride * act_slot) +
-                       [_Step(matmul.act_addr)]) +
-                summed(product(count_less, matmul.out_stride) + [_Step(matmul.out_addr)],
-                       judge=exceeds(size - act_slot)),
-            (Opcode.CONFIG,): summed(
+        count = matmul.count[:ceil_log2(config.acc_depth)]
+        act_sum = summed(product(count, matmul.act_stride * act_slot) + [_Step(matmul.act_addr)])
+        idle = [_Step(None)] * (_product_start(len(act_sum), len(count)) - len(act_sum))
+        programs = {    # opcodes: (steps, multiplier)
+            (Opcode.LOAD, Opcode.STORE): (summed(
+                product(transfer.rows, transfer.sp_stride) +
+                [_Step(transfer.sp_addr), _Step(transfer.row_bytes)]), transfer.rows),
+            (Opcode.MATMUL,): (act_sum + idle + summed(
+                product(count, matmul.out_stride) + [_Step(matmul.out_addr)],
+                judge=exceeds(size - act_slot, act_slot)), count),
+            (Opcode.CONFIG,): (summed(
                 [_Step(cfg.sp_addr), _Step(cfg.count * (config.cols * CHANNEL_PARAM_BYTES))]),
+                C(0, 0)),
         }
-        assert max(len(steps) for steps in programs.values()) == self.latency
+        assert max(len(steps) for steps, _ in programs.values()) == self.latency
+        assert all(index % 2**ceil_log2(len(n)) == 0 for steps, n in programs.values()
+                   for index, entry in enumerate(steps) if entry.product and entry.first)
 
         # The sources of the terms, one of them selected per cycle.
         sources = []
-        for entry in sum(programs.values(), []):
-            if all(entry.source is not source for source in sources):
+        for entry in sum((steps for steps, _ in programs.values()), []):
+            if entry.source is not None and all(entry.source is not s for s in sources):
                 sources.append(entry.source)
         chosen = Signal(len(sources))
-        first, double, bit, judged = Signal(), Signal(), Signal(), Signal()
-        with m.Switch(Mux(self.start, 0, step)):
+        first, multiplying, judged = Signal(), Signal(), Signal()
+        cycle = Mux(self.start, 0, step)
+        opcode = self.word[:4]
+        with m.Switch(cycle):
             for index in range(self.latency):
                 with m.Case(index):
-                    with m.Switch(self.word[:4]):
-                        for opcodes, steps in programs.items():
+                    with m.Switch(opcode):
+                        for opcodes, (steps, _) in programs.items():
                             if index < len(steps):
                                 with m.Case(*opcodes):
                                     entry = steps[index]
                                     m.d.comb += [
                                         chosen.eq(Cat(entry.source is source
                                                       for source in sources)),
-                                        first.eq(entry.first), double.eq(entry.double),
-                                        bit.eq(entry.bit), judged.eq(entry.judge)]
-        operand, operand_high = Signal(width), Signal()
-        terms = [Mux(chosen[k] & bit, Value.cast(source), 0) for k, source in enumerate(sources)]
-        m.d.comb += [operand.eq(functools.reduce(operator.or_, (t[:width] for t in terms))),
-                     operand_high.eq(Cat(t[width:].any() for t in terms).any())]
-        kept = Mux(first, 0, Mux(double, total << 1, total))
+                                        first.eq(entry.first), multiplying.eq(entry.product),
+                                        judged.eq(entry.judge)]
+        # The multiplier's bit of a product's step: bit i of n - 1 is bit i of n, flipped
+        # when the bits below it are all zero, taken from the top by the cycle's low bits.
+        bit = Signal()
+        with m.Switch(opcode):
+            for opcodes, (_, n) in programs.items():
+                if len(n):
+                    less = Cat(n[i] ^ ~n[:i].any() for i in reversed(range(len(n))))
+                    with m.Case(*opcodes):
+                        m.d.comb += bit.eq(less.bit_select(cycle[:ceil_log2(len(n))], 1))
+        terms = [Mux(chosen[k] & (bit | ~multiplying), Value.cast(source), 0)
+                 for k, source in enumerate(sources)]
+        operand = functools.reduce(operator.or_, (term[:width] for term in terms))
+        beyond = Cat(term[width:].any() for term in terms).any()
+        kept = Mux(first, 0, Mux(multiplying, total << 1, total))
         added = kept + operand
         m.d.sync += [total.eq(added[:width]),
-                     over.eq((over & ~first) | added[width:].any() | operand_high),
+                     over.eq((over & ~first) | added[width:].any() | beyond),
                      failed.eq((failed & ~self.start) | judged)]
         with m.If(self.start):
             m.d.sync += step.eq(1)
@@ -488,11 +512,13 @@ class InstructionChecker(wiring.Component):
         matmul_fixed = at_least(matmul.weight_addr, size - config.rows * weight_slot + 1) | \
             _sum_exceeds(matmul.acc_addr, matmul.count, config.acc_depth) | \
             at_least(matmul.channel, config.channel_depth)
-        out_range = Mux(matmul.out_int32, exceeds(size - 4 * weight_slot),
-                        exceeds(size - weight_slot))
+        out_range = Mux(matmul.out_int32, exceeds(size - 4 * weight_slot, weight_slot),
+                        exceeds(size - weight_slot, weight_slot))
+        config_unit = math.gcd(weight_slot, config.cols * CHANNEL_PARAM_BYTES)
         return (exceeds(size),
                 matmul_fixed | failed | (matmul.emit & out_range),
-                _sum_exceeds(cfg.channel, cfg.count, config.channel_depth) | exceeds(size))
+                _sum_exceeds(cfg.channel, cfg.count, config.channel_depth) |
+                exceeds(size, config_unit))
 
 
 def checked_fields(config, opcode):
