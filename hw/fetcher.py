@@ -296,8 +296,9 @@ class InstructionChecker(wiring.Component):
     ``count - 1`` per cycle from the top, then the addresses; the other checks are
     combinational. A sum is only as wide as the scratchpad's addresses and one more bit:
     one that reaches twice the scratchpad's size is out of range, whatever it adds up
-    to. Only the sum is registered: ``code`` is the word's check from cycle ``t +``
-    :attr:`latency` on, as long as the word holds; ``start`` restarts the check.
+    to. Only the sum, its overflow and failure flags and the cycle count are registered
+    (the code is combinational from them): ``code`` is the word's check from cycle
+    ``t +`` :attr:`latency` on, as long as the word holds; ``start`` restarts the check.
     """
 
     latency = 3
@@ -444,20 +445,27 @@ class InstructionChecker(wiring.Component):
             # A new sum, after ``judge``.
             return [steps[0]._replace(first=True, judge=judge), *steps[1:]]
 
+        def aligned(value, unit):
+            # ``value``, a multiple of ``unit`` here, without the low bits (zero).
+            return Cat(C(0, exact_log2(unit)), value[exact_log2(unit):])
+
         # A MATMUL's count within the accumulator's depth is that many bits; beyond it,
         # the accumulator's range check fails anyway.
         count = matmul.count[:ceil_log2(config.acc_depth)]
-        act_sum = summed(product(count, matmul.act_stride * act_slot) + [_Step(matmul.act_addr)])
+        act_sum = summed(product(count, matmul.act_stride * act_slot) +
+                         [_Step(aligned(matmul.act_addr, act_slot))])
         idle = [_Step(None)] * (_product_start(len(act_sum), len(count)) - len(act_sum))
         programs = {    # opcodes: (steps, multiplier)
             (Opcode.LOAD, Opcode.STORE): (summed(
                 product(transfer.rows, transfer.sp_stride) +
                 [_Step(transfer.sp_addr), _Step(transfer.row_bytes)]), transfer.rows),
             (Opcode.MATMUL,): (act_sum + idle + summed(
-                product(count, matmul.out_stride) + [_Step(matmul.out_addr)],
+                product(count, aligned(matmul.out_stride, weight_slot)) +
+                [_Step(aligned(matmul.out_addr, weight_slot))],
                 judge=exceeds(size - act_slot, act_slot)), count),
             (Opcode.CONFIG,): (summed(
-                [_Step(cfg.sp_addr), _Step(cfg.count * (config.cols * CHANNEL_PARAM_BYTES))]),
+                [_Step(aligned(cfg.sp_addr, weight_slot)),
+                 _Step(cfg.count * (config.cols * CHANNEL_PARAM_BYTES))]),
                 C(0, 0)),
         }
         assert max(len(steps) for steps, _ in programs.values()) == self.latency
