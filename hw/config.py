@@ -49,7 +49,7 @@ class NPUConfig:
     serial_output : bool
         The output stage computes one bit per cycle, one lane after the other
         (``hw.serial_output_stage``), without DSP blocks or FIFOs and in well under half
-        the logic of one pipelined lane, at about 45 cycles per output; ``output_lanes``
+        the logic of one pipelined lane, at about 60 cycles per output; ``output_lanes``
         and ``output_stages`` are then unused.
     elementwise_add : bool
         The output stage's add mode (``hw.add_stage``): element-wise QLinearAdd of two

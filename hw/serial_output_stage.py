@@ -14,18 +14,23 @@ For one lane of a beat, with the record of the beat's ``channel`` row:
    then ``|x|`` through the same byte adder as the multiplier's bytes are read; a zero
    ``x`` or a zero or subnormal multiplier gives ``y = 0`` at once;
 2. the magnitude shifts left until its top bit is set (one cycle per leading zero), then
-   rounds to a 24-bit significand ``F``, to nearest even (the int32 → float32 conversion);
-3. ``F`` times the multiplier's significand, by shift and add (24 cycles,
-   ``hw.arith.serial_product``);
+   rounds to a 24-bit significand ``F``, to nearest even (the int32 → float32 conversion),
+   one bit lower so that a carry out stays in the register, and shifts left once more if
+   there is none;
+3. ``F`` times the multiplier's significand, by shift and add: one bit of the multiplier,
+   lowest first, read from the table per cycle (24 cycles), adds ``F`` to the top bits of
+   the register as it shifts right; its top 32 bits hold the product's, and a sticky bit
+   whether any bit below them is set;
 4. the 48-bit product rounds to 24 significant bits, to nearest even (the float32
-   multiply), through step 2's normalisation and rounding again (its top 32 bits, and
-   whether any bit below them is set); a value of 2^23 or more saturates, one below
-   2^-2 gives 0;
-5. the significand shifts right, one bit per cycle, to the binary point, keeping a guard
-   and a sticky bit;
+   multiply), through step 2's normalisation and rounding; a value of at most 2^-1
+   gives 0;
+5. the significand shifts right, one bit per cycle, until its integer part is the
+   register's top 24 bits (or at once from 2^22 on, which saturates), keeping a guard
+   and a sticky bit, as the right shifts of steps 2 to 4 do;
 6. the flags byte gives the output type; one adder then rounds the value half to even,
-   applies its sign and adds the zero point, and the result is clamped to the lower and
-   the upper bound, each as its two bytes are read.
+   applies its sign and adds the zero point, and the result is clamped, a bound per
+   cycle: raised to the output type's minimum and to the lower bound, then lowered to
+   the type's maximum and to the upper bound, each bound as its second byte is read.
 
 A lane takes 15 to :attr:`lane_cycles` cycles, about 60 on random data.
 
@@ -68,10 +73,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from .arith import serial_product
 from .isa import CHANNEL_PARAM_BYTES
 from .output_stage import (SATURATED, channel_param_write_layout, output_layout,
-                           output_type_range, round_half_even, rounds_up)
+                           output_type_range, rounds_up)
 
 
 __all__ = ["SerialOutputStage"]
@@ -79,9 +83,10 @@ __all__ = ["SerialOutputStage"]
 
 class SerialOutputStage(wiring.Component):
     #: Cycles of one lane at most: the bias and multiplier bytes, 31 left shifts and the
-    #: rounding, the product, one left shift and the rounding, 25 right shifts and the
-    #: check that ends them, the flags, the zero point's and the bounds' bytes.
-    lane_cycles = 8 + 32 + 25 + 2 + 26 + 1 + 6
+    #: rounding, one left shift and the product's start, the product, one left shift and
+    #: the rounding, 23 right shifts and the check that ends them, the flags, the zero
+    #: point's and the bounds' bytes.
+    lane_cycles = 8 + 32 + 2 + 24 + 2 + 24 + 1 + 6
     #: The output stage does not take a beat in every cycle.
     always_ready = False
 
@@ -130,52 +135,57 @@ class SerialOutputStage(wiring.Component):
         byte = table_read.data.word_select(lane, 8)
         results = Signal(8 * self.lanes)
 
-        # From the product on, the value is ``work * 2^exponent``, rounded half to even
-        # with ``guard`` and ``sticky`` when the result is made: with x = F * 2^(8 - s)
-        # after ``s`` left shifts and the multiplier sig * 2^(exp - 150), the rounded
-        # product is (F * sig / 2^24) * 2^(exp - 118 - s), so ``exponent`` starts at
-        # exp - 118 and follows the shifts and the roundings' carries.
+        # From the product on, the value is ``work * 2^(exponent - 8)``: ``work[8:]`` its
+        # integer part once shifted there, ``work[:8]``, ``guard`` and ``sticky`` (whether
+        # any bit below ``guard`` is set) the rest. Before, ``work`` is |x| times 2 to the
+        # power of its shifts (-1 for each left shift, +1 for each right one), which
+        # ``exponent`` counts from exp - 118: with F = ``work[8:]`` as the product starts
+        # and the multiplier sig * 2^(exp - 150), y = F * sig * 2^(shifts + exp - 142),
+        # and ``work`` receives the product's top 32 bits, F * sig / 2^16.
         work = Signal(32)
-        exponent = Signal(signed(10))
+        exponent = Signal(signed(9))
         sign = Signal()
         guard = Signal()
         sticky = Signal()
         carry = Signal()
         low_byte = Signal(8)
         unsigned_output = Signal()
-        # The multiplier's significand, its implicit one set once its bytes are read.
-        multiplier = Signal(24)
-
-        # Steps 2 and 4's rounding to 24 bits, read when the top bit of ``work`` is set:
-        # of |x| (``multiplied`` low), then of the product's top 32 bits, ``sticky``
-        # holding whether any of its 16 bits below them is set.
-        converted = round_half_even(work[8:], work[7], work[:7].any() | sticky)
-        significand = Mux(converted[24], 1 << 23, converted[:24])
-        rounded_exponent = exponent + converted[24]
+        # The multiplier exponent's low bit, read with the byte before its others.
+        exponent_low = Signal()
+        # F, without its leading one, for the product, and the bit of the table's byte
+        # that the product reads (the multiplier's significand, lowest bit first).
+        significand = Signal(23)
+        bit_index = Signal(3)
+        rounded = Signal()
         multiplied = Signal()
-        start_product = Signal()
-        product, product_done = serial_product(m, multiplier, significand, start_product,
-                                               "significand")
-        # Step 6, in one adder: the zero point plus the magnitude ``work`` (below 2^24)
-        # rounded half to even and capped at SATURATED, with its sign: ``zp + (m ^ s) +
-        # (r ^ s)`` is ``zp + m + r`` or ``zp - (m + r)``. A magnitude of 2^17 - 1 rounded
-        # up is SATURATED itself, so only one of 2^17 or more is capped.
+
+        # One adder for the right shifts, the product's steps and the roundings: the top
+        # 24 bits plus ``addend`` and ``carry_in``, one bit lower.
+        addend = Signal(24)
+        carry_in = Signal()
+        shifted_sum = work[8:] + addend + carry_in
+        shifted = Cat(work[1:8], shifted_sum)
+        # Whether ``work[8:]`` rounds up to nearest even: at the roundings to 24 bits, and
+        # for the final integer.
+        round_up = rounds_up(work[8], work[7], work[:7].any() | guard | sticky)
+
+        # Step 6: one adder adds the zero point to the magnitude ``work[8:]`` rounded half
+        # to even and capped at SATURATED, with its sign: ``zp + (m ^ s) + (r ^ s)`` is
+        # ``zp + m + r`` or ``zp - (m + r)``. A magnitude of 2^17 - 1 rounded up is
+        # SATURATED itself, so only one of 2^17 or more is capped.
         field = Cat(low_byte, byte).as_signed()
-        saturates = work[17:24].any()
-        magnitude = Mux(saturates, SATURATED, work[:17])
-        round_up = rounds_up(work[0], guard, sticky) & ~saturates
-        signed_magnitude = (Cat(magnitude, Const(0, 3)) ^ sign.replicate(21)).as_signed()
-        value = work[:21].as_signed()
-        # The lower bound (step 11) is max(field, qmin), the upper one (step 13)
-        # min(field, qmax); ``value`` then takes the bound when below or above it. The
-        # two steps share one subtraction for each of these compares.
+        saturates = work[25:].any()
+        magnitude = Mux(saturates, SATURATED, work[8:25])
+        signed_magnitude = (Cat(magnitude, Const(0, 1)) ^ sign.replicate(19)).as_signed()
+        value = work[:19].as_signed()
+        # Then the value is clamped, one bound a step: raised to qmin (step 10) and to the
+        # lower bound (11), lowered to qmax (12) and to the upper bound (13), as
+        # ``max(value, max(lo, qmin))`` then ``min(., min(hi, qmax))``: one subtraction,
+        # the bound taken when ``value`` is below a lower one, or not below an upper one.
         upper_step = step[2]
         qmin, qmax = output_type_range(unsigned_output)
-        type_bound = Mux(upper_step, qmax, qmin)
-        beyond_type = field - type_bound
-        bound = Mux(Mux(upper_step, (beyond_type > 0), beyond_type[-1]), type_bound, field)
-        beyond = value - bound
-        clamped = Mux(Mux(upper_step, beyond > 0, beyond[-1]), bound, value)
+        bound = Mux(step[0], field, Mux(upper_step, qmax, qmin))
+        clamped = Mux((value - bound)[-1] ^ upper_step, bound, value)
 
         m.d.comb += [
             self.out.p.q.eq(results),
@@ -189,6 +199,8 @@ class SerialOutputStage(wiring.Component):
             biasing = fsm.ongoing("BIAS")
             total = (Mux(biasing, acc.word_select(step[:2], 8), work[:8] ^ sign.replicate(8))
                      + Mux(biasing, byte, 0) + carry)
+            # The exponent counts down with each left shift, up with each right one.
+            exponent_step = exponent + Mux(fsm.ongoing("NORMALISE") & ~work[31], -1, 1)
             with m.State("START"):
                 m.d.comb += step_next.eq(0)
                 with m.If(self.inp.valid):
@@ -203,19 +215,19 @@ class SerialOutputStage(wiring.Component):
                     m.d.sync += sign.eq(total[7])
                     m.next = "MULTIPLIER"
             with m.State("MULTIPLIER"):
-                # Bytes 4 to 7: the float32 multiplier, while |x| replaces x in ``work``.
-                m.d.sync += [work.eq(Cat(work[8:], total[:8])), carry.eq(total[8])]
+                # Bytes 4 to 7: the float32 multiplier's sign and exponent, while |x|
+                # replaces x in ``work``.
+                m.d.sync += [work.eq(Cat(work[8:], total[:8])), carry.eq(total[8]),
+                             exponent_low.eq(byte[7])]
                 m.d.comb += step_next.eq(step + 1)
-                with m.If(step != 7):
-                    m.d.sync += multiplier.eq(Cat(multiplier[8:], byte))
-                with m.Else():
-                    mult_exp = Cat(multiplier[23], byte[:7])
+                with m.If(step == 7):
+                    mult_exp = Cat(exponent_low, byte[:7])
                     m.d.sync += [
-                        multiplier[23].eq(1),
                         sign.eq(sign ^ byte[7]),
                         exponent.eq(Cat(mult_exp, Const(0, 1)).as_signed() - 118),
                         guard.eq(0),
                         sticky.eq(0),
+                        rounded.eq(0),
                         multiplied.eq(0),
                         carry.eq(0),
                     ]
@@ -226,38 +238,50 @@ class SerialOutputStage(wiring.Component):
                     with m.Else():
                         m.next = "NORMALISE"
             with m.State("NORMALISE"):
+                # Steps 2 and 4: the value shifts left until its top bit is set, then rounds
+                # to 24 bits, one bit lower (a carry out of the rounding stays in the top
+                # bit); |x| then shifts left again if it did not carry.
                 with m.If(~work[31]):
-                    m.d.sync += [work.eq(work << 1), exponent.eq(exponent - 1)]
-                with m.Elif(~multiplied):
-                    m.d.sync += exponent.eq(rounded_exponent)
-                    m.d.comb += start_product.eq(1)
-                    m.next = "MULTIPLY"
+                    m.d.sync += [work.eq(work << 1), exponent.eq(exponent_step)]
+                with m.Elif(~rounded):
+                    m.d.comb += carry_in.eq(round_up)
+                    m.d.sync += [work.eq(Cat(Const(0, 7), shifted_sum)),
+                                 exponent.eq(exponent_step),
+                                 guard.eq(0), sticky.eq(0), rounded.eq(1)]
+                    with m.If(multiplied):
+                        # With the exponent at -24 or less, y is at most 2^31 * 2^-32,
+                        # which rounds to 0.
+                        with m.If(exponent < -24):
+                            m.d.sync += work.eq(0)
+                            m.d.comb += step_next.eq(14)
+                            m.next = "FLAGS"
+                        with m.Else():
+                            m.next = "SHIFT"
                 with m.Else():
-                    m.d.sync += [work.eq(significand), exponent.eq(rounded_exponent),
-                                 sticky.eq(0)]
-                    with m.If(rounded_exponent >= 0):
-                        m.d.sync += work.eq(SATURATED)
-                        m.d.comb += step_next.eq(14)
-                        m.next = "FLAGS"
-                    with m.Elif(rounded_exponent < -25):
-                        m.d.sync += work.eq(0)
-                        m.d.comb += step_next.eq(14)
-                        m.next = "FLAGS"
-                    with m.Else():
-                        m.next = "SHIFT"
+                    m.d.sync += [significand.eq(work[8:31]), work.eq(0), rounded.eq(0)]
+                    m.d.comb += step_next.eq(4)
+                    m.next = "MULTIPLY"
             with m.State("MULTIPLY"):
-                # The product is at least 2^46: normalised again by one left shift at most.
-                with m.If(product_done):
-                    m.d.sync += [work.eq(product[16:]), sticky.eq(product[:16].any()),
-                                 multiplied.eq(1)]
+                # Step 3: F times the multiplier's significand, lowest bit first, the
+                # product's low bits shifting out through ``guard`` into ``sticky``.
+                last_bit = (step == 6) & (bit_index == 7)
+                with m.If(last_bit | byte.bit_select(bit_index, 1)):
+                    m.d.comb += addend.eq(Cat(significand, 1))
+                m.d.sync += [work.eq(shifted), guard.eq(work[0]), sticky.eq(sticky | guard),
+                             bit_index.eq(bit_index + 1)]
+                with m.If(bit_index == 7):
+                    m.d.comb += step_next.eq(step + 1)
+                with m.If(last_bit):
+                    m.d.sync += multiplied.eq(1)
                     m.next = "NORMALISE"
             with m.State("SHIFT"):
-                with m.If(exponent == 0):
+                # Step 5: right shifts until the integer part is ``work[8:]``.
+                with m.If(~exponent[-1]):
                     m.d.comb += step_next.eq(14)
                     m.next = "FLAGS"
                 with m.Else():
-                    m.d.sync += [work.eq(work >> 1), guard.eq(work[0]), sticky.eq(sticky | guard),
-                                 exponent.eq(exponent + 1)]
+                    m.d.sync += [work.eq(shifted), guard.eq(work[0]), sticky.eq(sticky | guard),
+                                 exponent.eq(exponent_step)]
             with m.State("FLAGS"):
                 # Byte 14: bit 0 is the output's signedness.
                 m.d.sync += unsigned_output.eq(byte[0])
@@ -265,14 +289,14 @@ class SerialOutputStage(wiring.Component):
                 m.next = "BOUNDS"
             with m.State("BOUNDS"):
                 # Bytes 8 to 13: the zero point, the lower and the upper bound, 16 bits
-                # each, low byte first; each applies as its high byte is read.
+                # each, low byte first.
                 m.d.sync += low_byte.eq(byte)
                 m.d.comb += step_next.eq(step + 1)
                 with m.Switch(step):
                     with m.Case(9):
-                        m.d.sync += work.eq(field + signed_magnitude + (round_up ^ sign))
-                    with m.Case(11):
-                        m.d.sync += work.eq(clamped)
+                        m.d.sync += work[:19].eq(field + signed_magnitude + (round_up ^ sign))
+                    with m.Case(10, 11, 12):
+                        m.d.sync += work[:19].eq(clamped)
                     with m.Case(13):
                         m.d.sync += results.word_select(lane, 8).eq(clamped[:8])
                         with m.If(lane == self.lanes - 1):

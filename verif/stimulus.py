@@ -4,8 +4,9 @@ rounding ties, saturation and every clamp edge."""
 import numpy as np
 
 __all__ = ["int8_full_range", "random_multipliers", "random_channel_params",
-           "edge_accumulators", "tie_cases", "channel_param_fields", "channel_param_record",
-           "golden_requantize", "float32_rounding_edges", "product_rounding_edges",
+           "edge_accumulators", "tie_cases", "near_tie_cases", "channel_param_fields",
+           "channel_param_record", "golden_requantize", "float32_rounding_edges",
+           "product_rounding_edges", "product_guard_edges",
            "random_add_params", "add_operands", "add_tie_cases"]
 
 
@@ -79,6 +80,19 @@ def tie_cases(rng, n):
     return acc, multiplier
 
 
+def near_tie_cases(rng, n):
+    """(accumulator, multiplier) pairs whose exact product is an even integer plus one half
+    plus ``2^-j``, ``j`` from 2 to 20 in turn, in both signs: ties but for one bit, at
+    each place below the half, that rounds them up to the odd integer above."""
+    j = 2 + np.arange(n) % 19
+    y = 2 * rng.integers(0, np.minimum(100, 2.0 ** (23 - j))) + 0.5 + np.exp2(-j.astype(float))
+    shift = rng.integers(0, 8, size=n)
+    acc = rng.choice([-1, 1], size=n) << shift
+    multiplier = np.float32(y * np.exp2(-shift.astype(float)))
+    assert (multiplier.astype(np.float64) * (1 << shift) == y).all()
+    return acc.astype(np.int64), multiplier
+
+
 def channel_param_fields(params, index):
     """Channel ``index`` of a :func:`random_channel_params` dict, as the fields of
     ``hw.output_stage.channel_params`` (the multiplier as float32 bits)."""
@@ -144,6 +158,37 @@ def product_rounding_edges(rng, n):
         if not 0 < a * m_sig - target < 2**16 or a >= 2**24:
             continue
         m = np.float32(m_sig * 2.0 ** (7 - top))
+        assert np.float32(a) * m == np.float32((kept + 1) * 2.0 ** -16)
+        sign = int(rng.choice([-1, 1]))
+        acc.append(sign * a)
+        multiplier.append(m)
+    return np.array(acc, np.int64), np.array(multiplier, np.float32)
+
+
+def product_guard_edges(rng, n):
+    """As :func:`product_rounding_edges` with ``r = 2^15`` (and the top bit 47): the only
+    set bit of the product below its rounding bit is its 16th, just below its top 32.
+    The product is then ``2^15 * q`` with ``q`` odd; its significands are found by
+    factoring ``q``."""
+    acc, multiplier = [], []
+    while len(acc) < n:
+        half = int(rng.integers(64, 128)) * 2
+        kept = (2 * half + 1) << 15
+        q = kept << 9 | 1 << 8 | 1
+        pairs = []
+        for d in range(1, 1 << 16, 2):
+            if q % d:
+                continue
+            for factor in (d, q // d):
+                if not 9 <= factor.bit_length() <= 24:
+                    continue
+                m_sig = factor << (24 - factor.bit_length())
+                if (q << 15) // m_sig < 2**24:
+                    pairs.append(((q << 15) // m_sig, m_sig))
+        if not pairs:
+            continue
+        a, m_sig = pairs[rng.integers(len(pairs))]
+        m = np.float32(m_sig * 2.0 ** -40)
         assert np.float32(a) * m == np.float32((kept + 1) * 2.0 ** -16)
         sign = int(rng.choice([-1, 1]))
         acc.append(sign * a)

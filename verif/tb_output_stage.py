@@ -13,8 +13,9 @@ from cocotb.triggers import with_timeout
 from hw.output_stage import OutputStage
 from hw.serial_output_stage import SerialOutputStage
 from verif.stimulus import (channel_param_fields, channel_param_record, edge_accumulators,
-                            float32_rounding_edges, golden_requantize, product_rounding_edges,
-                            random_channel_params, tie_cases)
+                            float32_rounding_edges, golden_requantize, near_tie_cases,
+                            product_guard_edges, product_rounding_edges, random_channel_params,
+                            tie_cases)
 from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock_and_reset,
                            tb_params, tb_rng, unpack)
 
@@ -137,6 +138,22 @@ async def rounding_ties(dut):
 
 
 @cocotb.test()
+async def near_rounding_ties(dut):
+    """Products one bit, at any place below the half, above a tie round up."""
+    tb = tb_params()
+    rng = tb_rng(dut._log)
+    n = 2 * 19 * tb["lanes"]
+    accs, multipliers = near_tie_cases(rng, n)
+    params = random_channel_params(rng, n)
+    params["bias"][:] = 0
+    params["multiplier"] = multipliers
+    params["clamp_lo"][:] = -1000
+    params["clamp_hi"][:] = 1000
+    params["zero_point"][:] = np.where(params["unsigned"], 128, 0)
+    await _run(dut, accs.reshape(-1, tb["lanes"]), params, idle=0.1, stall=0.1)
+
+
+@cocotb.test()
 async def clamp_edges(dut):
     """Outputs land on, just inside and just outside every clamp and saturation edge."""
     tb = tb_params()
@@ -176,12 +193,13 @@ async def float32_rounding(dut):
 async def product_rounding(dut):
     """float32 products that round up only because of their lowest bits, onto an integer
     plus one half plus 2^-16, in both signs: a multiply that lost those bits would round
-    the tie to even instead, one below."""
+    the tie to even instead, one below. Some have only one such bit, the product's 16th."""
     tb = tb_params()
     rng = tb_rng(dut._log)
     lanes = tb["lanes"]
     n = 64 * lanes
-    accs, multipliers = product_rounding_edges(rng, n)
+    accs, multipliers = (np.concatenate(edges) for edges in zip(
+        product_rounding_edges(rng, n - 8 * lanes), product_guard_edges(rng, 8 * lanes)))
     params = random_channel_params(rng, n)
     params["bias"][:] = 0
     params["multiplier"] = multipliers
