@@ -133,17 +133,20 @@ class SerialOutputStage(wiring.Component):
         m.d.comb += [step_next.eq(step), table_read.addr.eq(Cat(step_next, self.inp.p.channel))]
         m.d.sync += step.eq(step_next)
         byte = table_read.data.word_select(lane, 8)
-        results = Signal(8 * self.lanes)
+        # The outputs of the lanes before the last, the first lowest; the last one's stays
+        # in ``work``.
+        results = Signal(8 * (self.lanes - 1))
 
-        # From the product on, the value is ``work * 2^(exponent - 8)``: ``work[8:]`` its
-        # integer part once shifted there, ``work[:8]``, ``guard`` and ``sticky`` (whether
-        # any bit below ``guard`` is set) the rest. Before, ``work`` is |x| times 2 to the
-        # power of its shifts (-1 for each left shift, +1 for each right one), which
-        # ``exponent`` counts from exp - 118: with F = ``work[8:]`` as the product starts
-        # and the multiplier sig * 2^(exp - 150), y = F * sig * 2^(shifts + exp - 142),
-        # and ``work`` receives the product's top 32 bits, F * sig / 2^16.
+        # From the product on, the value is ``work * 2^(exponent - 254)``: ``work[8:]`` its
+        # integer part once ``exponent`` is 246, ``work[:8]``, ``guard`` and ``sticky``
+        # (whether any bit below ``guard`` is set) the rest. Before, ``work`` is |x| times
+        # 2 to the power of its shifts (-1 for each left shift, +1 for each right one),
+        # which ``exponent`` counts from exp + 128 (no adder): with F = ``work[8:]`` as the
+        # product starts and the multiplier sig * 2^(exp - 150), y = F * sig *
+        # 2^(shifts + exp - 142), and ``work`` receives the product's top 32 bits,
+        # F * sig / 2^16.
         work = Signal(32)
-        exponent = Signal(signed(9))
+        exponent = Signal(9)
         sign = Signal()
         guard = Signal()
         sticky = Signal()
@@ -156,6 +159,9 @@ class SerialOutputStage(wiring.Component):
         # that the product reads (the multiplier's significand, lowest bit first).
         significand = Signal(23)
         bit_index = Signal(3)
+        # Whether a byte of |x| read so far is not zero.
+        nonzero = Signal()
+        # Where NORMALISE is: whether its value is rounded, and whether it is the product.
         rounded = Signal()
         multiplied = Signal()
 
@@ -188,7 +194,7 @@ class SerialOutputStage(wiring.Component):
         clamped = Mux((value - bound)[-1] ^ upper_step, bound, value)
 
         m.d.comb += [
-            self.out.p.q.eq(results),
+            self.out.p.q.eq(Cat(results, work[:8])),
             self.out.p.acc.eq(self.inp.p.acc),
             self.out.p.tag.eq(self.inp.p.tag),
         ]
@@ -212,7 +218,7 @@ class SerialOutputStage(wiring.Component):
                              carry.eq(Mux(step == 3, total[7], total[8]))]
                 m.d.comb += step_next.eq(step + 1)
                 with m.If(step == 3):
-                    m.d.sync += sign.eq(total[7])
+                    m.d.sync += [sign.eq(total[7]), nonzero.eq(0)]
                     m.next = "MULTIPLIER"
             with m.State("MULTIPLIER"):
                 # Bytes 4 to 7: the float32 multiplier's sign and exponent, while |x|
@@ -220,18 +226,19 @@ class SerialOutputStage(wiring.Component):
                 m.d.sync += [work.eq(Cat(work[8:], total[:8])), carry.eq(total[8]),
                              exponent_low.eq(byte[7])]
                 m.d.comb += step_next.eq(step + 1)
+                m.d.sync += nonzero.eq(nonzero | total[:8].any())
                 with m.If(step == 7):
                     mult_exp = Cat(exponent_low, byte[:7])
                     m.d.sync += [
                         sign.eq(sign ^ byte[7]),
-                        exponent.eq(Cat(mult_exp, Const(0, 1)).as_signed() - 118),
+                        exponent.eq(mult_exp + 128),
                         guard.eq(0),
                         sticky.eq(0),
                         rounded.eq(0),
                         multiplied.eq(0),
                         carry.eq(0),
                     ]
-                    with m.If(((work[8:] == 0) & (total[:8] == 0)) | (mult_exp == 0)):
+                    with m.If(~(nonzero | total[:8].any()) | (mult_exp == 0)):
                         m.d.sync += work.eq(0)
                         m.d.comb += step_next.eq(14)
                         m.next = "FLAGS"
@@ -249,9 +256,9 @@ class SerialOutputStage(wiring.Component):
                                  exponent.eq(exponent_step),
                                  guard.eq(0), sticky.eq(0), rounded.eq(1)]
                     with m.If(multiplied):
-                        # With the exponent at -24 or less, y is at most 2^31 * 2^-32,
+                        # With the exponent at 222 or less, y is at most 2^31 * 2^-32,
                         # which rounds to 0.
-                        with m.If(exponent < -24):
+                        with m.If(exponent < 222):
                             m.d.sync += work.eq(0)
                             m.d.comb += step_next.eq(14)
                             m.next = "FLAGS"
@@ -276,7 +283,7 @@ class SerialOutputStage(wiring.Component):
                     m.next = "NORMALISE"
             with m.State("SHIFT"):
                 # Step 5: right shifts until the integer part is ``work[8:]``.
-                with m.If(~exponent[-1]):
+                with m.If(exponent >= 246):
                     m.d.comb += step_next.eq(14)
                     m.next = "FLAGS"
                 with m.Else():
@@ -295,16 +302,15 @@ class SerialOutputStage(wiring.Component):
                 with m.Switch(step):
                     with m.Case(9):
                         m.d.sync += work[:19].eq(field + signed_magnitude + (round_up ^ sign))
-                    with m.Case(10, 11, 12):
+                    with m.Case(10, 11, 12, 13):
                         m.d.sync += work[:19].eq(clamped)
-                    with m.Case(13):
-                        m.d.sync += results.word_select(lane, 8).eq(clamped[:8])
-                        with m.If(lane == self.lanes - 1):
-                            m.next = "DONE"
-                        with m.Else():
-                            m.d.sync += lane.eq(lane + 1)
-                            m.d.comb += step_next.eq(0)
-                            m.next = "BIAS"
+                with m.If(step == 13):
+                    with m.If(lane == self.lanes - 1):
+                        m.next = "DONE"
+                    with m.Else():
+                        m.d.sync += [results.eq(Cat(results[8:], clamped[:8])), lane.eq(lane + 1)]
+                        m.d.comb += step_next.eq(0)
+                        m.next = "BIAS"
             with m.State("DONE"):
                 m.d.comb += [self.out.valid.eq(1), self.inp.ready.eq(self.out.ready)]
                 with m.If(self.out.ready):
