@@ -60,8 +60,8 @@ ULX3S = BoardBuild(
 #: 1BitSquared iCEBreaker, iCE40UP5K: a 2 × 2 NPU at 24 MHz. Its 8 DSPs, 5280 LUTs and
 #: 30 × 512-byte block RAMs hold a small core only: the serial output stage, the range
 #: checks' products by shift and add, one channel-parameter row, single-entry queues, a
-#: DMA without a descriptor queue or register slices and with one burst in flight, 16-bit
-#: memory addresses, and the array's sideband and the cycle counters in block RAM. The memory goes in the
+#: DMA without a descriptor queue and with one burst in flight, 16-bit memory addresses,
+#: and the array's sideband and the cycle counters in block RAM. The memory goes in the
 #: SPRAM, whose 16-bit words are the bus's: half the DMA's, the scratchpad's and the
 #: fetcher's data path of a 32-bit bus.
 ICEBREAKER = BoardBuild(
@@ -70,7 +70,6 @@ ICEBREAKER = BoardBuild(
                      acc_depth=64, channel_depth=1, bus_width=16, addr_width=16,
                      queue_depth=1, serial_output=True, fetch_depth=1,
                      fetch_burst=1, dma_queue_depth=0, dma_outstanding=1, read_slices=False,
-                     dma_slices=False,
                      registered_banks=False, read_buffers=1, registered_accumulators=False,
                      serial_products=True, array_tag_memory=True,
                      counters_in_memory=True),

@@ -74,9 +74,6 @@ class NPUConfig:
         Bursts the DMA keeps in flight at most; also the depth of its internal buffers.
     read_slices : bool
         Register slices on the compute engine's scratchpad read requests (for timing).
-    dma_slices : bool
-        Register slices on the DMA's scratchpad requests and R data (for timing; see
-        ``hw.dma``). Without, they pass straight through.
     registered_banks : bool
         Each scratchpad bank's read word is registered next to its block RAM (for timing):
         scratchpad reads take two cycles. Without, one, and each compute read port buffers
@@ -124,7 +121,6 @@ class NPUConfig:
     dma_queue_depth: int = 4
     dma_outstanding: int = 8
     read_slices: bool = True
-    dma_slices: bool = True
     registered_banks: bool = True
     read_buffers: int = 0
     registered_accumulators: bool = True

@@ -52,13 +52,9 @@ withdraw a request that has not been granted.
 Timing
 ------
 With ``config.serial_products`` the range checks take one more cycle per bit of the
-descriptor's ``rows`` field (16). Scratchpad requests leave through a three-entry register
-slice and R data reaches the realigner through a three-entry buffer, so no combinational
-path crosses from the scratchpad's grant or from the memory's R channel into the engine.
-Without ``register_slices`` both pass straight through: the realigner's words are offered
-to the scratchpad in the cycle they are made, from R data of the same cycle, and
-``RREADY`` and the realigner's progress then depend combinationally on the scratchpad's
-grant. A descriptor taken
+descriptor's ``rows`` field (16). Scratchpad requests leave through a three-entry register slice and R data reaches the
+realigner through a three-entry buffer, so no combinational path crosses from the
+scratchpad's grant or from the memory's R channel into the engine. A descriptor taken
 from the queue spends two cycles in its range checks and one cycle per row setting the
 row up; the bursts of a row are then issued one per AR/AW handshake. Up
 to ``max_outstanding`` bursts are in flight (AR issued and last R beat not yet received,
@@ -301,18 +297,6 @@ class _Realigner(wiring.Component):
         return m
 
 
-class _PassThrough:
-    """Stands for a register slice of no entries, with a FIFO's ports: what is written is
-    read in the same cycle, and a write is taken (``w_rdy``) exactly when it is read
-    (``r_en``)."""
-
-    def __init__(self, width):
-        self.w_data = self.r_data = Signal(width)
-        self.w_en = self.r_rdy = Signal()
-        self.r_en = self.w_rdy = Signal()
-        self.level = C(0)
-
-
 class DMA(wiring.Component):
     """The DMA engine; see the module docstring.
 
@@ -331,15 +315,11 @@ class DMA(wiring.Component):
         and of words read from the scratchpad.
     check_sp_range : bool
         Whether the engine checks the scratchpad range (``SP_RANGE``) itself.
-    register_slices : bool
-        Whether scratchpad requests and R data pass through register slices (see
-        *Timing*).
     """
 
     def __init__(self, config=DEFAULT_CONFIG, *, id_width=1, tag_width=8, rows_width=16,
-                 queue_depth=4, max_outstanding=8, check_sp_range=True, register_slices=True):
+                 queue_depth=4, max_outstanding=8, check_sp_range=True):
         self.check_sp_range = check_sp_range
-        self.register_slices = register_slices
         self.lanes = config.bus_width // 8
         if config.scratchpad_bytes % self.lanes:
             raise ValueError("scratchpad_bytes must be a multiple of bus_width / 8")
@@ -376,11 +356,8 @@ class DMA(wiring.Component):
         flush_queue = Signal()  # discards the queued descriptors on clear
 
         def fifo(name, shape, depth, reset=flush):
-            if depth:
-                f = SyncFIFOBuffered(width=Shape.cast(shape).width, depth=depth)
-                m.submodules[name] = f if reset is None else ResetInserter(reset)(f)
-            else:
-                f = _PassThrough(Shape.cast(shape).width)
+            f = SyncFIFOBuffered(width=Shape.cast(shape).width, depth=depth)
+            m.submodules[name] = f if reset is None else ResetInserter(reset)(f)
             if not isinstance(shape, data.Layout):
                 return f, f.w_data, f.r_data
             return f, data.View(shape, f.w_data), data.View(shape, f.r_data)
@@ -431,8 +408,7 @@ class DMA(wiring.Component):
         sp_depth = buffers
         sp_data, _, _ = fifo("sp_data", unsigned(8 * W), sp_depth)
         # R data on its way to the realigner: a register slice between memory and realigner.
-        slices = min(3, buffers) if self.register_slices else 0
-        r_buffer, _, _ = fifo("r_buffer", unsigned(8 * W), slices)
+        r_buffer, _, _ = fifo("r_buffer", unsigned(8 * W), min(3, buffers))
 
         rl = _Realigner(W, self.scratchpad_bytes, unsigned(self.sp_addr_width),
                         data.StructLayout({"id": tag_shape, "last_row": unsigned(1)}))
@@ -547,7 +523,7 @@ class DMA(wiring.Component):
             "req": self.sp.req.p.shape(),
             "end": unsigned(1),
             "id":  finish_id.shape(),
-        }), slices)
+        }), min(3, buffers))
 
         m.d.sync += pending.eq(pending + start - finish)
 
@@ -731,8 +707,7 @@ class DMA(wiring.Component):
         m.d.comb += [
             r_buffer.w_en.eq(axi.rvalid & r_ok & ~abort & ~to_mem),
             r_buffer.w_data.eq(axi.rdata),
-            # A failing beat is taken as it comes: it is dropped.
-            axi.rready.eq(abort | (~to_mem & (r_buffer.w_rdy | ~r_ok))),
+            axi.rready.eq(abort | (~to_mem & r_buffer.w_rdy)),
             rl.inp.valid.eq(Mux(to_mem, sp_data.r_rdy, r_buffer.r_rdy)),
             rl.inp.payload.eq(Mux(to_mem, sp_data.r_data, r_buffer.r_data)),
             sp_data.r_en.eq(to_mem & rl.inp.ready),

@@ -93,8 +93,7 @@ class NPU(wiring.Component):
         # the DMA does not check that again.
         dma = core("dma", DMA(config, id_width=1, tag_width=DESCRIPTOR_ID_BITS,
                               queue_depth=config.dma_queue_depth,
-                              max_outstanding=config.dma_outstanding, check_sp_range=False,
-                              register_slices=config.dma_slices))
+                              max_outstanding=config.dma_outstanding, check_sp_range=False))
         scratchpad = core("scratchpad", Scratchpad(config, tag_shape=act_tag_layout(config)))
         load = core("load", TransferEngine(config, direction=Direction.MEM_TO_SP,
                                            engine_id=Engine.LOAD.value))
