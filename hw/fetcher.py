@@ -289,15 +289,17 @@ class InstructionChecker(wiring.Component):
     registered inputs and outputs) and the checks without arithmetic, stage 2 the range
     ends, stage 3 the code.
 
-    With ``config.serial_products``, ``t`` is the cycle ``start`` is high, and the checks
-    with a product (a transfer's scratchpad range, a MATMUL's activation and result
-    ranges) or two addresses (a CONFIG's scratchpad range) are sums built one term per
-    cycle in one adder: a product by shift and add, one bit of ``rows - 1`` or
-    ``count - 1`` per cycle from the top, then the addresses; the other checks are
-    combinational. A sum is only as wide as the scratchpad's addresses and one more bit:
-    one that reaches twice the scratchpad's size is out of range, whatever it adds up
-    to. Only the sum, its overflow and failure flags and the cycle count are registered
-    (the code is combinational from them): ``code`` is the word's check from cycle
+    With ``config.serial_products``, ``t`` is the cycle ``start`` is high. From the next
+    cycle on (``start`` is registered), the checks with a product (a transfer's
+    scratchpad range, a MATMUL's activation and result ranges) or two addresses (a
+    CONFIG's scratchpad range) are sums built one term per cycle in one adder: a product
+    by shift and add, one bit of ``rows - 1`` or ``count - 1`` per cycle from the top,
+    then the addresses; the other checks are combinational. A sum is only as wide as the
+    scratchpad's addresses and one more bit: one that reaches twice the scratchpad's size
+    is out of range, whatever it adds up to. Only ``start``, the sum, its overflow and
+    failure flags, the cycle count and the code are registered (the code from the others
+    and the word, a cycle after the last sum's last term, so that no path runs from the
+    word through the checks into the decoder): ``code`` is the word's check from cycle
     ``t +`` :attr:`latency` on, as long as the word holds; ``start`` restarts the check.
     """
 
@@ -306,7 +308,7 @@ class InstructionChecker(wiring.Component):
     @classmethod
     def latency_of(cls, config):
         """:attr:`latency` of the checker for ``config``, without building one."""
-        return _serial_steps(config) if config.serial_products else cls.latency
+        return _serial_steps(config) + 2 if config.serial_products else cls.latency
 
     def __init__(self, config=NPUConfig()):
         self.config = config
@@ -357,7 +359,7 @@ class InstructionChecker(wiring.Component):
                 m, transfer, matmul, cfg)
             transfer_range &= transfer_nonzero
             matmul_range &= matmul_nonzero
-            domain = "comb"
+            domain = "sync"
         else:
             def reg(value, name):
                 result = Signal(Value.cast(value).shape(), name=name)
@@ -428,7 +430,8 @@ class InstructionChecker(wiring.Component):
         total = Signal(width)       # the sum so far, unless ``over``
         over = Signal()             # the sum has reached 2 * size
         failed = Signal()           # an earlier sum of the instruction is out of range
-        step = Signal(range(self.latency + 1))
+        steps = _serial_steps(config)
+        step = Signal(range(steps + 1))
 
         # A MATMUL's and a CONFIG's addresses and strides are multiples of their slots
         # here (a misaligned one fails its alignment check first), and so are their sums.
@@ -468,27 +471,31 @@ class InstructionChecker(wiring.Component):
                  _Step(cfg.count * (config.cols * CHANNEL_PARAM_BYTES))]),
                 C(0, 0)),
         }
-        assert max(len(steps) for steps, _ in programs.values()) == self.latency
-        assert all(index % 2**ceil_log2(len(n)) == 0 for steps, n in programs.values()
-                   for index, entry in enumerate(steps) if entry.product and entry.first)
+        assert max(len(program) for program, _ in programs.values()) == steps
+        assert all(index % 2**ceil_log2(len(n)) == 0 for program, n in programs.values()
+                   for index, entry in enumerate(program) if entry.product and entry.first)
 
         # The sources of the terms, one of them selected per cycle.
         sources = []
-        for entry in sum((steps for steps, _ in programs.values()), []):
+        for entry in sum((program for program, _ in programs.values()), []):
             if entry.source is not None and all(entry.source is not s for s in sources):
                 sources.append(entry.source)
         chosen = Signal(len(sources))
         first, multiplying, judged = Signal(), Signal(), Signal()
-        cycle = Mux(self.start, 0, step)
+        # ``start`` registered: the first step is the cycle after it, so that no path runs
+        # from the decoder's handshake through the term selection into the sum.
+        started = Signal()
+        m.d.sync += started.eq(self.start)
+        cycle = Mux(started, 0, step)
         opcode = self.word[:4]
         with m.Switch(cycle):
-            for index in range(self.latency):
+            for index in range(steps):
                 with m.Case(index):
                     with m.Switch(opcode):
-                        for opcodes, (steps, _) in programs.items():
-                            if index < len(steps):
+                        for opcodes, (program, _) in programs.items():
+                            if index < len(program):
                                 with m.Case(*opcodes):
-                                    entry = steps[index]
+                                    entry = program[index]
                                     m.d.comb += [
                                         chosen.eq(Cat(entry.source is source
                                                       for source in sources)),
@@ -511,10 +518,10 @@ class InstructionChecker(wiring.Component):
         added = kept + operand
         m.d.sync += [total.eq(added[:width]),
                      over.eq((over & ~first) | added[width:].any() | beyond),
-                     failed.eq((failed & ~self.start) | judged)]
-        with m.If(self.start):
+                     failed.eq((failed & ~started) | judged)]
+        with m.If(started):
             m.d.sync += step.eq(1)
-        with m.Elif(step != self.latency):
+        with m.Elif(step != steps):
             m.d.sync += step.eq(step + 1)
 
         matmul_fixed = at_least(matmul.weight_addr, size - config.rows * weight_slot + 1) | \
