@@ -2,7 +2,7 @@
 
 from amaranth import *
 from amaranth.lib import memory
-from amaranth.utils import ceil_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 
 __all__ = ["at_least", "delay_line", "registered_product", "saturated", "saturating_product"]
@@ -33,19 +33,23 @@ def saturating_product(m, a, b, start, limit, name):
     to which any product of ``limit`` or more is out of range, in ``log2(limit) + 1`` bits.
 
     ``a`` and ``b`` must hold their values from the cycle ``start`` is high until the
-    product is done: each step selects its bit of ``b`` in place. Returns ``(product,
+    product is done: each step selects its bit of ``b`` in place, a cycle ahead into a
+    register, so that no path runs from ``b`` through the addition. Returns ``(product,
     done)``: ``product`` is valid while ``done`` is high, from ``len(b)`` cycles after
     ``start`` (the next ``start`` excepted); ``done`` is high before the first ``start``
     too.
     """
     steps = len(b)
-    product = Signal(limit.bit_length(), name=f"{name}_product")
+    top = exact_log2(limit)
+    product = Signal(top + 1, name=f"{name}_product")
     left = Signal(range(steps + 1), name=f"{name}_steps")
+    bit = Signal(name=f"{name}_bit")        # the bit of ``b`` of the next step
     with m.If(start):
-        m.d.sync += [product.eq(0), left.eq(steps)]
+        m.d.sync += [product.eq(0), left.eq(steps), bit.eq(b[steps - 1])]
     with m.Elif(left != 0):
-        step = (product << 1) + Mux(b.bit_select((left - 1)[:len(left)], 1), a, 0)
-        m.d.sync += [product.eq(saturated(step, limit)), left.eq(left - 1)]
+        step = (product << 1) + Mux(bit, a, 0)
+        m.d.sync += [product.eq(Mux(step[top:].any(), limit, step)), left.eq(left - 1),
+                     bit.eq(b.bit_select((left - 2)[:len(left)], 1))]
     return product, left == 0
 
 
