@@ -12,7 +12,7 @@ For one lane of a beat, with the record of the beat's ``channel`` row:
 
 1. ``x = acc + bias`` (int32 wrap-around), a byte per cycle, as the bias bytes are read;
    then ``|x|`` through the same byte adder as the multiplier's bytes are read; a zero
-   ``x`` or a zero or subnormal multiplier gives ``y = 0`` at once;
+   ``x`` or a zero or subnormal multiplier gives ``y = 0`` in the next cycle;
 2. the magnitude shifts left until its top bit is set (one cycle per leading zero), then
    rounds to a 24-bit significand ``F``, to nearest even (the int32 → float32 conversion),
    one bit lower so that a carry out stays in the register, and shifts left once more if
@@ -82,11 +82,11 @@ __all__ = ["SerialOutputStage"]
 
 
 class SerialOutputStage(wiring.Component):
-    #: Cycles of one lane at most: the bias and multiplier bytes, 31 left shifts and the
-    #: rounding, one left shift and the product's start, the product, one left shift and
-    #: the rounding, 23 right shifts and the check that ends them, the flags, the zero
-    #: point's and the bounds' bytes.
-    lane_cycles = 8 + 32 + 2 + 24 + 2 + 24 + 1 + 6
+    #: Cycles of one lane at most: the bias and multiplier bytes, the zero check, 31 left
+    #: shifts and the rounding, one left shift and the product's start, the product, one
+    #: left shift and the rounding, 23 right shifts and the check that ends them, the
+    #: flags, the zero point's and the bounds' bytes.
+    lane_cycles = 8 + 1 + 32 + 2 + 24 + 2 + 24 + 1 + 6
     #: The output stage does not take a beat in every cycle.
     always_ready = False
 
@@ -238,12 +238,16 @@ class SerialOutputStage(wiring.Component):
                         multiplied.eq(0),
                         carry.eq(0),
                     ]
-                    with m.If(~(nonzero | total[:8].any()) | (mult_exp == 0)):
-                        m.d.sync += work.eq(0)
-                        m.d.comb += step_next.eq(14)
-                        m.next = "FLAGS"
-                    with m.Else():
-                        m.next = "NORMALISE"
+                    m.next = "ZERO_CHECK"
+            with m.State("ZERO_CHECK"):
+                # y = 0 for a zero x, or a zero or subnormal multiplier (its exponent field
+                # zero: ``exponent`` 128), decided from registers.
+                with m.If(~nonzero | (exponent == 128)):
+                    m.d.sync += work.eq(0)
+                    m.d.comb += step_next.eq(14)
+                    m.next = "FLAGS"
+                with m.Else():
+                    m.next = "NORMALISE"
             with m.State("NORMALISE"):
                 # Steps 2 and 4: the value shifts left until its top bit is set, then rounds
                 # to 24 bits, one bit lower (a carry out of the rounding stays in the top
