@@ -348,9 +348,13 @@ class NPU(wiring.Component):
         if in_memory:
             m.submodules.counter_file = counter_file = CounterFile(
                 [len(Value.cast(increments[name])) for name in in_memory])
+            # The events reach the counter file a cycle late, from a register, so that no
+            # path runs from the engines' logic into its pending counts' adders.
+            events = Signal(len(counter_file.increments))
+            m.d.sync += events.eq(Mux(clear, 0, Cat(Value.cast(increments[name])
+                                                    for name in in_memory)))
             m.d.comb += [
-                counter_file.increments.eq(Cat(Value.cast(increments[name])
-                                               for name in in_memory)),
+                counter_file.increments.eq(events),
                 counter_file.clear.eq(clear),
                 counter_file.read.eq(registers.counter_read),
                 counter_file.index.eq(registers.counter_index),
