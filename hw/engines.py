@@ -476,10 +476,9 @@ class ComputeEngine(wiring.Component):
                     m.d.sync += command.r_rdy.eq(1)
                 with m.If(command.r_en):
                     m.d.sync += command.r_rdy.eq(0)
-            # The MATMUL leaves the queue as its last reader takes its last vector.
-            readers_done = ((~weight_cmds.r_rdy | weight_cmds.r_en) &
-                            (~act_cmds.r_rdy | act_cmds.r_en))
-            with m.If(streaming & readers_done):
+            # The MATMUL leaves the queue in the cycle after its last reader took its last
+            # vector (from registers: no path from the scratchpad's grants into the queue).
+            with m.If(streaming & ~weight_cmds.r_rdy & ~act_cmds.r_rdy):
                 m.d.comb += self.insn.ready.eq(1)
                 m.d.sync += streaming.eq(0)
 
