@@ -495,7 +495,8 @@ class DMA(wiring.Component):
         with m.If((to_end < MAX_BURST_BEATS) & (to_end < to_boundary)):
             m.d.comb += beats.eq(to_end)
         next_addr = Cat(Const(0, lw), beat + beats)
-        row_done = beats == to_end
+        # ``beats == to_end``, straight from the registers rather than through ``beats``.
+        row_done = (to_end <= MAX_BURST_BEATS) & (to_end <= to_boundary)
 
         a_valid = Signal()
         a_ready = Mux(to_mem, axi.awready, axi.arready)
