@@ -113,7 +113,8 @@ class Status(enum.Enum, shape=8):
 
 
 class BridgeStatus(data.Struct):
-    """The ``STATUS`` answer's 8 data bytes (little-endian). Counters wrap."""
+    """The ``STATUS`` answer's 8 data bytes (little-endian). Counters start at 0 on reset
+    and wrap."""
     irq: 8              # 1 while the NPU's interrupt line is high
     bad_frames: 8       # frames answered with BAD_CRC
     truncated: 8        # frames dropped by the inter-byte timeout
@@ -218,7 +219,7 @@ class UartRx(wiring.Component):
         The serial line (idle high); synchronised inside.
     data : ``Out(stream.Signature(8, always_ready=True))``
         One received byte, ``valid`` for one cycle. A byte whose stop bit is low is
-        dropped.
+        dropped. ``payload`` holds the last byte received (0 from reset to the first).
 
     Timing
     ------
@@ -371,7 +372,11 @@ class UartBridge(wiring.Component):
         m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
         rx_valid, rx_byte = uart_rx.data.valid, uart_rx.data.payload
 
-        m.submodules.buffer = buffer = Memory(shape=8, depth=MAX_PAYLOAD, init=[])
+        # The payload of a write at 0 .. MAX_PAYLOAD - 1. From MAX_PAYLOAD on (the status
+        # area), the ``STATUS`` answer's bytes at their offsets in :class:`BridgeStatus` (the
+        # ``irq`` byte stays 0 and is ORed with ``irq`` as it is sent), then a byte counted
+        # by the frames that count in no counter.
+        m.submodules.buffer = buffer = Memory(shape=8, depth=2 * MAX_PAYLOAD, init=[])
         buffer_w = buffer.write_port()
         buffer_r = buffer.read_port(domain="sync")
 
@@ -379,19 +384,18 @@ class UartBridge(wiring.Component):
         seq = Signal(8)
         command = Signal(8)
         addr = Signal(32)
-        length = Signal(16)
+        length = Signal(16)             # 0 from the answer on when it has no data
         crc = Signal(16)                # of the frame's bytes up to its trailer
         crc_mismatch = Signal()         # the trailer differs from ``crc``
         count = Signal(16)
         word = Signal(32)               # register payload, then the answer's data
         status = Signal(Status)
+        dropped = Signal()              # the frame timed out: counted, not answered
         # The last executed frame and its answer.
         last_valid = Signal()
         last_seq = Signal(8)
         last_crc = Signal(16)
         last_status = Signal(Status)
-        counters = Signal(BridgeStatus)
-        report = Signal(BridgeStatus)
 
         idle = Signal(range(self.timeout_cycles + 1))
         with m.If(rx_valid):
@@ -403,28 +407,19 @@ class UartBridge(wiring.Component):
         next_crc = Signal(16)
         crc_in = Signal(8)
         m.d.comb += next_crc.eq(_crc16_next(crc, crc_in))
-        m.d.comb += [crc_in.eq(rx_byte), buffer_w.addr.eq(count), buffer_w.data.eq(rx_byte),
-                     buffer_r.addr.eq(count)]
+        # The counters' area while they are counted and for a ``STATUS`` answer.
+        status_area = Signal()
+        m.d.comb += [crc_in.eq(rx_byte), buffer_w.data.eq(rx_byte),
+                     buffer_w.addr.eq(Cat(count[:8], status_area)),
+                     buffer_r.addr.eq(Cat(count[:8], status_area))]
 
         is_write = (command == Command.WRITE_REG) | (command == Command.WRITE_MEM)
+        is_read = ((command == Command.READ_REG) | (command == Command.READ_MEM) |
+                   (command == Command.STATUS))
         known = Signal()
         with m.Switch(command):
             with m.Case(*Command):
                 m.d.comb += known.eq(1)
-        # At most MAX_PAYLOAD: a frame with a longer length is answered with BAD_LENGTH.
-        answer_bytes_c = Signal(range(MAX_PAYLOAD + 1))
-        with m.If(status == Status.OK):
-            with m.Switch(command):
-                with m.Case(Command.READ_REG):
-                    m.d.comb += answer_bytes_c.eq(REGISTER_BYTES)
-                with m.Case(Command.STATUS):
-                    m.d.comb += answer_bytes_c.eq(STATUS_BYTES)
-                with m.Case(Command.READ_MEM):
-                    m.d.comb += answer_bytes_c.eq(length)
-        # Registered from values that settle cycles before they are used: the answer is
-        # sent from the cycle after ANSWER.
-        answer_bytes = Signal.like(answer_bytes_c)
-        m.d.sync += answer_bytes.eq(answer_bytes_c)
         # ``count`` reaches the last byte of the payload or of the answer's data.
         next_count = count + 1
         # The frame checks, registered in SETTLE for CHECK.
@@ -440,8 +435,6 @@ class UartBridge(wiring.Component):
         ]
         from_memory = command == Command.READ_MEM
         m.d.comb += [
-            report.eq(counters),
-            report.irq.eq(self.irq),
             self.mem.addr.eq(addr),
             self.mem.wdata.eq(buffer_r.data),
             self.m_axil.araddr.eq(addr),
@@ -459,10 +452,22 @@ class UartBridge(wiring.Component):
                     m.d.sync += crc.eq(next_crc)
                 m.next = next_state
 
-        with m.FSM():
+        def status_offset(field):
+            return data.Layout.cast(BridgeStatus)[field].offset // 8
+
+        with m.FSM(init="CLEAR"):
+            with m.State("CLEAR"):
+                # The counters start at 0: ``rx_byte`` is 0 until a byte has been
+                # received, which takes longer than these STATUS_BYTES cycles.
+                m.d.comb += [status_area.eq(1), buffer_w.en.eq(1)]
+                m.d.sync += count.eq(next_count)
+                with m.If(count == STATUS_BYTES - 1):
+                    m.d.sync += count.eq(0)
+                    m.next = "IDLE"
+
             with m.State("IDLE"):
                 with m.If(rx_valid & (rx_byte == REQUEST_SYNC)):
-                    m.d.sync += [crc.eq(CRC_INIT), count.eq(0)]
+                    m.d.sync += [crc.eq(CRC_INIT), count.eq(0), dropped.eq(0)]
                     m.next = "HEADER"
 
             with m.State("HEADER"):
@@ -473,8 +478,9 @@ class UartBridge(wiring.Component):
                             m.d.sync += seq.eq(rx_byte)
                         with m.Case(1):
                             m.d.sync += command.eq(rx_byte)
-                        with m.Case(2, 3, 4, 5):
-                            m.d.sync += addr.eq(Cat(addr[8:], rx_byte))
+                        for i in range(4):
+                            with m.Case(2 + i):
+                                m.d.sync += addr.word_select(i, 8).eq(rx_byte)
                         with m.Case(6, 7):
                             m.d.sync += length.eq(Cat(length[8:], rx_byte))
                     with m.If(count == 7):
@@ -513,45 +519,61 @@ class UartBridge(wiring.Component):
                     m.next = "TRUNCATED"
 
             with m.State("TRUNCATED"):
-                m.d.sync += counters.truncated.eq(counters.truncated + 1)
-                m.next = "IDLE"
+                m.d.sync += [dropped.eq(1), count.eq(status_offset("truncated"))]
+                m.next = "COUNT"
 
             with m.State("SETTLE"):
                 m.next = "CHECK"
 
             with m.State("CHECK"):
+                # The status, and the counter the frame counts in (``count``).
                 with m.If(crc_bad):
                     m.d.sync += [status.eq(Status.BAD_CRC),
-                                 counters.bad_frames.eq(counters.bad_frames + 1)]
-                    m.next = "ANSWER"
+                                 count.eq(status_offset("bad_frames"))]
                 with m.Elif(duplicate):
-                    m.d.sync += counters.duplicates.eq(counters.duplicates + 1)
-                    with m.If(command == Command.READ_REG):
-                        m.d.sync += status.eq(Status.OK)
-                        m.next = "REG_READ"
-                    with m.Else():
-                        m.d.sync += status.eq(last_status)
-                        m.next = "ANSWER"
+                    m.d.sync += [status.eq(Mux(command == Command.READ_REG, Status.OK,
+                                               last_status)),
+                                 count.eq(status_offset("duplicates"))]
                 with m.Elif(~known_q):
-                    m.d.sync += status.eq(Status.BAD_COMMAND)
-                    m.next = "ANSWER"
+                    m.d.sync += [status.eq(Status.BAD_COMMAND), count.eq(STATUS_BYTES)]
                 with m.Elif(~length_ok):
-                    m.d.sync += status.eq(Status.BAD_LENGTH)
-                    m.next = "ANSWER"
+                    m.d.sync += [status.eq(Status.BAD_LENGTH), count.eq(STATUS_BYTES)]
                 with m.Else():
-                    m.d.sync += [status.eq(Status.OK), last_valid.eq(1), last_seq.eq(seq),
-                                 last_crc.eq(crc), aw_done.eq(0), w_done.eq(0)]
-                    with m.If(command != Command.STATUS):
-                        m.d.sync += counters.executed.eq(counters.executed + 1)
-                    with m.Switch(command):
-                        with m.Case(Command.READ_REG):
-                            m.next = "REG_READ"
-                        with m.Case(Command.WRITE_REG):
-                            m.next = "REG_WRITE"
-                        with m.Case(Command.WRITE_MEM):
-                            m.next = "MEM_WRITE_FETCH"
-                        with m.Default():
-                            m.next = "EXECUTED"
+                    m.d.sync += [status.eq(Status.OK), aw_done.eq(0), w_done.eq(0),
+                                 count.eq(Mux(command == Command.STATUS, STATUS_BYTES,
+                                              status_offset("executed")))]
+                m.next = "COUNT"
+
+            # One byte of a counter in the buffer is read, then written incremented; the
+            # carry goes on to the next byte within ``executed``.
+            with m.State("COUNT"):
+                m.d.comb += status_area.eq(1)
+                m.next = "COUNT_WRITE"
+            with m.State("COUNT_WRITE"):
+                m.d.comb += [status_area.eq(1), buffer_w.en.eq(1),
+                             buffer_w.data.eq(buffer_r.data + 1)]
+                executed = status_offset("executed")
+                with m.If((buffer_r.data == 0xFF) & (count >= executed) &
+                          (count < executed + 3)):
+                    m.d.sync += count.eq(next_count)
+                    m.next = "COUNT"
+                with m.Else():
+                    m.d.sync += count.eq(0)
+                    with m.If(dropped):
+                        m.next = "IDLE"
+                    with m.Elif((status != Status.OK) |
+                                (duplicate & (command != Command.READ_REG))):
+                        m.next = "ANSWER"
+                    with m.Else():
+                        with m.Switch(command):
+                            with m.Case(Command.READ_REG):
+                                m.next = "REG_READ"
+                            with m.Case(Command.WRITE_REG):
+                                m.next = "REG_WRITE"
+                            with m.Case(Command.WRITE_MEM):
+                                m.next = "MEM_WRITE_FETCH"
+                            with m.Default():
+                                m.next = "EXECUTED"
 
             with m.State("REG_READ"):
                 m.d.comb += self.m_axil.arvalid.eq(1)
@@ -592,25 +614,29 @@ class UartBridge(wiring.Component):
                         m.next = "MEM_WRITE_FETCH"
 
             with m.State("EXECUTED"):
-                m.d.sync += last_status.eq(status)
+                m.d.sync += [last_valid.eq(1), last_seq.eq(seq), last_crc.eq(crc),
+                             last_status.eq(status)]
                 m.next = "ANSWER"
 
             with m.State("ANSWER"):
+                # ``length`` becomes the answer's: 0 unless a read succeeded.
                 send(m, RESPONSE_SYNC, "ANSWER_SEQ", update_crc=False)
                 m.d.sync += crc.eq(CRC_INIT)
+                with m.If((status != Status.OK) | ~is_read):
+                    m.d.sync += length.eq(0)
             with m.State("ANSWER_SEQ"):
                 send(m, seq, "ANSWER_STATUS")
             with m.State("ANSWER_STATUS"):
                 send(m, status, "ANSWER_LENGTH_LOW")
             with m.State("ANSWER_LENGTH_LOW"):
-                send(m, answer_bytes[:8], "ANSWER_LENGTH_HIGH")
+                send(m, length[:8], "ANSWER_LENGTH_HIGH")
             with m.State("ANSWER_LENGTH_HIGH"):
-                with m.If(answer_bytes == 0):
-                    send(m, answer_bytes[8:], "ANSWER_CRC_HIGH")
+                with m.If(length == 0):
+                    send(m, length[8:], "ANSWER_CRC_HIGH")
                 with m.Elif(from_memory):
-                    send(m, answer_bytes[8:], "ANSWER_MEM_READ")
+                    send(m, length[8:], "ANSWER_MEM_READ")
                 with m.Else():
-                    send(m, answer_bytes[8:], "ANSWER_DATA")
+                    send(m, length[8:], "ANSWER_DATA")
             with m.State("ANSWER_MEM_READ"):
                 m.d.comb += self.mem.valid.eq(1)
                 with m.If(self.mem.ready):
@@ -620,10 +646,12 @@ class UartBridge(wiring.Component):
                 m.d.sync += word[:8].eq(self.mem.rdata)
                 m.next = "ANSWER_DATA"
             with m.State("ANSWER_DATA"):
-                # STATUS sends its bytes from ``report``, the others from ``word``.
-                last = next_count == answer_bytes
-                data_byte = Mux(command == Command.STATUS,
-                                report.as_value().word_select(count[:3], 8), word[:8])
+                # STATUS sends its bytes from the buffer (``irq`` into the first), the
+                # others from ``word``.
+                m.d.comb += status_area.eq(command == Command.STATUS)
+                last = next_count == length
+                report = Cat(buffer_r.data[0] | (self.irq & (count[:3] == 0)), buffer_r.data[1:])
+                data_byte = Mux(command == Command.STATUS, report, word[:8])
                 with m.If(last):
                     send(m, data_byte, "ANSWER_CRC_HIGH")
                 with m.Elif(from_memory):
