@@ -42,7 +42,10 @@ The answer's ``status`` is a :class:`Status`. Rules:
   for ``timeout_bytes`` byte times (the inter-byte timeout, :data:`INTERBYTE_TIMEOUT_BYTES`
   by default); bytes outside a frame are ignored until the next ``0xA5``.
 * A well-formed frame with an unknown command or a wrong ``length`` is answered with
-  ``BAD_COMMAND`` or ``BAD_LENGTH`` and is not applied.
+  ``BAD_COMMAND`` or ``BAD_LENGTH`` and is not applied. A write frame whose ``length``
+  is above ``MAX_PAYLOAD`` is taken to end at the inter-byte timeout: it is answered
+  then, with ``BAD_LENGTH`` if the CRC of all its bytes after the sync byte is 0 (it
+  was whole), ``BAD_CRC`` otherwise.
 * The bridge remembers the ``seq`` and CRC of the last frame it executed. A frame with
   the same ``seq`` and CRC (a retransmission after a lost answer) is **not executed
   again**: the saved answer is sent again (its status; for ``READ_REG``, ``READ_MEM`` and
@@ -384,10 +387,11 @@ class UartBridge(wiring.Component):
         seq = Signal(8)
         command = Signal(8)
         addr = Signal(32)
-        length = Signal(16)             # 0 from the answer on when it has no data
+        length = Signal(range(MAX_PAYLOAD + 1))     # 0 from the answer on when it has no data
+        long = Signal()                 # the length field is above MAX_PAYLOAD
         crc = Signal(16)                # of the frame's bytes up to its trailer
         crc_mismatch = Signal()         # the trailer differs from ``crc``
-        count = Signal(16)
+        count = Signal(range(MAX_PAYLOAD + 1))
         word = Signal(32)               # register payload, then the answer's data
         status = Signal(Status)
         dropped = Signal()              # the frame timed out: counted, not answered
@@ -429,9 +433,9 @@ class UartBridge(wiring.Component):
         length_ok = Signal()
         m.d.sync += [
             crc_bad.eq(crc_mismatch),
-            duplicate.eq(last_valid & (last_seq == seq) & (last_crc == crc)),
+            duplicate.eq(last_valid & (last_seq == seq) & (last_crc == crc) & ~long),
             known_q.eq(known),
-            length_ok.eq(command_length_ok(command, length)),
+            length_ok.eq(command_length_ok(command, length) & ~long),
         ]
         from_memory = command == Command.READ_MEM
         m.d.comb += [
@@ -481,20 +485,26 @@ class UartBridge(wiring.Component):
                         for i in range(4):
                             with m.Case(2 + i):
                                 m.d.sync += addr.word_select(i, 8).eq(rx_byte)
-                        with m.Case(6, 7):
-                            m.d.sync += length.eq(Cat(length[8:], rx_byte))
+                        with m.Case(6):
+                            m.d.sync += length[:8].eq(rx_byte)
+                        with m.Case(7):
+                            m.d.sync += [length[8].eq(rx_byte[0]),
+                                         long.eq((rx_byte[1:] != 0) |
+                                                 (rx_byte[0] & (length[:8] != 0)))]
                     with m.If(count == 7):
                         m.d.sync += count.eq(0)
-                        with m.If(is_write & (Cat(length[8:], rx_byte) != 0)):
-                            m.next = "PAYLOAD"
-                        with m.Else():
+                        with m.If(~is_write | (Cat(length[:8], rx_byte) == 0)):
                             m.next = "TRAILER"
+                        with m.Elif((rx_byte[1:] != 0) | (rx_byte[0] & (length[:8] != 0))):
+                            m.next = "SKIP"
+                        with m.Else():
+                            m.next = "PAYLOAD"
                 with m.Elif(timed_out):
                     m.next = "TRUNCATED"
 
             with m.State("PAYLOAD"):
                 with m.If(rx_valid):
-                    m.d.comb += buffer_w.en.eq(count < MAX_PAYLOAD)
+                    m.d.comb += buffer_w.en.eq(1)
                     m.d.sync += [crc.eq(next_crc), count.eq(next_count),
                                  word.eq(Cat(word[8:], rx_byte))]
                     with m.If(next_count == length):
@@ -502,6 +512,15 @@ class UartBridge(wiring.Component):
                         m.next = "TRAILER"
                 with m.Elif(timed_out):
                     m.next = "TRUNCATED"
+
+            with m.State("SKIP"):
+                # A write longer than MAX_PAYLOAD, refused: its bytes are taken up to
+                # the inter-byte timeout, and its CRC holds when the CRC of them all is 0.
+                with m.If(rx_valid):
+                    m.d.sync += crc.eq(next_crc)
+                with m.Elif(timed_out):
+                    m.d.sync += crc_mismatch.eq(crc != 0)
+                    m.next = "SETTLE"
 
             with m.State("TRAILER"):
                 # The CRC's high byte, then its low byte, compared with ``crc``, which

@@ -178,6 +178,10 @@ async def protocol(dut):
         (Status.BAD_LENGTH, b"")
     assert await bench.exchange(link, encode_request(3, Command.WRITE_MEM, 0x100, 300,
                                                      bytes(300))) == (Status.BAD_LENGTH, b"")
+    # A write longer than MAX_PAYLOAD ends with the inter-byte timeout: damaged, it is NAKed.
+    frame = bytearray(encode_request(3, Command.WRITE_MEM, 0x100, 300, bytes(300)))
+    frame[200] ^= 0x01
+    assert await bench.exchange(link, bytes(frame)) == (Status.BAD_CRC, b"")
     try:
         await link.read_register(0xFC)
     except LinkError as error:
@@ -204,7 +208,7 @@ async def protocol(dut):
     after = await link.status()
     assert after["duplicates"] == before["duplicates"] + 1, (before, after)
     assert after["executed"] == before["executed"] + 1, (before, after)
-    assert after["bad_frames"] == 3 and after["truncated"] == 1, after
+    assert after["bad_frames"] == 4 and after["truncated"] == 1, after
     assert await link.read_memory(0x200, 4) == b"\x01\x02\x03\x04"
 
     # A retransmitted register read is not executed again either, but the register is read
