@@ -440,7 +440,7 @@ def main(argv=None):
                              "(ULX3S 100, iCEBreaker 24): a bitstream for a slower clock")
     parser.add_argument("--route-anyway", action="store_true",
                         help="route even when the Fmax estimated after placement is far "
-                             f"below the target (under {ROUTE_MARGIN:.0%} of it)")
+                             f"below the target (under {ROUTE_MARGIN:.0%}% of it)")
     args = parser.parse_args(argv)
     board = BOARDS[args.board]
     if args.clock_mhz is not None:

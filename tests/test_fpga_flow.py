@@ -253,6 +253,14 @@ def test_clock_the_pll_cannot_make_is_refused_in_one_line(capsys):
     assert "\n" not in error and "Traceback" not in error
 
 
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exit:
+        build_main(["--help"])
+    assert exit.value.code == 0
+    help_text = capsys.readouterr().out
+    assert "--route-anyway" in help_text and f"under {ROUTE_MARGIN:.0%} of it" in help_text
+
+
 def test_placement_estimate_is_the_first_fmax_of_the_core_clock():
     log = ("Info: Max frequency for clock 'clk25': 300.00 MHz (PASS at 25.00 MHz)\n"
            "Info: Max frequency for clock '$glbnet$clk': 52.32 MHz (FAIL at 100.00 MHz)\n"
