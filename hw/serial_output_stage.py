@@ -32,7 +32,7 @@ For one lane of a beat, with the record of the beat's ``channel`` row:
    cycle: raised to the output type's minimum and to the lower bound, then lowered to
    the type's maximum and to the upper bound, each bound as its second byte is read.
 
-A lane takes 15 to :attr:`lane_cycles` cycles, about 60 on random data.
+A lane takes 16 to :attr:`lane_cycles` cycles, about 60 on random data.
 
 Parameters
 ----------
