@@ -95,7 +95,12 @@ class Matmul(data.Struct):
     weight slots: slot ``s`` holds bytes ``s * cols .. s * cols + cols − 1`` of that
     ``4 * cols``-byte row. ``weight_addr`` and ``out_addr`` must be multiples of the weight
     slot, ``act_addr`` of the activation slot and ``out_stride`` of the weight slot. The
-    accumulator is not written on an ``emit``. ``count`` = 0 does nothing."""
+    accumulator is not written on an ``emit``. ``count`` = 0 does nothing. An emitting
+    MATMUL must not write results over activation vectors it has not read yet: the
+    hardware may write a result row before it reads the later vectors, as soon as the
+    output stage has it, while the simulator reads every vector first. The compiler never
+    emits such a MATMUL; neither the decoder nor the simulator refuses one, and its
+    results are undefined."""
     header: Header
     weight_addr: unsigned(20)
     act_addr: unsigned(20)
