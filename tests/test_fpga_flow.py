@@ -25,7 +25,7 @@ import pytest
 from fpga import flash
 from fpga.build import (FAMILIES, ROUTE_MARGIN, _FAMILY_OF, board_top, collision_free_memories,
                         explain_failure, parse_report, placement_estimate, run_tools,
-                        with_clock)
+                        until_timing_met, with_clock)
 from fpga.build import main as build_main
 from fpga.configs import BOARDS
 from fpga.icebreaker import ice40_pll_params
@@ -259,6 +259,32 @@ def test_help_lists_the_options(capsys):
     assert exit.value.code == 0
     help_text = capsys.readouterr().out
     assert "--route-anyway" in help_text and f"under {ROUTE_MARGIN:.0%} of it" in help_text
+
+
+def test_a_routed_build_that_misses_its_target_is_tried_again_with_other_seeds():
+    def builds(outcomes):
+        tried = []
+
+        def build_with(seed):
+            tried.append(seed)
+            routed, met = outcomes[len(tried) - 1]
+            return {"seed": seed, "bitstream": "top.bin" if routed else None,
+                    "timing_met": met}
+        return build_with, tried
+
+    build_with, tried = builds([(True, True)])
+    assert until_timing_met(build_with, (1, 2, 3))["seed"] is None and tried == [None]
+    build_with, tried = builds([(True, False), (True, False), (True, True), (True, True)])
+    report = until_timing_met(build_with, (1, 2, 3))
+    assert report["seed"] == 2 and report["timing_met"] and tried == [None, 1, 2]
+    build_with, tried = builds([(True, False)] * 4)
+    report = until_timing_met(build_with, (1, 2, 3))
+    assert report["seed"] == 3 and not report["timing_met"] and tried == [None, 1, 2, 3]
+    # Stopped after placement: far from its target, another seed would not route it.
+    build_with, tried = builds([(False, False)] * 4)
+    assert until_timing_met(build_with, (1, 2, 3))["bitstream"] is None and tried == [None]
+    # The ECP5 builds route once.
+    assert FAMILIES["ecp5"]["retry_seeds"] == () and FAMILIES["ice40"]["retry_seeds"]
 
 
 def test_placement_estimate_is_the_first_fmax_of_the_core_clock():
