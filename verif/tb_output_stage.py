@@ -121,6 +121,19 @@ async def large_accumulators_without_bias(dut):
     await _run(dut, accs, params, idle=0.0, stall=0.0)
 
 
+def _unclamped_params(rng, multipliers):
+    """Random channel parameters with ``multipliers``, no bias, clamps far outside the
+    output types and the zero point at the middle of the unsigned type (0 when signed), so
+    that an output shows the rounding of its product."""
+    params = random_channel_params(rng, len(multipliers))
+    params["bias"][:] = 0
+    params["multiplier"] = multipliers
+    params["clamp_lo"][:] = -1000
+    params["clamp_hi"][:] = 1000
+    params["zero_point"][:] = np.where(params["unsigned"], 128, 0)
+    return params
+
+
 @cocotb.test()
 async def rounding_ties(dut):
     """Products exactly halfway between integers round to even, in both signs."""
@@ -128,13 +141,8 @@ async def rounding_ties(dut):
     rng = tb_rng(dut._log)
     n = tb["beats"] * tb["lanes"]
     accs, multipliers = tie_cases(rng, n)
-    params = random_channel_params(rng, n)
-    params["bias"][:] = 0
-    params["multiplier"] = multipliers
-    params["clamp_lo"][:] = -1000
-    params["clamp_hi"][:] = 1000
-    params["zero_point"][:] = np.where(params["unsigned"], 128, 0)
-    await _run(dut, accs.reshape(-1, tb["lanes"]), params, idle=0.1, stall=0.1)
+    await _run(dut, accs.reshape(-1, tb["lanes"]), _unclamped_params(rng, multipliers),
+               idle=0.1, stall=0.1)
 
 
 @cocotb.test()
@@ -144,13 +152,8 @@ async def near_rounding_ties(dut):
     rng = tb_rng(dut._log)
     n = 2 * 19 * tb["lanes"]
     accs, multipliers = near_tie_cases(rng, n)
-    params = random_channel_params(rng, n)
-    params["bias"][:] = 0
-    params["multiplier"] = multipliers
-    params["clamp_lo"][:] = -1000
-    params["clamp_hi"][:] = 1000
-    params["zero_point"][:] = np.where(params["unsigned"], 128, 0)
-    await _run(dut, accs.reshape(-1, tb["lanes"]), params, idle=0.1, stall=0.1)
+    await _run(dut, accs.reshape(-1, tb["lanes"]), _unclamped_params(rng, multipliers),
+               idle=0.1, stall=0.1)
 
 
 @cocotb.test()
