@@ -22,9 +22,10 @@ def at_least(value, bound):
 
 
 def saturated(value, limit):
-    """``min(value, limit)`` (unsigned): for range checks, to which every value of ``limit``
-    or more stands for the same out-of-range one."""
-    return Mux(value >= limit, limit, value)
+    """``min(value, limit)`` (unsigned, ``limit`` a constant): for range checks, to which
+    every value of ``limit`` or more stands for the same out-of-range one. The compare is
+    :func:`at_least`'s gates (an OR of the high bits when ``limit`` is a power of two)."""
+    return Mux(at_least(value, limit), limit, value)
 
 
 def saturating_product(m, a, b, start, limit, name):
@@ -48,7 +49,7 @@ def saturating_product(m, a, b, start, limit, name):
         m.d.sync += [product.eq(0), left.eq(steps), bit.eq(b[steps - 1])]
     with m.Elif(left != 0):
         step = (product << 1) + Mux(bit, a, 0)
-        m.d.sync += [product.eq(Mux(step[top:].any(), limit, step)), left.eq(left - 1),
+        m.d.sync += [product.eq(saturated(step, limit)), left.eq(left - 1),
                      bit.eq(b.bit_select((left - 2)[:len(left)], 1))]
     return product, left == 0
 
