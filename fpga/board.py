@@ -41,8 +41,8 @@ class AXI4Memory(wiring.Component):
     byte port is served between transactions, before waiting AXI requests.
 
     In block RAM, the memory is split into up to :attr:`MAX_BANKS` banks by its top
-    address bits, and a read goes through two registers: the block RAM's own, then the
-    bank multiplexer's. Read beats (with their ID) wait in a FIFO of
+    address bits, and a read goes through three registers: the request's (with each
+    bank's enables), the block RAM's own, then the bank multiplexer's. Read beats (with their ID) wait in a FIFO of
     :attr:`R_FIFO_DEPTH`, so the read data reaches ``RDATA`` from a register and a large
     memory spread over the device costs latency, not clock frequency; the next
     transaction starts as soon as a read burst's last beat is fetched.
@@ -73,7 +73,7 @@ class AXI4Memory(wiring.Component):
 
     Timing
     ------
-    Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 4 in
+    Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 5 in
     block RAM (:attr:`read_latency` cycles from a read to its data, plus the FIFO), then
     one beat per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the cycle after the ``AW``
     handshake; ``BVALID`` the cycle after the last beat. A byte read is accepted
@@ -83,8 +83,9 @@ class AXI4Memory(wiring.Component):
 
     #: Block RAM banks at most (each with its own output register).
     MAX_BANKS = 8
-    #: R beats buffered in block RAM: the reads in flight while ``RREADY`` is low.
-    R_FIFO_DEPTH = 4
+    #: R beats buffered in block RAM: the reads in flight while ``RREADY`` is low (more
+    #: than :attr:`read_latency` + 1, so that a burst streams one beat per cycle).
+    R_FIFO_DEPTH = 5
 
     def __init__(self, data_width, memory_bytes, *, addr_width=32, spram=False):
         self.data_width = data_width
@@ -98,21 +99,28 @@ class AXI4Memory(wiring.Component):
                              f"{addr_width} bits")
         self.memory_bytes = memory_bytes
         self.addr_width = addr_width
-        self.read_latency = 1 if spram else 2
+        self.read_latency = 1 if spram else 3
         super().__init__({
             "axi": In(AXI4Signature(data_width=data_width, addr_width=addr_width, id_width=1)),
             "host": In(MemoryBusSignature()),
         })
 
     def _block_ram(self, m, depth, address, read_en, write_en, write_data):
-        """Banks of block RAM with registered outputs: the word read at ``address`` in
-        cycle ``t`` is returned, from a register, in cycle ``t + 2``."""
+        """Banks of block RAM with registered inputs and outputs: the word read at
+        ``address`` in cycle ``t`` is returned, from a register, in cycle ``t + 3``. A
+        request is registered, with each bank's enables decoded, before it reaches the
+        block RAMs, which are spread over the device."""
         banks = max(1, min(self.MAX_BANKS, depth // 512))
         bank_depth = depth // banks
         row_bits = exact_log2(bank_depth)
         bank = address[row_bits:]
+        row = Signal(row_bits)
+        row_data = Signal(self.data_width)
+        m.d.sync += [row.eq(address[:row_bits]), row_data.eq(write_data)]
         read_bank = Signal(range(banks))
         m.d.sync += read_bank.eq(bank)
+        word_bank = Signal(range(banks))
+        m.d.sync += word_bank.eq(read_bank)
         outputs = []
         for k in range(banks):
             memory = Memory(shape=self.data_width, depth=bank_depth, init=[])
@@ -120,12 +128,15 @@ class AXI4Memory(wiring.Component):
             write = memory.write_port(granularity=8)
             read = memory.read_port(domain="sync")
             selected = bank == k if banks > 1 else C(1)
-            m.d.comb += [write.addr.eq(address[:row_bits]), read.addr.eq(address[:row_bits]),
-                         read.en.eq(read_en & selected), write.data.eq(write_data),
-                         write.en.eq(Mux(selected, write_en, 0))]
+            bank_read = Signal(name=f"bank{k}_read")
+            bank_write = Signal(self.word_bytes, name=f"bank{k}_write")
+            m.d.sync += [bank_read.eq(read_en & selected),
+                         bank_write.eq(Mux(selected, write_en, 0))]
+            m.d.comb += [write.addr.eq(row), read.addr.eq(row), read.en.eq(bank_read),
+                         write.data.eq(row_data), write.en.eq(bank_write)]
             outputs.append(read.data)
         registered = Signal(self.data_width)
-        m.d.sync += registered.eq(Array(outputs)[read_bank])
+        m.d.sync += registered.eq(Array(outputs)[word_bank])
         return registered
 
     def elaborate(self, platform):

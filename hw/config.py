@@ -75,9 +75,9 @@ class NPUConfig:
     read_slices : bool
         Register slices on the compute engine's scratchpad read requests (for timing).
     registered_banks : bool
-        Each scratchpad bank's read word is registered next to its block RAM (for timing):
-        scratchpad reads take two cycles. Without, one, and each compute read port buffers
-        two responses instead of three.
+        Each scratchpad bank's granted accesses are registered before its block RAM, and
+        its read word after it (for timing): scratchpad reads take three cycles. Without,
+        one, and each compute read port buffers two responses instead of four.
     read_buffers : int
         Responses each compute read port of the scratchpad buffers: 0 for its read
         latency + 1, which lets it take a request every cycle; fewer cost logic cells

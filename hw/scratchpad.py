@@ -66,7 +66,7 @@ res : ``In(stream.Signature(result_write_layout(addr_width, cols)))``
 
 Latency
 -------
-``L`` = :attr:`read_latency`: 2, or 1 without ``config.registered_banks``.
+``L`` = :attr:`read_latency`: 3, or 1 without ``config.registered_banks``.
 
 * DMA: a request is accepted in cycle ``t`` when ``valid & ready``. A read's data is on
   ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + L``, exactly.
@@ -77,10 +77,14 @@ Latency
   are waiting or on their way (requests accepted in the ``L`` previous cycles), so with
   ``resp.ready`` high each read port takes one request per cycle when ``B`` is ``L +
   1``, and ``B`` requests every ``L + 1`` cycles when it is fewer.
-* With ``config.registered_banks``, every bank's read word is registered as it leaves the
-  block RAM (cycle ``t + 1``), and the bank and lane multiplexers work from those
-  registers in cycle ``t + 2``; without, from the block RAM's output in cycle ``t + 1``.
-* Result writes take effect in the cycle they are accepted.
+* With ``config.registered_banks``, each bank's granted read and write (address, data,
+  enables) are registered before they reach its block RAM, which reads and writes in
+  cycle ``t + 1``; its read word is registered as it leaves the block RAM (cycle ``t +
+  2``), and the bank and lane multiplexers work from those registers in cycle ``t + 3``.
+  Without, the block RAM works in cycle ``t`` and the multiplexers from its output in
+  cycle ``t + 1``.
+* Result writes take effect in the cycle they are accepted, or the one after with
+  ``config.registered_banks``.
 * Ordering: a read accepted in cycle ``t`` returns every write accepted before cycle
   ``t`` and none accepted in cycle ``t`` itself (read-first), whichever ports issued them.
 * ``ready`` of every request stream depends combinationally on the ``valid`` and ``addr``
@@ -216,7 +220,7 @@ class Scratchpad(wiring.Component):
     def read_latency_of(config):
         """Cycles from an accepted read request to its data (DMA) or response (compute, at
         the earliest): :attr:`read_latency`, without building a scratchpad."""
-        return 2 if config.registered_banks else 1
+        return 3 if config.registered_banks else 1
 
     def __init__(self, config=DEFAULT_CONFIG, tag_shape=unsigned(1)):
         self.config = config
@@ -264,7 +268,7 @@ class Scratchpad(wiring.Component):
             write_ports.append(bank.write_port(granularity=8))
             # The word read, registered next to its block RAM or straight from it.
             bank_words.append(_delayed(m, read_ports[-1].data, f"bank{k}_word",
-                                       self.read_latency - 1))
+                                       int(self.config.registered_banks)))
 
         dma_req = self.dma.req
         dma_lane, dma_row, dma_bank = self.dma_geometry.split(dma_req.p.addr)
@@ -299,26 +303,43 @@ class Scratchpad(wiring.Component):
             res_grants.append(res_g)
             dma_grants += [dma_rg, dma_wg]
 
-            m.d.comb += rport.en.eq(act_g | wgt_g | dma_rg)
+            # The granted accesses, straight to the block RAM or through registers.
+            if self.config.registered_banks:
+                access = m.d.sync
+                read_addr = Signal.like(rport.addr, name=f"bank{k}_read_addr")
+                read_en = Signal(name=f"bank{k}_read_en")
+                write_addr = Signal.like(wport.addr, name=f"bank{k}_write_addr")
+                write_data = Signal.like(wport.data, name=f"bank{k}_write_data")
+                write_en = Signal.like(wport.en, name=f"bank{k}_write_en")
+                m.d.comb += [rport.addr.eq(read_addr), rport.en.eq(read_en),
+                             wport.addr.eq(write_addr), wport.data.eq(write_data),
+                             wport.en.eq(write_en)]
+                access += write_en.eq(0)
+            else:
+                access = m.d.comb
+                read_addr, read_en = rport.addr, rport.en
+                write_addr, write_data, write_en = wport.addr, wport.data, wport.en
+
+            access += read_en.eq(act_g | wgt_g | dma_rg)
             with m.If(act_g):
-                m.d.comb += rport.addr.eq(act_row)
+                access += read_addr.eq(act_row)
             with m.Elif(wgt_g):
-                m.d.comb += rport.addr.eq(wgt_row)
+                access += read_addr.eq(wgt_row)
             with m.Elif(dma_rg):
-                m.d.comb += rport.addr.eq(dma_row)
+                access += read_addr.eq(dma_row)
 
             with m.If(res_g):
-                m.d.comb += [
-                    wport.addr.eq(res_row),
-                    wport.data.eq(self._replicate(self.res.p.data.as_value())),
-                    wport.en.eq(self._lane_enables(res_lane, self.wgt_slot,
+                access += [
+                    write_addr.eq(res_row),
+                    write_data.eq(self._replicate(self.res.p.data.as_value())),
+                    write_en.eq(self._lane_enables(res_lane, self.wgt_slot,
                                                    Const(-1, self.config.cols))),
                 ]
             with m.Elif(dma_wg):
-                m.d.comb += [
-                    wport.addr.eq(dma_row),
-                    wport.data.eq(self._replicate(dma_req.p.data)),
-                    wport.en.eq(self._lane_enables(dma_lane, self.bus_bytes, dma_req.p.strb)),
+                access += [
+                    write_addr.eq(dma_row),
+                    write_data.eq(self._replicate(dma_req.p.data)),
+                    write_en.eq(self._lane_enables(dma_lane, self.bus_bytes, dma_req.p.strb)),
                 ]
 
         m.d.comb += [

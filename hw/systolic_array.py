@@ -28,7 +28,9 @@ previous tile's ``last`` beat, with no bubble.
 
 Interlocks (all inside the array, so any schedule is safe):
 
-* ``acts`` is not ready until the bank it computes from has all ``rows`` rows written.
+* ``acts`` is not ready until the bank it computes from has all ``rows`` rows accepted.
+  The last is written in the cycle after its handshake; an activation selects its first
+  weight two cycles after its own, so it always finds the row written.
 * ``weights`` is not ready for row 0 of a bank until the previous tile that used that
   bank has left every column: ``cols`` cycles after its ``last`` activation entered.
 
@@ -38,7 +40,9 @@ least ``rows + cols - 1`` activation vectors; shorter tiles insert the differenc
 Members
 -------
 weights : ``In(stream.Signature(ArrayLayout(signed(8), cols)))``
-    One weight row per beat.
+    One weight row per beat, written into its PEs' registers in the cycle after its
+    handshake (from registers, so the handshake does not reach the weight registers'
+    enables).
 acts : ``In(stream.Signature(ActivationBeat))``
     ``data``: ``rows`` int8 activations; ``last``: the tile's final vector; ``tag``:
     carried unchanged to ``results``.
@@ -140,11 +144,22 @@ class SystolicArray(wiring.Component):
             with m.Elif(clear_b):
                 m.d.sync += loaded[b].eq(0)
 
+        # An accepted weight row is written a cycle later, from registers: the enables of
+        # the weight registers do not depend on the stream's handshake. An activation
+        # accepted in the cycle after a tile's last row selects its first weight a cycle
+        # later still.
+        write_valid = Signal()
+        write_bank = Signal()
+        write_row = Signal(range(R))
+        write_data = Signal.like(self.weights.p)
+        m.d.sync += [write_valid.eq(weights_accepted), write_bank.eq(load_bank),
+                     write_row.eq(load_row), write_data.eq(self.weights.p)]
+        for b in range(2):
+            for r in range(R):
+                with m.If(write_valid & (write_bank == b) & (write_row == r)):
+                    m.d.sync += [weight[b][r][c].eq(write_data[c]) for c in range(C)]
+
         with m.If(weights_accepted):
-            for b in range(2):
-                for r in range(R):
-                    with m.If((load_bank == b) & (load_row == r)):
-                        m.d.sync += [weight[b][r][c].eq(self.weights.p[c]) for c in range(C)]
             with m.If(load_row == R - 1):
                 m.d.sync += [load_row.eq(0), load_bank.eq(~load_bank)]
             with m.Else():
