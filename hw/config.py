@@ -78,6 +78,10 @@ class NPUConfig:
         Each scratchpad bank's granted accesses are registered before its block RAM, and
         its read word after it (for timing): scratchpad reads take three cycles. Without,
         one, and each compute read port buffers two responses instead of four.
+    registered_weights : bool
+        The systolic array writes an accepted weight row into its PEs a cycle later, from
+        registers (for timing): the weight registers' enables do not depend on the weight
+        stream's handshake.
     read_buffers : int
         Responses each compute read port of the scratchpad buffers: 0 for its read
         latency + 1, which lets it take a request every cycle; fewer cost logic cells
@@ -123,6 +127,7 @@ class NPUConfig:
     read_slices: bool = True
     registered_banks: bool = True
     read_buffers: int = 0
+    registered_weights: bool = True
     registered_accumulators: bool = True
     serial_products: bool = False
     array_tag_memory: bool = False

@@ -132,7 +132,8 @@ class MatrixUnit(wiring.Component):
         C = config.cols
 
         m.submodules.array = array = SystolicArray(config.rows, C, tag_shape=self._sideband,
-                                                   tag_memory=config.array_tag_memory)
+                                                   tag_memory=config.array_tag_memory,
+                                                   registered_weights=config.registered_weights)
         m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(
             width=Shape.cast(self._emitted).width, depth=self.fifo_depth)
         m.submodules.output_stage = output_stage = config_output_stage(config, self.tag_shape)

@@ -29,8 +29,8 @@ previous tile's ``last`` beat, with no bubble.
 Interlocks (all inside the array, so any schedule is safe):
 
 * ``acts`` is not ready until the bank it computes from has all ``rows`` rows accepted.
-  The last is written in the cycle after its handshake; an activation selects its first
-  weight two cycles after its own, so it always finds the row written.
+  An activation selects its first weight two cycles after its own handshake, so it finds
+  the last row written even when that is a cycle late (``registered_weights``).
 * ``weights`` is not ready for row 0 of a bank until the previous tile that used that
   bank has left every column: ``cols`` cycles after its ``last`` activation entered.
 
@@ -40,9 +40,9 @@ least ``rows + cols - 1`` activation vectors; shorter tiles insert the differenc
 Members
 -------
 weights : ``In(stream.Signature(ArrayLayout(signed(8), cols)))``
-    One weight row per beat, written into its PEs' registers in the cycle after its
-    handshake (from registers, so the handshake does not reach the weight registers'
-    enables).
+    One weight row per beat, written into its PEs' registers in the cycle of its
+    handshake, or, with ``registered_weights``, in the cycle after it, from registers (so
+    the handshake does not reach the weight registers' enables).
 acts : ``In(stream.Signature(ActivationBeat))``
     ``data``: ``rows`` int8 activations; ``last``: the tile's final vector; ``tag``:
     carried unchanged to ``results``.
@@ -87,12 +87,20 @@ def result_layout(cols, tag_shape):
     })
 
 
+def _registered(m, value, name):
+    register = Signal.like(value, name=name)
+    m.d.sync += register.eq(value)
+    return register
+
+
 class SystolicArray(wiring.Component):
-    def __init__(self, rows=8, cols=8, tag_shape=unsigned(1), *, tag_memory=False):
+    def __init__(self, rows=8, cols=8, tag_shape=unsigned(1), *, tag_memory=False,
+                 registered_weights=False):
         self.rows = rows
         self.cols = cols
         self.tag_shape = tag_shape
         self.tag_memory = tag_memory
+        self.registered_weights = registered_weights
         self.latency = self.latency_of(rows, cols)
         super().__init__({
             "weights": In(stream.Signature(data.ArrayLayout(signed(8), cols))),
@@ -144,16 +152,16 @@ class SystolicArray(wiring.Component):
             with m.Elif(clear_b):
                 m.d.sync += loaded[b].eq(0)
 
-        # An accepted weight row is written a cycle later, from registers: the enables of
-        # the weight registers do not depend on the stream's handshake. An activation
-        # accepted in the cycle after a tile's last row selects its first weight a cycle
-        # later still.
-        write_valid = Signal()
-        write_bank = Signal()
-        write_row = Signal(range(R))
-        write_data = Signal.like(self.weights.p)
-        m.d.sync += [write_valid.eq(weights_accepted), write_bank.eq(load_bank),
-                     write_row.eq(load_row), write_data.eq(self.weights.p)]
+        # With ``registered_weights``, an accepted weight row is written a cycle later,
+        # from registers. An activation accepted in the cycle after a tile's last row
+        # selects its first weight a cycle later still.
+        write_valid, write_bank, write_row, write_data = \
+            weights_accepted, load_bank, load_row, self.weights.p
+        if self.registered_weights:
+            write_valid, write_bank, write_row, write_data = [
+                _registered(m, value, name) for value, name in (
+                    (write_valid, "write_valid"), (write_bank, "write_bank"),
+                    (write_row, "write_row"), (write_data, "write_data"))]
         for b in range(2):
             for r in range(R):
                 with m.If(write_valid & (write_bank == b) & (write_row == r)):

@@ -32,7 +32,8 @@ __all__ = ["ArrayPair", "array_ports", "write_sources"]
 
 def _array(rows, cols, tag_width):
     return SystolicArray(rows, cols, unsigned(tag_width),
-                         tag_memory=ICEBREAKER.config.array_tag_memory)
+                         tag_memory=ICEBREAKER.config.array_tag_memory,
+                         registered_weights=ICEBREAKER.config.registered_weights)
 
 
 def _signals(array):
