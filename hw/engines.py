@@ -267,12 +267,14 @@ class ComputeEngine(wiring.Component):
 
         # --- Command queues between dispatch and the readers ----------------------------
         # Fields as wide as the decoder's check bounds them (``hw.fetcher.checked_fields``):
-        # a count of at most ``acc_depth`` vectors, strides within the scratchpad.
+        # a count of at most ``acc_depth`` vectors (queued as the index of the last, which
+        # the activation reader compares without a subtraction), strides within the
+        # scratchpad.
         weight_cmd = data.StructLayout({"slot": unsigned(self.sp_addr_bits - wgt_shift)})
         act_cmd = data.StructLayout({
             "slot": unsigned(self.sp_addr_bits - act_shift),
             "stride": unsigned(min(8, self.sp_addr_bits - act_shift)),
-            "count": range(config.acc_depth + 1),
+            "last_index": range(config.acc_depth),
             "acc_addr": unsigned(ceil_log2(config.acc_depth)),
             "first": unsigned(1), "emit": unsigned(1), "flip": unsigned(1), "int32": unsigned(1),
             "channel": unsigned(ceil_log2(config.channel_depth)),
@@ -314,7 +316,7 @@ class ComputeEngine(wiring.Component):
             weight_payload.slot.eq(matmul.weight_addr >> wgt_shift),
             act_payload.slot.eq(matmul.act_addr >> act_shift),
             act_payload.stride.eq(matmul.act_stride),
-            act_payload.count.eq(matmul.count),
+            act_payload.last_index.eq(matmul.count - 1),
             act_payload.acc_addr.eq(matmul.acc_addr),
             act_payload.first.eq(~matmul.accumulate),
             act_payload.emit.eq(matmul.emit),
@@ -425,7 +427,7 @@ class ComputeEngine(wiring.Component):
         # --- Activation reader ------------------------------------------------------------
         act_head = Signal(act_cmd)
         m.d.comb += act_head.eq(act_cmds.r_data)
-        act_index = Signal.like(act_head.count)
+        act_index = Signal.like(act_head.last_index)
         act_slot = Signal.like(act_head.slot)
         acc_addr = Signal.like(act_head.acc_addr)
         out_slot = Signal.like(act_head.out_slot)
@@ -434,7 +436,7 @@ class ComputeEngine(wiring.Component):
         m.d.comb += [
             self.act_req.valid.eq(act_cmds.r_rdy),
             self.act_req.p.addr.eq(Mux(first_of_cmd, act_head.slot, act_slot)),
-            tag.last.eq(act_index == act_head.count - 1),
+            tag.last.eq(act_index == act_head.last_index),
             tag.first.eq(act_head.first),
             tag.emit.eq(act_head.emit),
             tag.flip.eq(act_head.flip),
@@ -442,7 +444,7 @@ class ComputeEngine(wiring.Component):
             tag.channel.eq(act_head.channel),
             tag.result.out_slot.eq(Mux(first_of_cmd, act_head.out_slot, out_slot)),
             tag.result.int32.eq(act_head.int32),
-            tag.result.final.eq(act_head.emit & (act_index == act_head.count - 1)),
+            tag.result.final.eq(act_head.emit & (act_index == act_head.last_index)),
         ]
         with m.If(self.act_req.valid & self.act_req.ready):
             m.d.sync += [acc_addr.eq(tag.acc_addr + 1),
