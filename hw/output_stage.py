@@ -36,7 +36,8 @@ out : ``Out(stream.Signature(OutputStageOutput))``
 Latency
 -------
 :attr:`latency` (17) cycles from an accepted ``inp`` beat to its ``out`` beat: a pipeline
-of :attr:`stages` (15) registers without enables, then a FIFO. ``inp.ready`` is high while
+of :attr:`stages` (15) registers without enables (and, but for the beats' valid and last
+bits, without reset, so that a reset reaches few of its flip-flops), then a FIFO. ``inp.ready`` is high while
 the output FIFOs (:attr:`fifo_depth` beats) have room for one more beat besides those in
 flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
 cycle. ``inp.ready`` depends only on registers, and is high while fewer than
@@ -267,27 +268,27 @@ class OutputStage(wiring.Component):
             sideband_fifo.w_data.eq(Cat(self.inp.p.acc, self.inp.p.tag)),
         ]
 
-        def stage(value, name, logical):
+        def stage(value, name, logical, *, reset_less=True):
             """The register of logical stage ``logical``, or ``value`` itself when that
-            stage is not registered."""
+            stage is not registered. Only the beats' valid and last bits are reset."""
             if logical not in self.registered:
                 return value
-            reg = Signal(Value.cast(value).shape(), name=name)
+            reg = Signal(Value.cast(value).shape(), name=name, reset_less=reset_less)
             m.d.sync += reg.eq(value)
             return reg
 
         valid, last = enter, group_last
         for i in range(self.stages):
-            valid = stage(valid, f"valid_s{i + 1}", LOGICAL_STAGES)
+            valid = stage(valid, f"valid_s{i + 1}", LOGICAL_STAGES, reset_less=False)
             if self.groups > 1:
-                last = stage(last, f"last_s{i + 1}", LOGICAL_STAGES)
+                last = stage(last, f"last_s{i + 1}", LOGICAL_STAGES, reset_less=False)
         q = [self._lane(m, platform, stage, acc, params, unit)
              for unit, (acc, params) in enumerate(lanes_in)]
         if self.groups == 1:
             m.d.comb += [result_fifo.w_en.eq(valid), result_fifo.w_data.eq(Cat(*q))]
         else:
             # The earlier groups' outputs wait here for the last one.
-            earlier = Signal(8 * (self.lanes - self.units))
+            earlier = Signal(8 * (self.lanes - self.units), reset_less=True)
             with m.If(valid & ~last):
                 m.d.sync += earlier.eq(Cat(earlier[8 * self.units:], *q))
             m.d.comb += [result_fifo.w_en.eq(valid & last),

@@ -60,6 +60,12 @@ A vector accepted on ``acts`` in cycle ``t`` appears on ``results`` in cycle
 (row 0 has no sum to register: its input skew takes that cycle instead).
 The ``tag`` travels that far in a chain of registers, or, with ``tag_memory``, in a
 memory (``hw.arith.delay_line``: a block RAM instead of ``latency`` registers of it).
+
+Reset
+-----
+Only the bank bookkeeping and the valid bits are reset. The data registers (weights,
+activations, partial sums, tags) are not (but on iCE40), so that a reset reaches few
+flip-flops; what they hold after a reset never reaches a valid result.
 """
 
 from amaranth import *
@@ -87,8 +93,8 @@ def result_layout(cols, tag_shape):
     })
 
 
-def _registered(m, value, name):
-    register = Signal.like(value, name=name)
+def _registered(m, value, name, *, reset_less):
+    register = Signal.like(value, name=name, reset_less=reset_less)
     m.d.sync += register.eq(value)
     return register
 
@@ -117,9 +123,16 @@ class SystolicArray(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C = self.rows, self.cols
+        # On iCE40 the data registers keep their reset: without it, Yosys (``synth_ice40
+        # -dsp``) builds a netlist that does not match this design
+        # (``tests/test_array_netlist.py``).
+        data_reset_less = str(getattr(platform, "family", "")).lower() != "ice40"
+
+        def data_signal(shape=1, *, name):
+            return Signal(shape, name=name, reset_less=data_reset_less)
 
         # Weight banks: weight[bank][r][c].
-        weight = [[[Signal(signed(8), name=f"w{b}_{r}_{c}") for c in range(C)]
+        weight = [[[data_signal(signed(8), name=f"w{b}_{r}_{c}") for c in range(C)]
                    for r in range(R)] for b in range(2)]
 
         # --- Bank bookkeeping --------------------------------------------------------
@@ -159,9 +172,10 @@ class SystolicArray(wiring.Component):
             weights_accepted, load_bank, load_row, self.weights.p
         if self.registered_weights:
             write_valid, write_bank, write_row, write_data = [
-                _registered(m, value, name) for value, name in (
-                    (write_valid, "write_valid"), (write_bank, "write_bank"),
-                    (write_row, "write_row"), (write_data, "write_data"))]
+                _registered(m, value, name,
+                            reset_less=data_reset_less and name != "write_valid")
+                for value, name in ((write_valid, "write_valid"), (write_bank, "write_bank"),
+                                    (write_row, "write_row"), (write_data, "write_data"))]
         for b in range(2):
             for r in range(R):
                 with m.If(write_valid & (write_bank == b) & (write_row == r)):
@@ -191,12 +205,12 @@ class SystolicArray(wiring.Component):
             act, bank = self.acts.p.data[r], compute_bank
             stages = max(r, 1) + 1
             for i in range(stages):
-                next_act = Signal(signed(8), name=f"skew_act{r}_{i}")
-                next_bank = Signal(name=f"skew_bank{r}_{i}")
+                next_act = data_signal(signed(8), name=f"skew_act{r}_{i}")
+                next_bank = data_signal(name=f"skew_bank{r}_{i}")
                 m.d.sync += [next_act.eq(act), next_bank.eq(bank)]
                 if i == stages - 1:
                     chosen_next = selected(r, 0, bank)
-                    chosen = Signal(signed(8), name=f"weight{r}_0")
+                    chosen = data_signal(signed(8), name=f"weight{r}_0")
                     m.d.sync += chosen.eq(chosen_next)
                     act_next = act
                 act, bank = next_act, next_bank
@@ -218,13 +232,13 @@ class SystolicArray(wiring.Component):
                 if r == 0:
                     psum = product
                 else:
-                    psum = Signal(psum_shape, name=f"psum{r}_{c}")
+                    psum = data_signal(psum_shape, name=f"psum{r}_{c}")
                     m.d.sync += psum.eq(psum_above[c] + product)
                 psum_row.append(psum)
                 if c != C - 1:
-                    act_right = Signal(signed(8), name=f"act{r}_{c + 1}")
-                    bank_right = Signal(name=f"bank{r}_{c + 1}")
-                    chosen_right = Signal(signed(8), name=f"weight{r}_{c + 1}")
+                    act_right = data_signal(signed(8), name=f"act{r}_{c + 1}")
+                    bank_right = data_signal(name=f"bank{r}_{c + 1}")
+                    chosen_right = data_signal(signed(8), name=f"weight{r}_{c + 1}")
                     chosen_next = selected(r, c + 1, bank)
                     m.d.sync += [act_right.eq(act[0]), bank_right.eq(bank),
                                  chosen_right.eq(chosen_next)]
@@ -236,7 +250,7 @@ class SystolicArray(wiring.Component):
         for c in range(C):
             value = psum_above[c]
             for i in range(C - 1 - c):
-                delayed = Signal(psum_shape, name=f"deskew{c}_{i}")
+                delayed = data_signal(psum_shape, name=f"deskew{c}_{i}")
                 m.d.sync += delayed.eq(value)
                 value = delayed
             m.d.comb += self.results.p.data[c].eq(value)
@@ -248,13 +262,13 @@ class SystolicArray(wiring.Component):
             m.d.sync += next_valid.eq(valid)
             valid = next_valid
             if not self.tag_memory and i < self.latency - 1:
-                next_tag = Signal(self.tag_shape, name=f"tag_d{i}")
+                next_tag = data_signal(self.tag_shape, name=f"tag_d{i}")
                 m.d.sync += next_tag.eq(tag)
                 tag = next_tag
         if self.tag_memory:
             tag = delay_line(m, tag, self.latency - 1, "tag_line", block_ram=True)
         m.d.comb += self.upcoming_tag.eq(tag)
-        result_tag = Signal(self.tag_shape, name="result_tag")
+        result_tag = data_signal(self.tag_shape, name="result_tag")
         m.d.sync += result_tag.eq(tag)
         m.d.comb += [self.results.valid.eq(valid), self.results.p.tag.eq(result_tag)]
 
