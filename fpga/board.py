@@ -41,8 +41,9 @@ class AXI4Memory(wiring.Component):
     byte port is served between transactions, before waiting AXI requests.
 
     In block RAM, the memory is split into up to :attr:`MAX_BANKS` banks by its top
-    address bits, and a read goes through three registers: the request's (with each
-    bank's enables), the block RAM's own, then the bank multiplexer's. Read beats (with their ID) wait in a FIFO of
+    address bits, and a read goes through four registers: the request's (with each
+    bank's enables), the block RAM's own, the bank's word register beside it, then the
+    bank multiplexer's. Read beats (with their ID) wait in a FIFO of
     :attr:`R_FIFO_DEPTH`, so the read data reaches ``RDATA`` from a register and a large
     memory spread over the device costs latency, not clock frequency; the next
     transaction starts as soon as a read burst's last beat is fetched.
@@ -73,7 +74,7 @@ class AXI4Memory(wiring.Component):
 
     Timing
     ------
-    Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 5 in
+    Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 6 in
     block RAM (:attr:`read_latency` cycles from a read to its data, plus the FIFO), then
     one beat per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the cycle after the ``AW``
     handshake; ``BVALID`` the cycle after the last beat. A byte read is accepted
@@ -85,7 +86,7 @@ class AXI4Memory(wiring.Component):
     MAX_BANKS = 8
     #: R beats buffered in block RAM: the reads in flight while ``RREADY`` is low (more
     #: than :attr:`read_latency` + 1, so that a burst streams one beat per cycle).
-    R_FIFO_DEPTH = 5
+    R_FIFO_DEPTH = 6
 
     def __init__(self, data_width, memory_bytes, *, addr_width=32, spram=False):
         self.data_width = data_width
@@ -99,7 +100,7 @@ class AXI4Memory(wiring.Component):
                              f"{addr_width} bits")
         self.memory_bytes = memory_bytes
         self.addr_width = addr_width
-        self.read_latency = 1 if spram else 3
+        self.read_latency = 1 if spram else 4
         super().__init__({
             "axi": In(AXI4Signature(data_width=data_width, addr_width=addr_width, id_width=1)),
             "host": In(MemoryBusSignature()),
@@ -107,9 +108,10 @@ class AXI4Memory(wiring.Component):
 
     def _block_ram(self, m, depth, address, read_en, write_en, write_data):
         """Banks of block RAM with registered inputs and outputs: the word read at
-        ``address`` in cycle ``t`` is returned, from a register, in cycle ``t + 3``. A
+        ``address`` in cycle ``t`` is returned, from a register, in cycle ``t + 4``. A
         request is registered, with each bank's enables decoded, before it reaches the
-        block RAMs, which are spread over the device."""
+        block RAMs, which are spread over the device; each bank's word is registered as it
+        leaves its block RAM, then the bank multiplexer's output."""
         banks = max(1, min(self.MAX_BANKS, depth // 512))
         bank_depth = depth // banks
         row_bits = exact_log2(bank_depth)
@@ -120,7 +122,8 @@ class AXI4Memory(wiring.Component):
         read_bank = Signal(range(banks))
         m.d.sync += read_bank.eq(bank)
         word_bank = Signal(range(banks))
-        m.d.sync += word_bank.eq(read_bank)
+        selected_bank = Signal(range(banks))
+        m.d.sync += [word_bank.eq(read_bank), selected_bank.eq(word_bank)]
         outputs = []
         for k in range(banks):
             memory = Memory(shape=self.data_width, depth=bank_depth, init=[])
@@ -134,9 +137,11 @@ class AXI4Memory(wiring.Component):
                          bank_write.eq(Mux(selected, write_en, 0))]
             m.d.comb += [write.addr.eq(row), read.addr.eq(row), read.en.eq(bank_read),
                          write.data.eq(row_data), write.en.eq(bank_write)]
-            outputs.append(read.data)
+            word = Signal(self.data_width, name=f"bank{k}_word", reset_less=True)
+            m.d.sync += word.eq(read.data)
+            outputs.append(word)
         registered = Signal(self.data_width)
-        m.d.sync += registered.eq(Array(outputs)[word_bank])
+        m.d.sync += registered.eq(Array(outputs)[selected_bank])
         return registered
 
     def elaborate(self, platform):
