@@ -97,11 +97,12 @@ def collision_free_script(names):
 #: Per device family: the platform and top of each board, how the report counts each
 #: resource (``("nextpnr", cell)`` from nextpnr's utilisation, ``("yosys", prefixes)`` from
 #: Yosys cell counts against the capacity of ``capacity_cell``), the bitstream's name, the
-#: PLL's divider search and extra Yosys and nextpnr options. ECP5: router2 routes in a
-#: fraction of router1's time, and the analytic placer packs cells at most half as densely
-#: as its default (0.9), which the router needs: out of context, the compute engine's
-#: placement at 0.9 was still congested after 86 router iterations (over 900 wires
-#: overused); at 0.5 it routed, and placed five times faster.
+#: PLL's divider search and extra Yosys and nextpnr options. ECP5: router1, which routed
+#: the whole 8 x 8 design at 100 MHz in 23 minutes, where router2 had diverged on an
+#: earlier placement after three hours; the analytic placer packs cells at most half as
+#: densely as its default (0.9), which the router needs: out of context, the compute
+#: engine's placement at 0.9 was still congested after 86 router iterations (over 900
+#: wires overused); at 0.5 it routed, and placed five times faster.
 #: iCE40: ABC also optimises across flip-flops (``-dff``), 196 fewer logic cells on the
 #: iCEBreaker build, and the memories of :func:`collision_free_memories` read without a
 #: read-during-write order (``collision_free``). A routed build that misses its target is
@@ -123,7 +124,7 @@ FAMILIES = {
         "pll_params": ecp5_pll_params,
         "synth_opts": "",
         "collision_free": False,
-        "nextpnr_opts": "--router router2 --placer-heap-beta 0.5",
+        "nextpnr_opts": "--router router1 --placer-heap-beta 0.5",
         "retry_seeds": (),
     },
     "ice40": {
