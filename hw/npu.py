@@ -345,16 +345,18 @@ class NPU(wiring.Component):
             "store_stall_cycles": running & store.stalled,
             "fetch_stall_cycles": running & decoded & legal & ~is_end & ~target_ready,
         }
+        # The events reach the counters a cycle late, from registers, so that no path runs
+        # from the engines' logic into the counters' adders (on the ULX3S, one ran from the
+        # DMA's realigner through the strobes' sum into the bytes counters).
+        events = {}
+        for name, increment in increments.items():
+            events[name] = Signal(len(Value.cast(increment)), name=f"{name}_event")
+            m.d.sync += events[name].eq(Mux(clear, 0, increment))
         if in_memory:
             m.submodules.counter_file = counter_file = CounterFile(
-                [len(Value.cast(increments[name])) for name in in_memory])
-            # The events reach the counter file a cycle late, from a register, so that no
-            # path runs from the engines' logic into its pending counts' adders.
-            events = Signal(len(counter_file.increments))
-            m.d.sync += events.eq(Mux(clear, 0, Cat(Value.cast(increments[name])
-                                                    for name in in_memory)))
+                [len(events[name]) for name in in_memory])
             m.d.comb += [
-                counter_file.increments.eq(events),
+                counter_file.increments.eq(Cat(events[name] for name in in_memory)),
                 counter_file.clear.eq(clear),
                 counter_file.read.eq(registers.counter_read),
                 counter_file.index.eq(registers.counter_index),
@@ -364,7 +366,7 @@ class NPU(wiring.Component):
             m.d.sync += [counter.eq(0) for counter in counters.values()]
             m.d.sync += [error_code.eq(ErrorCode.NONE), error_addr.eq(0)]
         with m.Else():
-            m.d.sync += [counter.eq(counter + increments[name])
+            m.d.sync += [counter.eq(counter + events[name])
                          for name, counter in counters.items()]
         m.d.comb += [getattr(registers, name).eq(counter) for name, counter in counters.items()]
         m.d.comb += [
