@@ -2,7 +2,7 @@
 
 A monitor samples every port in every cycle and replays the accepted requests on the model
 with the documented rules: reads see all writes of earlier cycles and none of their own
-cycle; a DMA read's data arrives exactly ``read_latency`` cycles later (2, or 1 without
+cycle; a DMA read's data arrives exactly ``read_latency`` cycles later (3, or 1 without
 registered banks); compute responses come in request order, ``read_latency`` cycles after
 their request at the earliest, with at most ``read_buffers`` requested and not taken (a
 read port with fewer than ``read_latency + 1`` must still take that many requests per
