@@ -5,7 +5,8 @@ from amaranth.lib import memory
 from amaranth.utils import ceil_log2, exact_log2
 
 
-__all__ = ["at_least", "delay_line", "registered_product", "saturated", "saturating_product"]
+__all__ = ["at_least", "delay_line", "device_family", "registered_product", "saturated",
+           "saturating_product"]
 
 
 def at_least(value, bound):
@@ -54,6 +55,12 @@ def saturating_product(m, a, b, start, limit, name):
     return product, left == 0
 
 
+def device_family(platform):
+    """The FPGA family ``platform`` builds for (``"ecp5"``, ``"ice40"``), in lower case, or
+    ``""`` when elaborating for simulation."""
+    return str(getattr(platform, "family", "")).lower()
+
+
 def registered_product(m, platform, a, b, shape, name):
     """``a * b`` registered: the product of two operand registers' values, one cycle after
     they load, as ``shape``.
@@ -70,7 +77,7 @@ def registered_product(m, platform, a, b, shape, name):
     then whatever the last product was: a consumer must not use it before the product of
     operands it loaded.
     """
-    family = str(getattr(platform, "family", "")).lower()
+    family = device_family(platform)
     product = Signal(shape, name=name, reset_less=family == "ice40")
     if family != "ecp5":
         m.d.sync += product.eq(a[0] * b[0])

@@ -72,7 +72,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import delay_line, registered_product
+from .arith import delay_line, device_family, registered_product
 
 
 __all__ = ["SystolicArray", "activation_layout", "result_layout"]
@@ -126,7 +126,7 @@ class SystolicArray(wiring.Component):
         # On iCE40 the data registers keep their reset: without it, Yosys (``synth_ice40
         # -dsp``) builds a netlist that does not match this design
         # (``tests/test_array_netlist.py``).
-        data_reset_less = str(getattr(platform, "family", "")).lower() != "ice40"
+        data_reset_less = device_family(platform) != "ice40"
 
         def data_signal(shape=1, *, name):
             return Signal(shape, name=name, reset_less=data_reset_less)

@@ -72,6 +72,7 @@ from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .arith import device_family
 from .axi import AXI4LiteSignature, Resp
 
 
@@ -381,10 +382,9 @@ class UartBridge(wiring.Component):
         # by the frames that count in no counter. On ECP5 it is in LUT RAM, whose read
         # register is a flip-flop: a block RAM's output (5.6 ns after the clock) into the
         # counters' increment and the frame logic was the design's critical path at 100 MHz.
-        family = str(getattr(platform, "family", "")).lower()
         m.submodules.buffer = buffer = Memory(
             shape=8, depth=2 * MAX_PAYLOAD, init=[],
-            attrs={"ram_style": "distributed"} if family == "ecp5" else None)
+            attrs={"ram_style": "distributed"} if device_family(platform) == "ecp5" else None)
         buffer_w = buffer.write_port()
         buffer_r = buffer.read_port(domain="sync")
 
