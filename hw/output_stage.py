@@ -37,9 +37,9 @@ Latency
 -------
 :attr:`latency` (17) cycles from an accepted ``inp`` beat to its ``out`` beat: a pipeline
 of :attr:`stages` (15) registers without enables (and, but for the beats' valid and last
-bits, without reset, so that a reset reaches few of its flip-flops), then a FIFO. ``inp.ready`` is high while
-the output FIFOs (:attr:`fifo_depth` beats) have room for one more beat besides those in
-flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
+bits, without reset, so that a reset reaches few of its flip-flops), then a FIFO.
+``inp.ready`` is high while the output FIFOs (:attr:`fifo_depth` beats) have room for one
+more beat besides those in flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
 cycle. ``inp.ready`` depends only on registers, and is high while fewer than
 :attr:`capacity` beats are inside. The parameters a lane needs only at its
 end (zero point, clamp bounds, output type), and the multiplier's decoded significand and
