@@ -106,13 +106,19 @@ class AXI4Memory(wiring.Component):
             "host": In(MemoryBusSignature()),
         })
 
+    @classmethod
+    def block_ram_banks(cls, data_width, memory_bytes):
+        """Block RAM banks (``bank0``, ``bank1``, ...) of a memory without ``spram``: one per
+        512 words, :attr:`MAX_BANKS` at most."""
+        return max(1, min(cls.MAX_BANKS, memory_bytes // (data_width // 8) // 512))
+
     def _block_ram(self, m, depth, address, read_en, write_en, write_data):
         """Banks of block RAM with registered inputs and outputs: the word read at
         ``address`` in cycle ``t`` is returned, from a register, in cycle ``t + 4``. A
         request is registered, with each bank's enables decoded, before it reaches the
         block RAMs, which are spread over the device; each bank's word is registered as it
         leaves its block RAM, then the bank multiplexer's output."""
-        banks = max(1, min(self.MAX_BANKS, depth // 512))
+        banks = self.block_ram_banks(self.data_width, self.memory_bytes)
         bank_depth = depth // banks
         row_bits = exact_log2(bank_depth)
         bank = address[row_bits:]

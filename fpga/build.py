@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 
+from .board import AXI4Memory
 from .configs import BOARDS
 from .icebreaker import ICEBreakerPlatform, ICEBreakerTop, ice40_pll_params
 from .ulx3s import ULX3SPlatform, ULX3STop, ecp5_pll_params
@@ -72,8 +73,9 @@ TOOLS = {
 COLLISION_FREE_MEMORIES = ("storage", "buffer", "accumulators")
 
 
-def collision_free_memories(config):
-    """:data:`COLLISION_FREE_MEMORIES` and, as ``config`` has them:
+def collision_free_memories(board):
+    """:data:`COLLISION_FREE_MEMORIES` and, as ``board`` and its NPU configuration have
+    them:
 
     * the systolic array's sideband line with ``array_tag_memory``
       (``hw.arith.delay_line`` reads behind its write);
@@ -85,8 +87,13 @@ def collision_free_memories(config):
     * the matrix unit's channel-parameter table (written only by a CONFIG, which waits
       until no beat is in flight, so no row read in the cycle it is written is used);
     * the fetcher's instruction row with ``fetch_depth`` 1 (written only while the row is
-      not valid).
+      not valid);
+    * the scratchpad's banks with ``registered_banks`` (``hw.scratchpad`` replaces the
+      bytes of a row written as it is read, after the word register);
+    * the board memory's block RAM banks (``fpga.board.AXI4Memory`` reads or writes one
+      word a cycle, never both).
     """
+    config = board.config
     names = COLLISION_FREE_MEMORIES
     if config.array_tag_memory:
         names += ("tag_line",)
@@ -98,6 +105,11 @@ def collision_free_memories(config):
         names += ("channel_table",)
     if config.fetch_depth == 1:
         names += ("instruction",)
+    if config.registered_banks:
+        names += tuple(f"bank{k}_memory" for k in range(config.scratchpad_banks))
+    if not board.spram:
+        names += tuple(f"bank{k}" for k in range(AXI4Memory.block_ram_banks(
+            config.bus_width, board.memory_bytes)))
     return names
 
 
@@ -393,7 +405,7 @@ def _build_once(board, build_dir, design, route_anyway, seed):
     plan = platform.build(
         top, name="top", build_dir=str(build_dir), do_build=False,
         synth_opts=FAMILIES[family]["synth_opts"],
-        script_after_read=collision_free_script(collision_free_memories(board.config)),
+        script_after_read=collision_free_script(collision_free_memories(board)),
         script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=f"--freq {board.clock_hz / 1e6:g} --report nextpnr.json "
                      "--detailed-timing-report --timing-allow-fail "

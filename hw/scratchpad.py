@@ -86,7 +86,11 @@ Latency
 * Result writes take effect in the cycle they are accepted, or the one after with
   ``config.registered_banks``.
 * Ordering: a read accepted in cycle ``t`` returns every write accepted before cycle
-  ``t`` and none accepted in cycle ``t`` itself (read-first), whichever ports issued them.
+  ``t``, whichever ports issued them. With ``config.registered_banks`` it also returns
+  the writes accepted in cycle ``t`` itself (write-first): a bank's block RAM returns no
+  defined value for a row read as it is written, so the bytes written are taken from the
+  write instead, after the block RAM's word register. Without, it returns none of them
+  (read-first).
 * ``ready`` of every request stream depends combinationally on the ``valid`` and ``addr``
   of the other requests, not on any response's ``ready``.
 
@@ -260,15 +264,18 @@ class Scratchpad(wiring.Component):
         banks = self.config.scratchpad_banks
         word_bits = self.word_bytes * 8
 
-        read_ports, write_ports, bank_words = [], [], []
+        read_ports, write_ports, read_words, bank_words = [], [], [], []
         for k in range(banks):
             bank = memory.Memory(shape=unsigned(word_bits), depth=self.depth, init=[])
-            m.submodules[f"bank{k}"] = bank
+            m.submodules[f"bank{k}_memory"] = bank
             read_ports.append(bank.read_port())
             write_ports.append(bank.write_port(granularity=8))
-            # The word read, registered next to its block RAM or straight from it.
-            bank_words.append(_delayed(m, read_ports[-1].data, f"bank{k}_word",
+            # The word read, registered next to its block RAM or straight from it; with
+            # the register, the bytes written as it was read replaced (_write_first).
+            read_words.append(_delayed(m, read_ports[-1].data, f"bank{k}_word",
                                        int(self.config.registered_banks)))
+            bank_words.append(Signal(word_bits, name=f"bank{k}_merged")
+                              if self.config.registered_banks else read_words[-1])
 
         dma_req = self.dma.req
         dma_lane, dma_row, dma_bank = self.dma_geometry.split(dma_req.p.addr)
@@ -315,6 +322,8 @@ class Scratchpad(wiring.Component):
                              wport.addr.eq(write_addr), wport.data.eq(write_data),
                              wport.en.eq(write_en)]
                 access += write_en.eq(0)
+                m.d.comb += bank_words[k].eq(self._write_first(
+                    m, k, read_words[k], read_addr, read_en, write_addr, write_data, write_en))
             else:
                 access = m.d.comb
                 read_addr, read_en = rport.addr, rport.en
@@ -358,6 +367,20 @@ class Scratchpad(wiring.Component):
         m.d.comb += self.dma.rdata.eq(
             bank_data[dma_read_bank].word_select(dma_read_lane, self.config.bus_width))
         return m
+
+    def _write_first(self, m, k, word, read_addr, read_en, write_addr, write_data, write_en):
+        """Bank ``k``'s registered read ``word`` with the bytes that a write to the row read
+        in the same cycle wrote (``write_data`` where ``write_en``): the block RAM's read
+        leaves those undefined, and the build marks its read port so (``COLLISION_X_MASK``),
+        so that no logic lies between the block RAM and ``word``'s register. The bytes are
+        replaced after that register, from registers two cycles behind the block RAM's
+        inputs."""
+        collides = Signal.like(write_en, name=f"bank{k}_collides")
+        m.d.comb += collides.eq(Mux(read_en & (read_addr == write_addr), write_en, 0))
+        collided = _delayed(m, collides, f"bank{k}_collided", 2)
+        written = _delayed(m, write_data, f"bank{k}_written", 2)
+        return Cat(*[Mux(collided[i], written.word_select(i, 8), word.word_select(i, 8))
+                     for i in range(self.word_bytes)])
 
     def _replicate(self, value):
         """``value`` repeated across a bank word, so that any lane can be written."""

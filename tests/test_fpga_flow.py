@@ -152,7 +152,7 @@ def test_board_design_elaborates(name):
     # names (a renamed one would silently keep its cost).
     read_ports = set(re.findall(r'cell \$memrd_v2 \S+\n\s+parameter \\MEMID "\\\\(\w+)"',
                                 plan.files["top.il"]))
-    assert set(collision_free_memories(BOARDS[name].config)) <= read_ports, read_ports
+    assert set(collision_free_memories(BOARDS[name])) <= read_ports, read_ports
 
 
 def test_parse_report():

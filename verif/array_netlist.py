@@ -83,7 +83,7 @@ def write_sources(rows, cols, tag_width, directory):
     netlist = directory / "array_netlist.v"
     script = "; ".join([
         f"read_rtlil {design.name}",
-        collision_free_script(collision_free_memories(ICEBREAKER.config)),
+        collision_free_script(collision_free_memories(ICEBREAKER)),
         f"synth_ice40 {FAMILIES['ice40']['synth_opts']} -top array_netlist",
         f"write_verilog -noattr {netlist.name}",
     ])

@@ -1,8 +1,8 @@
 """cocotb testbench of hw.scratchpad.Scratchpad against a NumPy byte-array model.
 
 A monitor samples every port in every cycle and replays the accepted requests on the model
-with the documented rules: reads see all writes of earlier cycles and none of their own
-cycle; a DMA read's data arrives exactly ``read_latency`` cycles later (3, or 1 without
+with the documented rules: reads see all writes of earlier cycles, and those of their own
+cycle with registered banks (write-first) or none of them without (read-first); a DMA read's data arrives exactly ``read_latency`` cycles later (3, or 1 without
 registered banks); compute responses come in request order, ``read_latency`` cycles after
 their request at the earliest, with at most ``read_buffers`` requested and not taken (a
 read port with fewer than ``read_latency + 1`` must still take that many requests per
@@ -96,6 +96,7 @@ class Monitor:
         self.latency = sp.read_latency
         self.buffers = sp.read_buffers
         self.read_write_overlaps = 0  # cycles that read bytes written in the same cycle
+        self.write_first = sp.config.registered_banks
         self.dma_pending = [None] * self.latency    # data due in 1, ... read_latency cycles
         self.errors = []
         self.cycle = 0
@@ -129,6 +130,7 @@ class Monitor:
 
     def _sample(self, dut, model):
         reads, writes = [], []          # (port, byte address, ...) accepted this cycle
+        expect = []                     # the reads' expected data, taken from the model
 
         due = self.dma_pending.pop(0)
         self.dma_pending.append(None)
@@ -154,8 +156,8 @@ class Monitor:
                                    [(req["strb"] >> i) & 1 for i in range(model.bus_bytes)]))
                 else:
                     reads.append(("dma", byte, model.bus_bytes))
-                    self.dma_pending[-1] = int.from_bytes(
-                        model.read(byte, model.bus_bytes).tobytes(), "little")
+                    expect.append(lambda byte=byte: self.dma_pending.__setitem__(
+                        -1, int.from_bytes(model.read(byte, model.bus_bytes).tobytes(), "little")))
         else:
             self.waits["dma"] = 0
 
@@ -181,8 +183,9 @@ class Monitor:
                 reads.append((name, byte, lanes))
                 self.accepted[name].append(self.cycle)
                 outstanding.append(self.cycle)
-                self.expected[name].append(pack(resp_layout, {
-                    "data": model.read(byte, lanes), "tag": req["tag"]}))
+                expect.append(lambda name=name, byte=byte, lanes=lanes, tag=req["tag"],
+                              layout=resp_layout: self.expected[name].append(pack(layout, {
+                                  "data": model.read(byte, lanes), "tag": tag})))
 
         valid, ready = int(dut.res__valid.value), int(dut.res__ready.value)
         self._stall("res", valid, ready, WRITE_WAIT_LIMIT)
@@ -199,8 +202,14 @@ class Monitor:
         written = {w + i for _, w, _, enables in writes for i, e in enumerate(enables) if e}
         if any(r + i in written for _, r, length in reads for i in range(length)):
             self.read_write_overlaps += 1
+        if not self.write_first:
+            for read in expect:
+                read()
         for _, byte, values, enables in writes:
             model.write(byte, values, enables)
+        if self.write_first:
+            for read in expect:
+                read()
 
 
 def _hot_address(rng, model, unit, banks=None, hot_rows=4):
