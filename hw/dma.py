@@ -134,7 +134,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from hw.arith import saturating_product
+from hw.arith import product_register, saturating_product
 from hw.axi import AXI4Signature, BOUNDARY, MAX_BURST_BEATS, Burst, Resp
 from hw.config import DEFAULT_CONFIG
 from hw.scratchpad import DMAPortSignature
@@ -463,12 +463,15 @@ class DMA(wiring.Component):
                 # From the queue's registers: two multiplier-sized products of 17-bit
                 # pieces of the stride in MEASURE's first cycle, their sum in its second;
                 # ready in its third, when ``measured`` rises.
-                low = Signal(len(d.rows) + 17, name=f"{name}_low")
-                high = Signal(len(d.rows) + max(len(stride) - 17, 1), name=f"{name}_high")
+                # Each product is a multiplier's output register on ECP5
+                # (``hw.arith.product_register``).
+                low = product_register(m, platform, d.rows, stride[:17],
+                                       unsigned(len(d.rows) + 17), f"{name}_low")
+                high = C(0) if len(stride) <= 17 else product_register(
+                    m, platform, d.rows, stride[17:], unsigned(len(d.rows) + len(stride) - 17),
+                    f"{name}_high")
                 product = Signal(len(d.rows) + len(stride), name=f"{name}_product")
-                m.d.sync += [low.eq(d.rows * stride[:17]),
-                             high.eq(d.rows * stride[17:]),
-                             product.eq(low + (high << 17))]
+                m.d.sync += product.eq(low + (high << 17))
                 done = measured
                 base_value = addr + d.row_bytes - stride
             products_done.append(done)

@@ -19,7 +19,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
-from .arith import at_least, saturated
+from .arith import at_least, product_register, saturated
 from .axi import AXI4Signature, Burst, Resp
 from .config import NPUConfig
 from .isa import (CHANNEL_PARAM_BYTES, ENGINE_OF, INSTRUCTION_BITS, INSTRUCTION_BYTES, Config,
@@ -285,9 +285,9 @@ class InstructionChecker(wiring.Component):
     Timing
     ------
     A free-running pipeline: ``code`` in cycle ``t +`` :attr:`latency` is the check of
-    ``word`` in cycle ``t``. Stage 1 registers the address products (multipliers with
-    registered inputs and outputs) and the checks without arithmetic, stage 2 the range
-    ends, stage 3 the code.
+    ``word`` in cycle ``t``. Stage 1 registers the address products (on ECP5 in the
+    multipliers' output registers, ``hw.arith.product_register``) and the checks without
+    arithmetic, stage 2 the range ends, stage 3 the code.
 
     With ``config.serial_products``, ``t`` is the cycle ``start`` is high. From the next
     cycle on (``start`` is registered), the checks with a product (a transfer's
@@ -369,12 +369,18 @@ class InstructionChecker(wiring.Component):
             # Stage 1: products, partial sums and every check without a product.
             # (rows - 1) * stride as rows * stride - stride: no subtraction before a
             # multiplier.
-            transfer_product = reg(transfer.sp_stride * transfer.rows, "transfer_product_s1")
+            transfer_product = product_register(
+                m, platform, transfer.sp_stride, transfer.rows,
+                unsigned(len(transfer.sp_stride) + len(transfer.rows)), "transfer_product_s1")
             transfer_base = reg(transfer.sp_addr + transfer.row_bytes - transfer.sp_stride,
                                 "transfer_base_s1")
-            out_product = reg(matmul.out_stride * count, "out_product_s1")
+            out_product = product_register(m, platform, matmul.out_stride, count,
+                                           unsigned(len(matmul.out_stride) + len(count)),
+                                           "out_product_s1")
             out_base = reg(matmul.out_addr + out_bytes - matmul.out_stride, "out_base_s1")
-            act_product = reg(matmul.act_stride * count, "act_product_s1")
+            act_product = product_register(m, platform, matmul.act_stride, count,
+                                           unsigned(len(matmul.act_stride) + len(count)),
+                                           "act_product_s1")
             act_base = reg(matmul.act_addr + act_slot - matmul.act_stride * act_slot,
                            "act_base_s1")
             stage1 = {
