@@ -148,8 +148,11 @@ class MatrixUnit(wiring.Component):
         # --- Inputs and credits ------------------------------------------------------
         wiring.connect(m, wiring.flipped(self.weights), array.weights)
 
-        in_flight = Signal(range(self.fifo_depth + 1))
-        has_room = (in_flight + results_fifo.level) < self.fifo_depth
+        # Results reserved (emitting activations accepted whose result has not left the
+        # FIFO), and whether one more fits, in registers.
+        reserved = Signal(range(self.fifo_depth + 1))
+        room_left = Signal(init=1)
+        has_room = room_left
         if not config.registered_accumulators:
             # An activation on the accumulator row of the one accepted in the cycle before
             # waits a cycle (see the read-modify-write below).
@@ -158,7 +161,7 @@ class MatrixUnit(wiring.Component):
             m.d.sync += taken.eq(self.acts.valid & self.acts.ready)
             with m.If(self.acts.valid & self.acts.ready):
                 m.d.sync += taken_row.eq(self.acts.p.acc_addr)
-            has_room &= ~(taken & (self.acts.p.acc_addr == taken_row))
+            has_room = has_room & ~(taken & (self.acts.p.acc_addr == taken_row))
         m.d.comb += [
             array.acts.valid.eq(self.acts.valid & has_room),
             self.acts.ready.eq(array.acts.ready & has_room),
@@ -260,8 +263,9 @@ class MatrixUnit(wiring.Component):
         ]
 
         accepted_emit = self.acts.valid & self.acts.ready & self.acts.p.emit
-        pushed = results_fifo.w_en
-        m.d.sync += in_flight.eq(in_flight + accepted_emit - pushed)
+        left = results_fifo.r_en & results_fifo.r_rdy
+        reserved_next = reserved + accepted_emit - left
+        m.d.sync += [reserved.eq(reserved_next), room_left.eq(reserved_next < self.fifo_depth)]
 
         # --- Channel-parameter lookup, then the output stage ----------------------------
         fifo_head = Signal(self._emitted)
