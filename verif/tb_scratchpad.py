@@ -2,10 +2,11 @@
 
 A monitor samples every port in every cycle and replays the accepted requests on the model
 with the documented rules: reads see all writes of earlier cycles, and those of their own
-cycle with registered banks (write-first) or none of them without (read-first); a DMA read's data arrives exactly ``read_latency`` cycles later (3, or 1 without
-registered banks); compute responses come in request order, ``read_latency`` cycles after
-their request at the earliest, with at most ``read_buffers`` requested and not taken (a
-read port with fewer than ``read_latency + 1`` must still take that many requests per
+cycle with registered banks (write-first) or none of them without (read-first); a DMA
+read's data arrives exactly ``read_latency`` cycles later (3, or 1 without registered
+banks); compute responses come in request order, ``read_latency`` cycles after their
+request at the earliest, with at most ``read_buffers`` requested and not taken (a read
+port with fewer than ``read_latency + 1`` must still take that many requests per
 ``read_latency + 1`` cycles); each bank serves at most one read and one write per cycle; a
 held request waits at most 2 cycles for a bank's read port and 1 cycle for its write
 port. The model keeps the SRAM contents across the tests of one run, like the simulated
