@@ -6,7 +6,9 @@ Runs Yosys and nextpnr from PyPI (YoWASP) through Amaranth's ``platform.build()`
 * the bitstream: ``top.bit`` (ULX3S, for openFPGALoader) or ``top.bin`` (iCEBreaker);
 * ``report.json``: LUT, FF, DSP and block RAM use against what the device has, the target
   and achieved core clock frequency, the critical path, the build time, and the NPU
-  configuration (``asdict(config)`` and its ``config_id``);
+  configuration (``asdict(config)`` and its ``config_id``); after routing, ``endpoints``:
+  how many timing endpoints fail at the target and the worst path into each of the worst
+  blocks (``fpga.sdf_timing``, from nextpnr's ``top.sdf``);
 * the tools' own outputs: ``top.rpt`` (Yosys log), ``top.tim`` (nextpnr log, with the
   critical path), ``nextpnr.json`` (nextpnr's ``--report``), ``stat.json`` (Yosys
   ``stat`` after synthesis), and ``tools.log``: what the tools print on the terminal,
@@ -38,6 +40,7 @@ import time
 
 from .board import AXI4Memory
 from .configs import BOARDS
+from .sdf_timing import slack_summary
 from .icebreaker import ICEBreakerPlatform, ICEBreakerTop, ice40_pll_params
 from .ulx3s import ULX3SPlatform, ULX3STop, ecp5_pll_params
 
@@ -410,12 +413,12 @@ def _build_once(board, build_dir, design, route_anyway, seed):
         script_after_read=collision_free_script(collision_free_memories(board)),
         script_after_synth="tee -q -o stat.json stat -json",
         nextpnr_opts=f"--freq {board.clock_hz / 1e6:g} --report nextpnr.json "
-                     "--detailed-timing-report --timing-allow-fail "
+                     "--detailed-timing-report --timing-allow-fail --sdf top.sdf "
                      + FAMILIES[family]["nextpnr_opts"]
                      + ("" if seed is None else f" --seed {seed}"),
     )
     plan.extract(str(build_dir))
-    for output in ("report.json", "nextpnr.json", FAMILIES[family]["bitstream"]):
+    for output in ("report.json", "nextpnr.json", "top.sdf", FAMILIES[family]["bitstream"]):
         (build_dir / output).unlink(missing_ok=True)
     try:
         estimate = run_tools(build_dir, board.clock_hz / 1e6, route_anyway)
@@ -426,6 +429,8 @@ def _build_once(board, build_dir, design, route_anyway, seed):
     if estimate is None:
         parsed = parse_report(family, json.loads((build_dir / "nextpnr.json").read_text()),
                               stat, board.clock_hz)
+        parsed["endpoints"] = slack_summary((build_dir / "top.sdf").read_text(),
+                                            1e9 / board.clock_hz)
     else:
         parsed = parse_report(family, {"utilization": _utilization(
             (build_dir / "top.tim").read_text(errors="replace")),
@@ -458,6 +463,9 @@ def summary(report):
                      f"placement (target {fmax['target']:g} MHz)")
     else:
         lines.append(f"  Fmax  {fmax['achieved']} MHz (target {fmax['target']:g} MHz)")
+        endpoints = report["endpoints"]
+        lines.append(f"  {endpoints['failing']} of {endpoints['endpoints']} timing endpoints "
+                     f"fail at the target (report.json: endpoints)")
     return "\n".join(lines)
 
 
