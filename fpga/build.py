@@ -40,8 +40,8 @@ import time
 
 from .board import AXI4Memory
 from .configs import BOARDS
-from .sdf_timing import slack_summary
 from .icebreaker import ICEBreakerPlatform, ICEBreakerTop, ice40_pll_params
+from .sdf_timing import slack_summary
 from .ulx3s import ULX3SPlatform, ULX3STop, ecp5_pll_params
 
 
@@ -138,10 +138,10 @@ def collision_free_script(names):
 #: iCE40: ABC also optimises across flip-flops (``-dff``), 196 fewer logic cells on the
 #: iCEBreaker build. Both families' builds read the memories of
 #: :func:`collision_free_memories` without a read-during-write order. A routed build that
-#: misses its target is placed and routed again with nextpnr's seeds ``retry_seeds`` in turn, until one meets
-#: it: an iCE40 build takes under two minutes, and the same iCEBreaker netlist routed at
-#: 24.43, 24.93, 23.39 and 25.04 MHz with the default seed and seeds 1 to 3. An ECP5
-#: build routes for far too long to try again.
+#: misses its target is placed and routed again with nextpnr's seeds ``retry_seeds`` in
+#: turn, until one meets it: an iCE40 build takes under two minutes, and the same
+#: iCEBreaker netlist routed at 24.43, 24.93, 23.39 and 25.04 MHz with the default seed and
+#: seeds 1 to 3. An ECP5 build routes for far too long to try again.
 FAMILIES = {
     "ecp5": {
         "platform": ULX3SPlatform,

@@ -82,8 +82,7 @@ def registered_product(m, platform, a, b, shape, name):
     if family != "ecp5":
         m.d.sync += product.eq(a[0] * b[0])
         return product
-    operands = [(register, loads) for register, loads in (a, b)]
-    _ecp5_multiplier(m, name, operands, product, registered_inputs=True)
+    _ecp5_multiplier(m, name, [a, b], product, registered_inputs=True)
     return product
 
 

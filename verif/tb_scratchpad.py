@@ -131,7 +131,7 @@ class Monitor:
 
     def _sample(self, dut, model):
         reads, writes = [], []          # (port, byte address, ...) accepted this cycle
-        expect = []                     # the reads' expected data, taken from the model
+        tags = {}                       # the tags of this cycle's compute reads
 
         due = self.dma_pending.pop(0)
         self.dma_pending.append(None)
@@ -157,14 +157,11 @@ class Monitor:
                                    [(req["strb"] >> i) & 1 for i in range(model.bus_bytes)]))
                 else:
                     reads.append(("dma", byte, model.bus_bytes))
-                    expect.append(lambda byte=byte: self.dma_pending.__setitem__(
-                        -1, int.from_bytes(model.read(byte, model.bus_bytes).tobytes(), "little")))
         else:
             self.waits["dma"] = 0
 
-        for name, slot, lanes, layout, resp_layout in (
-                ("act", model.act_slot, model.rows, self.act_layout, self.act_resp_layout),
-                ("wgt", model.wgt_slot, model.cols, self.wgt_layout, self.wgt_resp_layout)):
+        for name, slot, lanes, layout in (("act", model.act_slot, model.rows, self.act_layout),
+                                          ("wgt", model.wgt_slot, model.cols, self.wgt_layout)):
             valid = int(getattr(dut, f"{name}_req__valid").value)
             ready = int(getattr(dut, f"{name}_req__ready").value)
             outstanding = self.outstanding[name]
@@ -184,9 +181,7 @@ class Monitor:
                 reads.append((name, byte, lanes))
                 self.accepted[name].append(self.cycle)
                 outstanding.append(self.cycle)
-                expect.append(lambda name=name, byte=byte, lanes=lanes, tag=req["tag"],
-                              layout=resp_layout: self.expected[name].append(pack(layout, {
-                                  "data": model.read(byte, lanes), "tag": tag})))
+                tags[name] = req["tag"]
 
         valid, ready = int(dut.res__valid.value), int(dut.res__ready.value)
         self._stall("res", valid, ready, WRITE_WAIT_LIMIT)
@@ -204,13 +199,22 @@ class Monitor:
         if any(r + i in written for _, r, length in reads for i in range(length)):
             self.read_write_overlaps += 1
         if not self.write_first:
-            for read in expect:
-                read()
+            self._expect(model, reads, tags)
         for _, byte, values, enables in writes:
             model.write(byte, values, enables)
         if self.write_first:
-            for read in expect:
-                read()
+            self._expect(model, reads, tags)
+
+    def _expect(self, model, reads, tags):
+        """The model's data for this cycle's ``reads``: the DMA read's data due in
+        ``read_latency`` cycles, the compute reads' responses."""
+        for name, byte, length in reads:
+            data = model.read(byte, length)
+            if name == "dma":
+                self.dma_pending[-1] = int.from_bytes(data.tobytes(), "little")
+            else:
+                layout = getattr(self, f"{name}_resp_layout")
+                self.expected[name].append(pack(layout, {"data": data, "tag": tags[name]}))
 
 
 def _hot_address(rng, model, unit, banks=None, hot_rows=4):
