@@ -23,8 +23,9 @@ desc : ``In(stream.Signature(Descriptor))``
 done : ``Out(stream.Signature(Completion))``
     One beat with the descriptor's ``id`` when it has completed: every byte is in the
     scratchpad (memory → scratchpad), or every write burst has had its ``OKAY`` response
-    (scratchpad → memory). Buffered (``min(4, max_outstanding)`` entries); the engine
-    stalls while it is full.
+    (scratchpad → memory). Buffered (``max(2, min(4, max_outstanding))`` entries); the
+    engine stalls while it had fewer than two free entries in the cycle before, so that
+    its room is a register.
     A descriptor with ``rows == 0`` or ``row_bytes == 0`` completes without any access.
 error : ``Out(ErrorInfo)``
     ``code`` (:class:`DMAError`), ``id`` of the failing descriptor and ``addr``, the failing
@@ -386,8 +387,12 @@ class DMA(wiring.Component):
             m.d.comb += self.desc.ready.eq(take)
 
         # Completions.
-        done_fifo, done_w, done_r = fifo("done", self.done.p.shape(),
-                                         min(4, self.max_outstanding), reset=None)
+        done_depth = max(2, min(4, self.max_outstanding))
+        done_fifo, done_w, done_r = fifo("done", self.done.p.shape(), done_depth, reset=None)
+        # Room for a completion: at most one enters per cycle, so an entry is free in every
+        # cycle after one in which two were.
+        done_room = Signal()
+        m.d.sync += done_room.eq(done_fifo.level < done_depth - 1)
         m.d.comb += [
             self.done.valid.eq(done_fifo.r_rdy),
             self.done.payload.eq(done_r),
@@ -557,7 +562,7 @@ class DMA(wiring.Component):
                     m.d.comb += take.eq(1)
                     m.next = "DRAIN"
                 with m.Elif(empty):
-                    with m.If((pending == 0) & done_fifo.w_rdy):
+                    with m.If((pending == 0) & done_room):
                         m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(d.id), take.eq(1)]
                         m.next = "IDLE"
                 if self.check_sp_range:
@@ -702,7 +707,7 @@ class DMA(wiring.Component):
             sp_slice_w.req.strb.eq(out.p.strb),
             sp_slice_w.end.eq(~to_mem & desc_end),
             sp_slice_w.id.eq(out.p.tag.id),
-            req.valid.eq(sp_slice.r_rdy & (~sp_slice_r.end | done_fifo.w_rdy)),
+            req.valid.eq(sp_slice.r_rdy & (~sp_slice_r.end | done_room)),
             req.p.eq(sp_slice_r.req),
             sp_slice.r_en.eq(req.valid & req.ready),
         ]
@@ -741,7 +746,7 @@ class DMA(wiring.Component):
 
         # ---- B channel. ----------------------------------------------------------------
         b_ok = ~axi.bresp.as_value()[1]
-        m.d.comb += axi.bready.eq(abort | ~inflight_r.last | done_fifo.w_rdy)
+        m.d.comb += axi.bready.eq(abort | ~inflight_r.last | done_room)
         b_fire = axi.bvalid & axi.bready
         with m.If(b_fire):
             m.d.comb += inflight.r_en.eq(1)

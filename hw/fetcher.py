@@ -73,7 +73,8 @@ class InstructionFetcher(wiring.Component):
 
     Timing
     ------
-    With a zero-wait memory, the first instruction is on ``insn`` ``burst * beats + 3``
+    The AR request leaves from registers, the cycle after the fetcher decides to make it.
+    With a zero-wait memory, the first instruction is on ``insn`` ``burst * beats + 4``
     cycles after ``start`` (``beats = 16 / bus bytes``; one more with ``depth`` 1, whose
     block RAM row is read in the cycle after its last write); after that the FIFO delivers one
     instruction per cycle while the memory keeps up (one burst of ``burst * beats`` beats
@@ -149,9 +150,14 @@ class InstructionFetcher(wiring.Component):
         m.d.comb += count.eq(Mux(to_boundary < self.burst, to_boundary, self.burst))
         room = level <= self.depth - self.burst
         outside = request_addr[aw:].any()   # beyond the address space: not read
+        # The AR request leaves from registers: ``ar_valid`` and ``ar_len`` are set from
+        # ``request_addr`` a cycle before it is offered, and held until it is accepted.
+        ar_valid = Signal()
+        ar_len = Signal.like(bus.arlen)
         m.d.comb += [
             bus.araddr.eq(request_addr),
-            bus.arlen.eq(count * self.beats - 1),
+            bus.arvalid.eq(ar_valid),
+            bus.arlen.eq(ar_len),
             bus.arsize.eq(exact_log2(self.bus_bytes)),
             bus.arburst.eq(Burst.INCR),
             bus.arcache.eq(0b0011),
@@ -195,15 +201,13 @@ class InstructionFetcher(wiring.Component):
                                  self.bus_error_addr.eq(self.program_addr)]
                     m.next = "RUN"
             with m.State("RUN"):
-                request = ~in_flight & room & ~self.halt
-                m.d.comb += [bus.arvalid.eq(request & ~outside),
-                             self.busy.eq(request | in_flight)]
+                request = ~in_flight & ~ar_valid & room & ~self.halt
+                m.d.comb += self.busy.eq(request | ar_valid | in_flight)
                 with m.If(request & outside):
                     m.d.comb += [push.eq(1), push_data.error.eq(1)]
                     m.d.sync += request_addr.eq(request_addr + INSTRUCTION_BYTES)
-                with m.Elif(request & bus.arready):
-                    m.d.sync += [in_flight.eq(1),
-                                 request_addr.eq(request_addr + count * INSTRUCTION_BYTES)]
+                with m.Elif(request):
+                    m.d.sync += [ar_valid.eq(1), ar_len.eq(count * self.beats - 1)]
                 m.d.comb += self.insn.valid.eq(head_valid & ~head.error & ~self.halt)
                 with m.If(self.halt):
                     m.next = "STOP"
@@ -219,8 +223,12 @@ class InstructionFetcher(wiring.Component):
                         m.next = "STOP"
             with m.State("STOP"):
                 m.d.comb += [self.busy.eq(1), pop.eq(1)]
-                with m.If(~in_flight & (level == 0)):
+                with m.If(~ar_valid & ~in_flight & (level == 0)):
                     m.next = "IDLE"
+        # A request once offered stays offered until accepted, halted or not.
+        with m.If(ar_valid & bus.arready):
+            m.d.sync += [ar_valid.eq(0), in_flight.eq(1),
+                         request_addr.eq(request_addr + count * INSTRUCTION_BYTES)]
         return m
 
 

@@ -206,11 +206,13 @@ class MatrixUnit(wiring.Component):
         total = Signal(data.ArrayLayout(signed(32), C))
         if config.registered_accumulators:
             # A result is read from its accumulator row in the cycle it leaves the array,
-            # its row's data registered in the next (``held``), and the sum written in the
-            # one after. A result one cycle behind on the same row takes the sum being
-            # written instead of the data read, which missed it; two cycles behind, the
-            # sum written in the cycle it was read (``written``), which its read may not
-            # return; three or more cycles behind, the row holds the sum.
+            # its row's data registered in the next (``held_read``: the block RAM's output
+            # goes straight into registers), and the sum written in the one after. A
+            # result one cycle behind on the same row takes the sum written in the cycle
+            # before (``written``) instead of the data read, which missed it; two cycles
+            # behind, the sum written two cycles before (``written_before``), in the cycle
+            # it was read, which its read may not return; three or more cycles behind, the
+            # row holds the sum.
             acc_read = accumulators.read_port()
             m.d.comb += acc_read.addr.eq(array.results.p.tag.acc_addr)
             partial = Signal.like(array.results.p.data)
@@ -218,21 +220,28 @@ class MatrixUnit(wiring.Component):
             valid = Signal()
             m.d.sync += [partial.eq(array.results.p.data), sideband.eq(array.results.p.tag),
                          valid.eq(array.results.valid)]
-            held = Signal.like(acc_read.data)
+            held_read = Signal.like(acc_read.data)
             held_partial = Signal.like(partial)
             held_sideband = Signal(self._sideband)
             held_valid = Signal()
             writes = held_valid & ~held_sideband.emit
             written = Signal.like(total)
+            written_before = Signal.like(total)
             written_row = Signal.like(held_sideband.acc_addr)
             written_valid = Signal()
-            m.d.sync += [written.eq(total), written_row.eq(held_sideband.acc_addr),
-                         written_valid.eq(writes)]
-            follows = writes & (sideband.acc_addr == held_sideband.acc_addr)
-            follows_written = written_valid & (sideband.acc_addr == written_row)
-            m.d.sync += [held.eq(Mux(follows, total, Mux(follows_written, written, acc_read.data))),
-                         held_partial.eq(partial), held_sideband.eq(sideband),
-                         held_valid.eq(valid)]
+            m.d.sync += [written.eq(total), written_before.eq(written),
+                         written_row.eq(held_sideband.acc_addr), written_valid.eq(writes)]
+            follows = Signal()
+            follows_written = Signal()
+            m.d.sync += [
+                follows.eq(writes & (sideband.acc_addr == held_sideband.acc_addr)),
+                follows_written.eq(written_valid & (sideband.acc_addr == written_row)),
+                held_read.eq(acc_read.data),
+                held_partial.eq(partial), held_sideband.eq(sideband), held_valid.eq(valid),
+            ]
+            held = Signal.like(total)
+            m.d.comb += held.eq(Mux(follows, written, Mux(follows_written, written_before,
+                                                          held_read)))
         else:
             # A result's row is read in the cycle before it leaves the array (from the
             # array's ``upcoming_tag``), and the sum written as it leaves. No result reads

@@ -107,7 +107,7 @@ class NPU(wiring.Component):
         engines = {Engine.LOAD: load, Engine.COMPUTE: compute, Engine.STORE: store}
 
         # --- Memory port: instruction fetch (ID 1) and DMA (ID 0) share m_axi ------------------
-        self._read_mux(m, fetcher.bus, dma.m_axi)
+        self._read_mux(m, fetcher.bus, dma.m_axi, clear)
 
         # --- Scratchpad: DMA side and compute side ----------------------------------------------
         wiring.connect(m, dma.sp, scratchpad.dma)
@@ -378,27 +378,33 @@ class NPU(wiring.Component):
         ]
         return m
 
-    def _read_mux(self, m, fetch, dma):
+    def _read_mux(self, m, fetch, dma, clear):
         """Merge the fetcher's (ID 1) and the DMA's (ID 0) AXI4 ports onto ``m_axi``.
 
-        Reads: the fetcher wins the AR channel when both ask, and a request once offered
-        keeps the channel until accepted; R beats are routed by RID. Writes: the DMA's.
+        Reads: the AR channel is granted from a register, ``owner``, so that neither
+        port's ``ARREADY`` depends on the other port's request. The grant passes to the
+        other port when it asks and the owner's request has been accepted or is not
+        offered (round robin, one cycle to pass); ``clear`` (no request is offered then)
+        gives it to the fetcher, so that every run starts alike. R beats are routed by RID.
+        Writes: the DMA's.
         """
         bus = self.m_axi
         owner = Signal()            # 1: fetcher
-        locked = Signal()
-        chosen = Mux(locked, owner, fetch.arvalid)
+        other_asks = Mux(owner, dma.arvalid, fetch.arvalid)
+        with m.If(other_asks & (~bus.arvalid | bus.arready)):
+            m.d.sync += owner.eq(~owner)
+        with m.If(clear):
+            m.d.sync += owner.eq(1)
         fields = ("addr", "len", "size", "burst", "lock", "cache", "prot", "qos")
         for name in fields:
             m.d.comb += getattr(bus, f"ar{name}").eq(
-                Mux(chosen, getattr(fetch, f"ar{name}"), getattr(dma, f"ar{name}")))
+                Mux(owner, getattr(fetch, f"ar{name}"), getattr(dma, f"ar{name}")))
         m.d.comb += [
-            bus.arid.eq(chosen),
-            bus.arvalid.eq(Mux(chosen, fetch.arvalid, dma.arvalid)),
-            fetch.arready.eq(chosen & bus.arready),
-            dma.arready.eq(~chosen & bus.arready),
+            bus.arid.eq(owner),
+            bus.arvalid.eq(Mux(owner, fetch.arvalid, dma.arvalid)),
+            fetch.arready.eq(owner & bus.arready),
+            dma.arready.eq(~owner & bus.arready),
         ]
-        m.d.sync += [owner.eq(chosen), locked.eq(bus.arvalid & ~bus.arready)]
         to_fetch = bus.rid[0]
         for target, selected in ((fetch, to_fetch), (dma, ~to_fetch)):
             m.d.comb += [target.rdata.eq(bus.rdata), target.rresp.eq(bus.rresp),
