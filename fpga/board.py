@@ -77,8 +77,9 @@ class AXI4Memory(wiring.Component):
     Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 6 in
     block RAM (:attr:`read_latency` cycles from a read to its data, plus the FIFO), then
     one beat per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the cycle after the ``AW``
-    handshake; ``BVALID`` the cycle after the last beat. A byte read is accepted
-    :attr:`read_latency` ``- 1`` cycles after it is offered, and its data is on
+    handshake; ``BVALID`` the cycle after the last beat. A byte request is seen from a
+    register: with no AXI transaction in progress, a write is accepted 2 cycles after it
+    is offered and a read :attr:`read_latency` ``+ 1`` cycles after, its data on
     ``host.rdata`` the cycle after it is accepted.
     """
 
@@ -227,19 +228,14 @@ class AXI4Memory(wiring.Component):
             ]
             room = (r_fifo.level + in_flight) < self.R_FIFO_DEPTH
 
+        # A byte request is served from the cycle after it is seen waiting, so that no path
+        # runs from the host port's request into the choice between it and the AXI port.
+        host_waiting = Signal()
+        m.d.sync += host_waiting.eq(port.valid & ~port.ready)
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(port.valid & port.write):
-                    m.d.comb += [port.ready.eq(1), address.eq(port.addr[offset_bits:]),
-                                 write_en.eq(1 << port.addr[:offset_bits]),
-                                 write_data.eq(port.wdata.replicate(self.word_bytes))]
-                with m.Elif(port.valid):
-                    m.d.comb += [read_en.eq(1), address.eq(port.addr[offset_bits:])]
-                    m.d.sync += lane.eq(port.addr[:offset_bits])
-                    if self.read_latency == 1:
-                        m.d.comb += port.ready.eq(1)
-                    else:
-                        m.next = "HOST_READ_0"
+                with m.If(host_waiting):
+                    m.next = "HOST"
                 with m.Elif(axi.awvalid):
                     m.d.comb += axi.awready.eq(1)
                     m.d.sync += [word.eq(axi.awaddr[offset_bits:]), txn_id.eq(axi.awid),
@@ -250,6 +246,20 @@ class AXI4Memory(wiring.Component):
                     m.d.sync += [word.eq(axi.araddr[offset_bits:]), txn_id.eq(axi.arid),
                                  beats.eq(axi.arlen + 1)]
                     m.next = "READ"
+            with m.State("HOST"):
+                with m.If(port.write):
+                    m.d.comb += [port.ready.eq(1), address.eq(port.addr[offset_bits:]),
+                                 write_en.eq(1 << port.addr[:offset_bits]),
+                                 write_data.eq(port.wdata.replicate(self.word_bytes))]
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += [read_en.eq(1), address.eq(port.addr[offset_bits:])]
+                    m.d.sync += lane.eq(port.addr[:offset_bits])
+                    if self.read_latency == 1:
+                        m.d.comb += port.ready.eq(1)
+                        m.next = "IDLE"
+                    else:
+                        m.next = "HOST_READ_0"
             # The byte read's data leaves the pipeline the cycle after it is accepted.
             for i in range(self.read_latency - 1):
                 with m.State(f"HOST_READ_{i}"):

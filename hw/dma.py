@@ -23,9 +23,9 @@ desc : ``In(stream.Signature(Descriptor))``
 done : ``Out(stream.Signature(Completion))``
     One beat with the descriptor's ``id`` when it has completed: every byte is in the
     scratchpad (memory → scratchpad), or every write burst has had its ``OKAY`` response
-    (scratchpad → memory). Buffered (``max(2, min(4, max_outstanding))`` entries); the
-    engine stalls while it had fewer than two free entries in the cycle before, so that
-    its room is a register.
+    (scratchpad → memory), from the cycle after. Buffered (4 entries); the engine stalls
+    while it had fewer than three free entries in the cycle before, so that its room is a
+    register.
     A descriptor with ``rows == 0`` or ``row_bytes == 0`` completes without any access.
 error : ``Out(ErrorInfo)``
     ``code`` (:class:`DMAError`), ``id`` of the failing descriptor and ``addr``, the failing
@@ -387,12 +387,13 @@ class DMA(wiring.Component):
             m.d.comb += self.desc.ready.eq(take)
 
         # Completions.
-        done_depth = max(2, min(4, self.max_outstanding))
+        done_depth = 4
         done_fifo, done_w, done_r = fifo("done", self.done.p.shape(), done_depth, reset=None)
-        # Room for a completion: at most one enters per cycle, so an entry is free in every
-        # cycle after one in which two were.
+        # Room for a completion: at most one enters per cycle, the cycle after the engine
+        # claims its room, so an entry is free for every claim made in a cycle after one in
+        # which three were.
         done_room = Signal()
-        m.d.sync += done_room.eq(done_fifo.level < done_depth - 1)
+        m.d.sync += done_room.eq(done_fifo.level < done_depth - 2)
         m.d.comb += [
             self.done.valid.eq(done_fifo.r_rdy),
             self.done.payload.eq(done_r),
@@ -524,6 +525,11 @@ class DMA(wiring.Component):
         start = Signal()        # a descriptor enters the data path
         finish = Signal()       # the data path completes a descriptor
         finish_id = Signal(tag_shape)
+        # The completion enters the FIFO in the cycle after (no path from the scratchpad's
+        # grant or the B channel into the FIFO and ``pending``).
+        finished = Signal()
+        finished_id = Signal(tag_shape)
+        m.d.sync += [finished.eq(finish), finished_id.eq(finish_id)]
 
         # Scratchpad requests pass through a register slice, so that neither the reader
         # nor the realigner waits on the scratchpad's combinational grant. A write entry
@@ -534,7 +540,7 @@ class DMA(wiring.Component):
             "id":  finish_id.shape(),
         }), min(3, buffers))
 
-        m.d.sync += pending.eq(pending + start - finish)
+        m.d.sync += pending.eq(pending + start - finished)
 
         def reject(code, addr):
             with m.If(pending == 0):
@@ -759,7 +765,7 @@ class DMA(wiring.Component):
             m.d.comb += [finish.eq(1), finish_id.eq(inflight_r.id)]
         with m.If(req.valid & req.ready & sp_slice_r.end):
             m.d.comb += [finish.eq(1), finish_id.eq(sp_slice_r.id)]
-        with m.If(finish):
-            m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(finish_id)]
+        with m.If(finished):
+            m.d.comb += [done_fifo.w_en.eq(1), done_w.id.eq(finished_id)]
 
         return m

@@ -374,9 +374,13 @@ class ComputeEngine(wiring.Component):
         with m.If(complete):
             m.d.comb += [completions.r_en.eq(1), self.tokens.push_prev.eq(head_done.push_prev),
                          self.tokens.push_next.eq(head_done.push_next)]
+        # A final result row counts from the cycle after the scratchpad takes it: no path
+        # from the scratchpad's grant into the count.
+        result_counted = Signal()
         m.d.sync += [
+            result_counted.eq(result_finished),
             acts_done.eq(acts_done + act_finished - complete),
-            results_done.eq(results_done + result_finished - (complete & head_done.emit)),
+            results_done.eq(results_done + result_counted - (complete & head_done.emit)),
         ]
         m.d.comb += self.busy.eq(completions.r_rdy | configuring)
 

@@ -32,6 +32,10 @@ instruction's address, and raise ``irq`` when enabled:
 ``CONTROL.soft_reset`` waits for the AXI transfers in flight to finish, then resets
 every engine, queue and counter; registers stay readable throughout.
 
+After ``CONTROL.start`` the controller spends one cycle in ``START`` (``STATUS.busy``),
+clearing the counters and token counters and starting the fetcher, then runs. The clear,
+like the engines' reset, is a register, since it reaches every engine.
+
 Members
 -------
 s_axil : ``In(AXI4LiteSignature(data_width=32, addr_width=8))``
@@ -76,6 +80,8 @@ class NPU(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         config = self.config
+        # Both from registers, set as the controller enters START or RESET: they reach
+        # every engine.
         core_reset = Signal()
         clear = Signal()            # a program starts, or the soft reset completes
 
@@ -164,7 +170,8 @@ class NPU(wiring.Component):
             push = p.push_next if upstream else p.push_prev
             pop = c.pop_prev if upstream else c.pop_next
             available = c.prev_available if upstream else c.next_available
-            # ``count != 0``, registered from the count's next value.
+            # ``count != 0``, registered: set by a push, cleared by a pop of the last token,
+            # so that it does not wait for the count's adder.
             nonzero = Signal(name=f"{count.name}_nonzero")
             # One adder: the count plus 1, 0 or -1.
             step = Mux(push == pop, 0, Mux(push, 1, -1))
@@ -173,7 +180,8 @@ class NPU(wiring.Component):
             with m.If(clear):
                 m.d.sync += [count.eq(0), nonzero.eq(0)]
             with m.Else():
-                m.d.sync += [count.eq(next_count), nonzero.eq(next_count != 0)]
+                m.d.sync += [count.eq(next_count),
+                             nonzero.eq(Mux(push == pop, nonzero, push | (count != 1)))]
 
         # --- Decode and dispatch ----------------------------------------------------------------
         # With ``fetch_depth`` 1 the decoder checks the fetcher's one instruction where it
@@ -298,13 +306,18 @@ class NPU(wiring.Component):
         program_low = BY_NAME["PROGRAM_ADDR"].field("address").offset
         running = Signal()
         resetting = Signal()
+        starting = Signal()
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(registers.control_soft_reset):
                     m.next = "DRAIN"
                 with m.Elif(registers.control_start):
-                    m.d.comb += [fetcher.start.eq(1), clear.eq(1)]
-                    m.next = "RUN"
+                    m.d.sync += clear.eq(1)
+                    m.next = "START"
+            with m.State("START"):
+                m.d.comb += [starting.eq(1), fetcher.start.eq(1)]
+                m.d.sync += clear.eq(0)
+                m.next = "RUN"
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(registers.control_soft_reset):
@@ -323,9 +336,11 @@ class NPU(wiring.Component):
             with m.State("DRAIN"):
                 m.d.comb += [halt.eq(1), resetting.eq(1)]
                 with m.If(~fetcher.busy & ~dma.busy):
+                    m.d.sync += [core_reset.eq(1), clear.eq(1)]
                     m.next = "RESET"
             with m.State("RESET"):
-                m.d.comb += [resetting.eq(1), halt.eq(1), core_reset.eq(1), dma.clear.eq(1), clear.eq(1)]
+                m.d.comb += [resetting.eq(1), halt.eq(1), dma.clear.eq(1)]
+                m.d.sync += [core_reset.eq(0), clear.eq(0)]
                 m.next = "IDLE"
 
         # Bytes as the DMA writes them into the scratchpad, and into memory.
@@ -370,8 +385,8 @@ class NPU(wiring.Component):
                          for name, counter in counters.items()]
         m.d.comb += [getattr(registers, name).eq(counter) for name, counter in counters.items()]
         m.d.comb += [
-            registers.status_idle.eq(~running & ~resetting),
-            registers.status_busy.eq(running),
+            registers.status_idle.eq(~starting & ~running & ~resetting),
+            registers.status_busy.eq(starting | running),
             registers.status_error_code.eq(error_code),
             registers.error_addr.eq(error_addr),
             fetcher.program_addr.eq(Cat(C(0, program_low), registers.program_addr_address)),

@@ -146,9 +146,9 @@ def clamp_bounds(unsigned_output, clamp_lo, clamp_hi):
 
 
 def clamped(value, lo, hi):
-    """The 8-bit output: ``value`` clamped to ``[lo, hi]``."""
-    clamped_lo = Mux(value < lo, lo, value)
-    return Mux(clamped_lo > hi, hi, clamped_lo)[:8]
+    """The 8-bit output: ``value`` clamped to ``[lo, hi]`` (``min(max(value, lo), hi)``),
+    its three compares side by side rather than one after the other."""
+    return Mux(value < lo, Mux(lo > hi, hi, lo), Mux(value > hi, hi, value))[:8]
 
 
 def _as_signed(value):
@@ -415,7 +415,9 @@ class OutputStage(wiring.Component):
         forward(7)
         at(8)
         if split:
-            full = p_ll + ((p_lh + p_hl) << 18) + (p_hh << 36)
+            # ``p_ll`` fills bits 0-35 and ``p_hh << 36`` starts above it: two carry chains.
+            assert len(p_ll) == 36
+            full = Cat(p_ll, p_hh) + ((p_lh + p_hl) << 18)
         else:
             full = x_sig * mult_sig
         product = s(full[:48], "product")
