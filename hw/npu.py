@@ -254,7 +254,12 @@ class NPU(wiring.Component):
                     for e in Engine).all()
         any_blocked = Cat(engines[e].blocked for e in Engine).any()
         fetch_stuck = (end_reached | (decoded & legal & ~target_ready)) & ~fetcher.busy
-        deadlock_now = fetch_stuck & stuck & any_blocked & ~dma.busy
+        # Both seen from registers, a cycle late: once true, each holds until the controller
+        # acts on it.
+        finished = Signal()
+        deadlock_now = Signal()
+        m.d.sync += [finished.eq(done & ~clear),
+                     deadlock_now.eq(fetch_stuck & stuck & any_blocked & ~dma.busy)]
         deadlock_count = Signal(range(DEADLOCK_CYCLES + 1))
         with m.If(deadlock_now & (deadlock_count != DEADLOCK_CYCLES)):
             m.d.sync += deadlock_count.eq(deadlock_count + 1)
@@ -267,9 +272,15 @@ class NPU(wiring.Component):
         # One compare per pair: engine j beats a later engine k when ``addrs[j] <= addrs[k]``,
         # and k beats j otherwise.
         addrs = [engines[e].insn.p.addr for e in order]
-        blocked = [engines[e].blocked for e in order]
-        not_above = {(j, k): addrs[j] <= addrs[k]
-                     for j in range(len(order)) for k in range(j + 1, len(order))}
+        # The compares and ``blocked`` are registered too: the engines hold still while
+        # deadlocked.
+        not_above = {}
+        for j in range(len(order)):
+            for k in range(j + 1, len(order)):
+                not_above[j, k] = Signal(name=f"not_above_{j}_{k}")
+                m.d.sync += not_above[j, k].eq(addrs[j] <= addrs[k])
+        blocked = [Signal(name=f"blocked_{e.name.lower()}") for e in order]
+        m.d.sync += [b.eq(engines[e].blocked) for b, e in zip(blocked, order)]
         def lower(i, j):
             return not_above[i, j] if i < j else ~not_above[j, i]
         wins = [blocked[i] & Cat(~blocked[j] | lower(i, j) for j in range(len(order)) if j != i).all()
@@ -326,7 +337,7 @@ class NPU(wiring.Component):
                     m.d.sync += [error_code.eq(found_code), error_addr.eq(found_addr)]
                     m.d.comb += registers.status_error_set.eq(1)
                     m.next = "HALTED"
-                with m.Elif(done):
+                with m.Elif(finished):
                     m.d.comb += registers.status_done_set.eq(1)
                     m.next = "IDLE"
             with m.State("HALTED"):
