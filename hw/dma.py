@@ -255,8 +255,9 @@ class _Realigner(wiring.Component):
         tag = Signal(self.out.p.tag.shape())
         prev = Signal(8 * W)
 
-        need_in = in_left != 0
-        last = out_left == 1
+        # ``in_left != 0`` and ``out_left == 1``, registered beside the counts.
+        need_in = Signal()
+        last = Signal()
         out_fire = self.out.valid & self.out.ready
         in_fire = self.inp.valid & self.inp.ready
         ones = Const(2**W - 1, W)
@@ -274,22 +275,28 @@ class _Realigner(wiring.Component):
         ]
 
         with m.If(in_fire):
-            m.d.sync += [prev.eq(self.inp.payload), in_left.eq(in_left - 1), priming.eq(0)]
+            m.d.sync += [prev.eq(self.inp.payload), in_left.eq(in_left - 1), priming.eq(0),
+                         need_in.eq(in_left != 1)]
         with m.If(out_fire):
-            m.d.sync += [first.eq(0), out_left.eq(out_left - 1), addr.eq(addr + 1)]
+            m.d.sync += [first.eq(0), out_left.eq(out_left - 1), addr.eq(addr + 1),
+                         last.eq(out_left == 2)]
             with m.If(last):
                 m.d.sync += active.eq(0)
 
         cmd = self.cmd.p
         with m.If(self.cmd.valid & self.cmd.ready):
             ahead = cmd.in_off > cmd.out_off
+            in_words = (cmd.in_off + cmd.bytes + (W - 1)) >> lw
+            out_words = (cmd.out_off + cmd.bytes + (W - 1)) >> lw
             m.d.sync += [
                 active.eq(1),
                 priming.eq(ahead),
                 first.eq(1),
                 shift.eq(Mux(ahead, cmd.in_off - cmd.out_off, cmd.in_off + W - cmd.out_off)),
-                in_left.eq((cmd.in_off + cmd.bytes + (W - 1)) >> lw),
-                out_left.eq((cmd.out_off + cmd.bytes + (W - 1)) >> lw),
+                in_left.eq(in_words),
+                need_in.eq(in_words != 0),
+                out_left.eq(out_words),
+                last.eq(out_words == 1),
                 lo.eq(cmd.out_off),
                 hi.eq((cmd.out_off + cmd.bytes - 1)[:lw]),
                 addr.eq(cmd.base),
