@@ -74,10 +74,12 @@ class AXI4Memory(wiring.Component):
 
     Timing
     ------
-    Read bursts: the first ``R`` beat 2 cycles after the ``AR`` handshake in SPRAM, 6 in
+    ``AWREADY`` and ``ARREADY`` come from registers: each request waits in a register of
+    its own until its transaction starts, a cycle after its handshake at the earliest.
+    Read bursts: the first ``R`` beat 3 cycles after the ``AR`` handshake in SPRAM, 7 in
     block RAM (:attr:`read_latency` cycles from a read to its data, plus the FIFO), then
-    one beat per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the cycle after the ``AW``
-    handshake; ``BVALID`` the cycle after the last beat. A byte request is seen from a
+    one beat per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the second
+    cycle after the ``AW`` handshake; ``BVALID`` the cycle after the last beat. A byte request is seen from a
     register: with no AXI transaction in progress, a write is accepted 2 cycles after it
     is offered and a read :attr:`read_latency` ``+ 1`` cycles after, its data on
     ``host.rdata`` the cycle after it is accepted.
@@ -232,19 +234,34 @@ class AXI4Memory(wiring.Component):
         # runs from the host port's request into the choice between it and the AXI port.
         host_waiting = Signal()
         m.d.sync += host_waiting.eq(port.valid & ~port.ready)
+        # AW and AR requests wait in a register each (``AxREADY`` from registers only), from
+        # which a transaction starts; a request is taken in the cycle its register frees.
+        aw_full, aw_word, aw_id = Signal(), Signal.like(word), Signal.like(txn_id)
+        ar_full, ar_word, ar_id = Signal(), Signal.like(word), Signal.like(txn_id)
+        ar_beats = Signal.like(beats)
+        take_aw, take_ar = Signal(), Signal()
+        m.d.comb += [axi.awready.eq(~aw_full | take_aw), axi.arready.eq(~ar_full | take_ar)]
+        with m.If(axi.awvalid & axi.awready):
+            m.d.sync += [aw_full.eq(1), aw_word.eq(axi.awaddr[offset_bits:]),
+                         aw_id.eq(axi.awid)]
+        with m.Elif(take_aw):
+            m.d.sync += aw_full.eq(0)
+        with m.If(axi.arvalid & axi.arready):
+            m.d.sync += [ar_full.eq(1), ar_word.eq(axi.araddr[offset_bits:]),
+                         ar_id.eq(axi.arid), ar_beats.eq(axi.arlen + 1)]
+        with m.Elif(take_ar):
+            m.d.sync += ar_full.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(host_waiting):
                     m.next = "HOST"
-                with m.Elif(axi.awvalid):
-                    m.d.comb += axi.awready.eq(1)
-                    m.d.sync += [word.eq(axi.awaddr[offset_bits:]), txn_id.eq(axi.awid),
-                                 error.eq(0)]
+                with m.Elif(aw_full):
+                    m.d.comb += take_aw.eq(1)
+                    m.d.sync += [word.eq(aw_word), txn_id.eq(aw_id), error.eq(0)]
                     m.next = "WRITE"
-                with m.Elif(axi.arvalid):
-                    m.d.comb += axi.arready.eq(1)
-                    m.d.sync += [word.eq(axi.araddr[offset_bits:]), txn_id.eq(axi.arid),
-                                 beats.eq(axi.arlen + 1)]
+                with m.Elif(ar_full):
+                    m.d.comb += take_ar.eq(1)
+                    m.d.sync += [word.eq(ar_word), txn_id.eq(ar_id), beats.eq(ar_beats)]
                     m.next = "READ"
             with m.State("HOST"):
                 with m.If(port.write):

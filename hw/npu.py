@@ -187,7 +187,8 @@ class NPU(wiring.Component):
         # With ``fetch_depth`` 1 the decoder checks the fetcher's one instruction where it
         # is and takes it as it dispatches it (or reaches END): the fetcher reads the next
         # one after that. Otherwise each instruction enters a register of its own while the
-        # fetcher reads ahead.
+        # fetcher reads ahead, through a two-entry slice (``fetch_slice``), so that no path
+        # runs from the dispatch into the fetcher's FIFO.
         in_place = config.fetch_depth == 1
         decoding = Signal()
         halt = Signal()
@@ -198,8 +199,16 @@ class NPU(wiring.Component):
             if config.serial_products:
                 m.d.comb += checker.start.eq(entering)
         else:
+            fetch_slice = core("fetch_slice", fifo.SyncFIFOBuffered(
+                width=Shape.cast(fetched_layout(config)).width, depth=2))
+            fetched = stream.Signature(fetched_layout(config)).create()
+            m.d.comb += [fetch_slice.w_en.eq(fetcher.insn.valid),
+                         fetch_slice.w_data.eq(fetcher.insn.p),
+                         fetcher.insn.ready.eq(fetch_slice.w_rdy),
+                         fetched.valid.eq(fetch_slice.r_rdy), fetched.p.eq(fetch_slice.r_data),
+                         fetch_slice.r_en.eq(fetched.ready)]
             insn = Signal(fetched_layout(config))
-            entering = fetcher.insn.valid & fetcher.insn.ready
+            entering = fetched.valid & fetched.ready
             if config.serial_products:
                 m.d.sync += checker.start.eq(entering & ~clear)
         m.d.comb += checker.word.eq(insn.word)
@@ -229,7 +238,7 @@ class NPU(wiring.Component):
             m.d.comb += fetcher.insn.ready.eq(dispatch | ending)
         else:
             # The next instruction enters as the current one is dispatched.
-            m.d.comb += fetcher.insn.ready.eq((~decoding | dispatch) & ~halt)
+            m.d.comb += fetched.ready.eq((~decoding | dispatch) & ~halt)
         with m.If(wait != 0):
             m.d.sync += wait.eq(wait - 1)
         with m.If(clear):
@@ -237,7 +246,7 @@ class NPU(wiring.Component):
         with m.Elif(entering):
             m.d.sync += [decoding.eq(1), wait.eq(checker.latency)]
             if not in_place:
-                m.d.sync += insn.eq(fetcher.insn.p)
+                m.d.sync += insn.eq(fetched.p)
         with m.Elif(dispatch):
             m.d.sync += decoding.eq(0)
         with m.Elif(ending):
