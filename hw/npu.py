@@ -187,7 +187,7 @@ class NPU(wiring.Component):
         # With ``fetch_depth`` 1 the decoder checks the fetcher's one instruction where it
         # is and takes it as it dispatches it (or reaches END): the fetcher reads the next
         # one after that. Otherwise each instruction enters a register of its own while the
-        # fetcher reads ahead, through a two-entry slice (``fetch_slice``), so that no path
+        # fetcher reads ahead, through a three-entry slice (``fetch_slice``), so that no path
         # runs from the dispatch into the fetcher's FIFO.
         in_place = config.fetch_depth == 1
         decoding = Signal()
@@ -200,7 +200,7 @@ class NPU(wiring.Component):
                 m.d.comb += checker.start.eq(entering)
         else:
             fetch_slice = core("fetch_slice", fifo.SyncFIFOBuffered(
-                width=Shape.cast(fetched_layout(config)).width, depth=2))
+                width=Shape.cast(fetched_layout(config)).width, depth=3))
             fetched = stream.Signature(fetched_layout(config)).create()
             m.d.comb += [fetch_slice.w_en.eq(fetcher.insn.valid),
                          fetch_slice.w_data.eq(fetcher.insn.p),
