@@ -223,8 +223,8 @@ class ComputeEngine(wiring.Component):
     @classmethod
     def result_latency_of(cls, config):
         """Cycles that FIFO adds between a result leaving the output stage and its write:
-        one for a single register, two through the FIFO's memory."""
-        return 1 if cls.result_buffer_of(config) == 1 else 2
+        one (a single register, or the FIFO's memory read as its pointer names it)."""
+        return 1
 
     def __init__(self, config=NPUConfig()):
         self.config = config
@@ -492,14 +492,18 @@ class ComputeEngine(wiring.Component):
         # Result rows (or, for int32 outputs, their four byte planes) queue in a FIFO
         # (``result_buffer``) in front of the scratchpad's result port, so that the port's
         # ready, which comes from the scratchpad's arbitration, reaches only that FIFO and
-        # not the output stage (with three entries a row still leaves every cycle).
+        # not the output stage (with three entries a row still leaves every cycle). With more
+        # than one entry it is unbuffered: its head is read from its memory as the read
+        # pointer names it, so that the grant reaches only the pointer and the level, not
+        # the enables of a wide output register.
         results = matrix.results.p
         result_tag = Signal(_result_tag_layout(config))
         m.d.comb += result_tag.eq(results.tag)
         write = data.StructLayout({"addr": unsigned(len(self.res.p.addr)),
                                    "data": data.ArrayLayout(unsigned(8), C),
                                    "final": unsigned(1)})
-        m.submodules.result_writes = writes = fifo.SyncFIFOBuffered(
+        result_fifo = fifo.SyncFIFO if self.result_buffer > 1 else fifo.SyncFIFOBuffered
+        m.submodules.result_writes = writes = result_fifo(
             width=Shape.cast(write).width, depth=self.result_buffer)
         queued, head = Signal(write), Signal(write)
         part = Signal(2)
