@@ -117,11 +117,12 @@ def collision_free_memories(board):
 
 
 def collision_free_script(names):
-    """The Yosys command that marks the read ports of the memories ``names`` as undefined on
-    a read-during-write collision."""
+    """The Yosys command that marks the synchronous read ports of the memories ``names`` as
+    undefined on a read-during-write collision (an asynchronous read port, such as a
+    ``SyncFIFO``'s, has no collision to mark)."""
     memories = " ".join(f"r:MEMID=\\{name}" + (" %u" if index else "")
                         for index, name in enumerate(names))
-    return f"setparam -set COLLISION_X_MASK 1 t:$memrd_v2 {memories} %i"
+    return f"setparam -set COLLISION_X_MASK 1 t:$memrd_v2 {memories} %i r:CLK_ENABLE=1 %i"
 
 
 #: Per device family: the platform and top of each board, how the report counts each
