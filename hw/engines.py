@@ -220,8 +220,8 @@ class ComputeEngine(wiring.Component):
         cycles."""
         return 1 if config.serial_output else 3
 
-    @classmethod
-    def result_latency_of(cls, config):
+    @staticmethod
+    def result_latency_of(config):
         """Cycles that FIFO adds between a result leaving the output stage and its write:
         one (a single register, or the FIFO's memory read as its pointer names it)."""
         return 1

@@ -89,6 +89,18 @@ class NPU(wiring.Component):
             m.submodules[name] = ResetInserter(core_reset)(component)
             return component
 
+        def sliced(name, upstream):
+            """``upstream`` (a stream) through a three-entry register slice ``name``: the
+            stream out of it, whose ``ready`` reaches only the slice."""
+            buffer = core(name, fifo.SyncFIFOBuffered(
+                width=Shape.cast(upstream.p.shape()).width, depth=3))
+            downstream = stream.Signature(upstream.p.shape()).create()
+            m.d.comb += [buffer.w_en.eq(upstream.valid), buffer.w_data.eq(upstream.p),
+                         upstream.ready.eq(buffer.w_rdy),
+                         downstream.valid.eq(buffer.r_rdy), downstream.p.eq(buffer.r_data),
+                         buffer.r_en.eq(downstream.ready)]
+            return downstream
+
         m.submodules.registers = registers = HostRegisters(config)
         wiring.connect(m, wiring.flipped(self.s_axil), registers.bus)
         m.d.comb += self.irq.eq(registers.irq)
@@ -125,13 +137,7 @@ class NPU(wiring.Component):
             if port.endswith("resp"):
                 a, b = b, a
             if port.endswith("req") and config.read_slices:
-                request = core(f"{port}_slice", fifo.SyncFIFOBuffered(
-                    width=Shape.cast(a.p.shape()).width, depth=3))
-                m.d.comb += [request.w_en.eq(a.valid), request.w_data.eq(a.p),
-                             a.ready.eq(request.w_rdy)]
-                a = stream.Signature(a.p.shape()).create()
-                m.d.comb += [a.valid.eq(request.r_rdy), a.p.eq(request.r_data),
-                             request.r_en.eq(a.ready)]
+                a = sliced(f"{port}_slice", a)
             m.d.comb += [b.valid.eq(a.valid), b.p.eq(a.p), a.ready.eq(b.ready)]
 
         # --- Engines and the DMA ----------------------------------------------------------------
@@ -199,14 +205,7 @@ class NPU(wiring.Component):
             if config.serial_products:
                 m.d.comb += checker.start.eq(entering)
         else:
-            fetch_slice = core("fetch_slice", fifo.SyncFIFOBuffered(
-                width=Shape.cast(fetched_layout(config)).width, depth=3))
-            fetched = stream.Signature(fetched_layout(config)).create()
-            m.d.comb += [fetch_slice.w_en.eq(fetcher.insn.valid),
-                         fetch_slice.w_data.eq(fetcher.insn.p),
-                         fetcher.insn.ready.eq(fetch_slice.w_rdy),
-                         fetched.valid.eq(fetch_slice.r_rdy), fetched.p.eq(fetch_slice.r_data),
-                         fetch_slice.r_en.eq(fetched.ready)]
+            fetched = sliced("fetch_slice", fetcher.insn)
             insn = Signal(fetched_layout(config))
             entering = fetched.valid & fetched.ready
             if config.serial_products:
