@@ -76,7 +76,7 @@ class AXI4Memory(wiring.Component):
     ------
     ``AWREADY`` and ``ARREADY`` come from registers: each request waits in a register of
     its own until its transaction starts, a cycle after its handshake at the earliest.
-    Read bursts: the first ``R`` beat 3 cycles after the ``AR`` handshake in SPRAM, 7 in
+    Read bursts: the first ``R`` beat 3 cycles after the ``AR`` handshake in SPRAM, 8 in
     block RAM (:attr:`read_latency` cycles from a read to its data, plus the FIFO), then
     one beat per cycle while ``RREADY`` is high. Write bursts: ``WREADY`` from the second
     cycle after the ``AW`` handshake; ``BVALID`` the cycle after the last beat. A byte request is seen from a
@@ -89,7 +89,7 @@ class AXI4Memory(wiring.Component):
     MAX_BANKS = 8
     #: R beats buffered in block RAM: the reads in flight while ``RREADY`` is low (more
     #: than :attr:`read_latency` + 1, so that a burst streams one beat per cycle).
-    R_FIFO_DEPTH = 6
+    R_FIFO_DEPTH = 7
 
     def __init__(self, data_width, memory_bytes, *, addr_width=32, spram=False):
         self.data_width = data_width
@@ -103,7 +103,7 @@ class AXI4Memory(wiring.Component):
                              f"{addr_width} bits")
         self.memory_bytes = memory_bytes
         self.addr_width = addr_width
-        self.read_latency = 1 if spram else 4
+        self.read_latency = 1 if spram else 5
         super().__init__({
             "axi": In(AXI4Signature(data_width=data_width, addr_width=addr_width, id_width=1)),
             "host": In(MemoryBusSignature()),
@@ -117,10 +117,11 @@ class AXI4Memory(wiring.Component):
 
     def _block_ram(self, m, depth, address, read_en, write_en, write_data):
         """Banks of block RAM with registered inputs and outputs: the word read at
-        ``address`` in cycle ``t`` is returned, from a register, in cycle ``t + 4``. A
+        ``address`` in cycle ``t`` is returned, from a register, in cycle ``t + 5``. A
         request is registered, with each bank's enables decoded, before it reaches the
-        block RAMs, which are spread over the device; each bank's word is registered as it
-        leaves its block RAM, then the bank multiplexer's output."""
+        block RAMs, which are spread over the device; each bank's word is registered twice
+        as it leaves its block RAM (an ECP5 block RAM's output comes 5.6 ns after the
+        clock: the first register can sit beside it), then the bank multiplexer's output."""
         banks = self.block_ram_banks(self.data_width, self.memory_bytes)
         bank_depth = depth // banks
         row_bits = exact_log2(bank_depth)
@@ -132,7 +133,9 @@ class AXI4Memory(wiring.Component):
         m.d.sync += read_bank.eq(bank)
         word_bank = Signal(range(banks))
         selected_bank = Signal(range(banks))
-        m.d.sync += [word_bank.eq(read_bank), selected_bank.eq(word_bank)]
+        near_bank = Signal(range(banks))
+        m.d.sync += [near_bank.eq(read_bank), word_bank.eq(near_bank),
+                     selected_bank.eq(word_bank)]
         outputs = []
         for k in range(banks):
             memory = Memory(shape=self.data_width, depth=bank_depth, init=[])
@@ -146,8 +149,9 @@ class AXI4Memory(wiring.Component):
                          bank_write.eq(Mux(selected, write_en, 0))]
             m.d.comb += [write.addr.eq(row), read.addr.eq(row), read.en.eq(bank_read),
                          write.data.eq(row_data), write.en.eq(bank_write)]
+            near = Signal(self.data_width, name=f"bank{k}_near", reset_less=True)
             word = Signal(self.data_width, name=f"bank{k}_word", reset_less=True)
-            m.d.sync += word.eq(read.data)
+            m.d.sync += [near.eq(read.data), word.eq(near)]
             outputs.append(word)
         registered = Signal(self.data_width)
         m.d.sync += registered.eq(Array(outputs)[selected_bank])

@@ -45,8 +45,9 @@ stream of requests (``addr``, ``write``, ``data``, ``strb``); ``ready`` is the
 scratchpad's grant, which may stay low for any number of cycles (a bank conflict) and may
 depend combinationally on the request. A write writes the bytes whose ``strb`` bit is set
 in the cycle it is accepted. A read accepted in cycle ``t`` must return its word on
-``sp.rdata`` with ``sp.rvalid`` high in cycle ``t + 1`` or ``t + 2`` (the
-:class:`hw.scratchpad.Scratchpad`: ``t + 2``), in request order; the DMA always takes it.
+``sp.rdata`` with ``sp.rvalid`` high in cycle ``t + L``, for a fixed ``L`` of at least 1
+(:attr:`hw.scratchpad.Scratchpad.read_latency`; the DMA's testbench: 2), in request
+order; the DMA always takes it.
 The DMA keeps ``valid`` high only while it has a request to make, and may change or
 withdraw a request that has not been granted.
 

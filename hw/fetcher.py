@@ -154,6 +154,7 @@ class InstructionFetcher(wiring.Component):
         # ``request_addr`` a cycle before it is offered, and held until it is accepted.
         ar_valid = Signal()
         ar_len = Signal.like(bus.arlen)
+        ar_count = Signal.like(count)       # its instructions, for the next request's address
         m.d.comb += [
             bus.araddr.eq(request_addr),
             bus.arvalid.eq(ar_valid),
@@ -207,7 +208,8 @@ class InstructionFetcher(wiring.Component):
                     m.d.comb += [push.eq(1), push_data.error.eq(1)]
                     m.d.sync += request_addr.eq(request_addr + INSTRUCTION_BYTES)
                 with m.Elif(request):
-                    m.d.sync += [ar_valid.eq(1), ar_len.eq(count * self.beats - 1)]
+                    m.d.sync += [ar_valid.eq(1), ar_len.eq(count * self.beats - 1),
+                                 ar_count.eq(count)]
                 m.d.comb += self.insn.valid.eq(head_valid & ~head.error & ~self.halt)
                 with m.If(self.halt):
                     m.next = "STOP"
@@ -228,7 +230,7 @@ class InstructionFetcher(wiring.Component):
         # A request once offered stays offered until accepted, halted or not.
         with m.If(ar_valid & bus.arready):
             m.d.sync += [ar_valid.eq(0), in_flight.eq(1),
-                         request_addr.eq(request_addr + count * INSTRUCTION_BYTES)]
+                         request_addr.eq(request_addr + ar_count * INSTRUCTION_BYTES)]
         return m
 
 

@@ -47,8 +47,8 @@ Latency
 An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier than
 ``t + rows + cols + 6`` plus the output stage's ``latency`` (array, accumulator
 read-modify-write, FIFO, parameter lookup, output stage: :func:`config_output_stage`),
-one cycle more with a pipelined output stage and a channel table of several rows (whose
-row is registered as it leaves its block RAM).
+two cycles more with a pipelined output stage and a channel table of several rows (whose
+row is registered twice as it leaves its block RAM).
 Throughput: one activation vector per cycle, with weight loading hidden as described in
 :mod:`hw.systolic_array`.
 """
@@ -308,19 +308,23 @@ class MatrixUnit(wiring.Component):
                 # ready: a row leaves the FIFO only with a credit, one for each beat the
                 # output stage can still take (``OutputStage.capacity``), and the output
                 # stage takes every beat it is offered.
-                # The row is registered as it leaves its block RAM (an ECP5 block RAM's
-                # output comes 5.6 ns after the clock), with its beat one cycle behind.
+                # The row is registered twice as it leaves its block RAM (an ECP5 block
+                # RAM's output comes 5.6 ns after the clock: the first register can sit
+                # beside it), its beat alongside.
                 credits = Signal(range(output_stage.capacity + 1), init=output_stage.capacity)
                 has_credit = Signal(init=1)
                 taken = results_fifo.r_rdy & has_credit
                 delivered = self.results.valid & self.results.ready
                 left = credits - taken + delivered
                 looked_up_valid, looked_up = Signal(), Signal(self._emitted)
+                row_valid, row_beat = Signal(), Signal(self._emitted)
+                row_near = Signal(table_read.data.shape())
                 row = Signal(table_read.data.shape())
                 m.d.sync += [credits.eq(left), has_credit.eq(left != 0),
                              looked_up_valid.eq(taken), looked_up.eq(fifo_head),
-                             row.eq(table_read.data),
-                             beat_valid.eq(looked_up_valid), beat.eq(looked_up)]
+                             row_near.eq(table_read.data), row.eq(row_near),
+                             row_valid.eq(looked_up_valid), row_beat.eq(looked_up),
+                             beat_valid.eq(row_valid), beat.eq(row_beat)]
                 m.d.comb += results_fifo.r_en.eq(has_credit)
             else:
                 advance = ~beat_valid | output_stage.inp.ready

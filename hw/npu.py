@@ -197,6 +197,8 @@ class NPU(wiring.Component):
         # runs from the dispatch into the fetcher's FIFO.
         in_place = config.fetch_depth == 1
         decoding = Signal()
+        # Engines, decoder and fetcher stop in HALTED, DRAIN and RESET: a register, set and
+        # cleared with those states.
         halt = Signal()
         m.submodules.checker = checker = InstructionChecker(config)
         if in_place:
@@ -305,6 +307,16 @@ class NPU(wiring.Component):
         error_addr = Signal(32)
         found_code = Signal(ErrorCode)
         found_addr = Signal(32)
+        # The controller acts on an error a cycle after it is found, from registers (every
+        # source holds still until then: the error stops its engine or fetcher).
+        seen_code = Signal(ErrorCode)
+        seen_addr = Signal(32)
+        m.d.sync += [seen_code.eq(Mux(clear, ErrorCode.NONE, found_code)),
+                     seen_addr.eq(found_addr)]
+        # DRAIN waits for the AXI transfers in flight from registers, a cycle late (nothing
+        # starts one under ``halt``).
+        transfers_busy = Signal()
+        m.d.sync += transfers_busy.eq(fetcher.busy | dma.busy)
         with m.If(fetcher.bus_error):
             m.d.comb += [found_code.eq(ErrorCode.BUS_ERROR_FETCH),
                          found_addr.eq(fetcher.bus_error_addr)]
@@ -329,6 +341,7 @@ class NPU(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(registers.control_soft_reset):
+                    m.d.sync += halt.eq(1)
                     m.next = "DRAIN"
                 with m.Elif(registers.control_start):
                     m.d.sync += clear.eq(1)
@@ -340,26 +353,26 @@ class NPU(wiring.Component):
             with m.State("RUN"):
                 m.d.comb += running.eq(1)
                 with m.If(registers.control_soft_reset):
+                    m.d.sync += halt.eq(1)
                     m.next = "DRAIN"
-                with m.Elif(found_code != ErrorCode.NONE):
-                    m.d.sync += [error_code.eq(found_code), error_addr.eq(found_addr)]
+                with m.Elif(seen_code != ErrorCode.NONE):
+                    m.d.sync += [error_code.eq(seen_code), error_addr.eq(seen_addr), halt.eq(1)]
                     m.d.comb += registers.status_error_set.eq(1)
                     m.next = "HALTED"
                 with m.Elif(finished):
                     m.d.comb += registers.status_done_set.eq(1)
                     m.next = "IDLE"
             with m.State("HALTED"):
-                m.d.comb += halt.eq(1)
                 with m.If(registers.control_soft_reset):
                     m.next = "DRAIN"
             with m.State("DRAIN"):
-                m.d.comb += [halt.eq(1), resetting.eq(1)]
-                with m.If(~fetcher.busy & ~dma.busy):
+                m.d.comb += resetting.eq(1)
+                with m.If(~transfers_busy):
                     m.d.sync += [core_reset.eq(1), clear.eq(1)]
                     m.next = "RESET"
             with m.State("RESET"):
-                m.d.comb += [resetting.eq(1), halt.eq(1), dma.clear.eq(1)]
-                m.d.sync += [core_reset.eq(0), clear.eq(0)]
+                m.d.comb += [resetting.eq(1), dma.clear.eq(1)]
+                m.d.sync += [core_reset.eq(0), clear.eq(0), halt.eq(0)]
                 m.next = "IDLE"
 
         # Bytes as the DMA writes them into the scratchpad, and into memory.

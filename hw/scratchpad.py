@@ -63,10 +63,11 @@ wgt_resp : ``Out(stream.Signature(read_response_layout(cols, tag_shape)))``
     ``data``: ``cols`` int8 weights; ``tag``.
 res : ``In(stream.Signature(result_write_layout(addr_width, cols)))``
     ``addr`` (result slots, the same unit as weights) and ``data``: ``cols`` bytes.
+    ``ready`` is always high: a result write is never stalled.
 
 Latency
 -------
-``L`` = :attr:`read_latency`: 3, or 1 without ``config.registered_banks``.
+``L`` = :attr:`read_latency`: 4, or 1 without ``config.registered_banks``.
 
 * DMA: a request is accepted in cycle ``t`` when ``valid & ready``. A read's data is on
   ``dma.rdata`` with ``dma.rvalid`` high in cycle ``t + L``, exactly.
@@ -79,8 +80,10 @@ Latency
   1``, and ``B`` requests every ``L + 1`` cycles when it is fewer.
 * With ``config.registered_banks``, each bank's granted read and write (address, data,
   enables) are registered before they reach its block RAM, which reads and writes in
-  cycle ``t + 1``; its read word is registered as it leaves the block RAM (cycle ``t +
-  2``), and the bank and lane multiplexers work from those registers in cycle ``t + 3``.
+  cycle ``t + 1``; its read word is registered twice as it leaves the block RAM (cycles
+  ``t + 2`` and ``t + 3``: an ECP5 block RAM's output comes 5.6 ns after the clock, and the
+  first register can sit beside it), and the bank and lane multiplexers work from the
+  second in cycle ``t + 4``.
   Without, the block RAM works in cycle ``t`` and the multiplexers from its output in
   cycle ``t + 1``.
 * Result writes take effect in the cycle they are accepted, or the one after with
@@ -89,22 +92,27 @@ Latency
   ``t``, whichever ports issued them. With ``config.registered_banks`` it also returns
   the writes accepted in cycle ``t`` itself (write-first): a bank's block RAM returns no
   defined value for a row read as it is written, so the bytes written are taken from the
-  write instead, after the block RAM's word register. Without, it returns none of them
+  write instead, after the block RAM's word registers. Without, it returns none of them
   (read-first).
-* ``ready`` of every request stream depends combinationally on the ``valid`` and ``addr``
-  of the other requests, not on any response's ``ready``.
+* ``ready`` of the DMA and compute read requests depends combinationally on the ``valid``
+  and ``addr`` of the other requests, not on any response's ``ready``; ``res.ready`` is a
+  constant.
 
 Conflicts: requests proceed in the same cycle unless two of them need the same port of
 the same bank. Each bank's read port is shared by activation reads, weight reads and DMA
 reads; its write port by result writes and DMA writes. A read and a write never conflict.
-Each bank port has a round-robin arbiter with no fixed priority: among the requesters of
-that port in a cycle, the first one after the last winner (in the order activations,
-weights, DMA for reads and results, DMA for writes) wins. A request that is held valid
-therefore waits at most 2 cycles for a read port and 1 cycle for a write port (a compute
-read counts as waiting while its response buffer has room): neither the DMA nor the
-compute side can starve, and under a persistent conflict each requester gets an equal
-share of the bank. Arbitration keeps no state but the last winners, so a request that has
-not been granted may also be changed or withdrawn (the DMA engine relies on this).
+Each bank's read port has a round-robin arbiter with no fixed priority: among the
+requesters of that port in a cycle, the first one after the last winner (in the order
+activations, weights, DMA) wins. A read request that is held valid therefore waits at most
+2 cycles (a compute read counts as waiting while its response buffer has room): neither the
+DMA nor the compute side can starve, and under a persistent conflict each requester gets an
+equal share of the bank. A bank's write port belongs to result writes: a DMA write waits
+only in the cycles in which a result is written to its bank, so that nothing reaches the
+compute engine's result path from the DMA's request (results come at most one per cycle,
+in bursts of an output tile, and the DMA fills the other half of the scratchpad while the
+compute engine works in one). Arbitration keeps no state but the last winners, so a
+request that has not been granted may also be changed or withdrawn (the DMA engine relies
+on this).
 """
 
 from amaranth import *
@@ -224,7 +232,7 @@ class Scratchpad(wiring.Component):
     def read_latency_of(config):
         """Cycles from an accepted read request to its data (DMA) or response (compute, at
         the earliest): :attr:`read_latency`, without building a scratchpad."""
-        return 3 if config.registered_banks else 1
+        return 4 if config.registered_banks else 1
 
     def __init__(self, config=DEFAULT_CONFIG, tag_shape=unsigned(1)):
         self.config = config
@@ -270,10 +278,10 @@ class Scratchpad(wiring.Component):
             m.submodules[f"bank{k}_memory"] = bank
             read_ports.append(bank.read_port())
             write_ports.append(bank.write_port(granularity=8))
-            # The word read, registered next to its block RAM or straight from it; with
-            # the register, the bytes written as it was read replaced (_write_first).
+            # The word read, registered twice next to its block RAM or straight from it;
+            # with the registers, the bytes written as it was read replaced (_write_first).
             read_words.append(_delayed(m, read_ports[-1].data, f"bank{k}_word",
-                                       int(self.config.registered_banks)))
+                                       2 * self.config.registered_banks))
             bank_words.append(Signal(word_bits, name=f"bank{k}_merged")
                               if self.config.registered_banks else read_words[-1])
 
@@ -294,20 +302,20 @@ class Scratchpad(wiring.Component):
         dma_reads = dma_req.valid & ~dma_req.p.write
         dma_writes = dma_req.valid & dma_req.p.write
 
-        dma_grants, act_grants, wgt_grants, res_grants = [], [], [], []
+        dma_grants, act_grants, wgt_grants = [], [], []
         for k, (rport, wport) in enumerate(zip(read_ports, write_ports)):
             act_g, wgt_g, dma_rg = _round_robin(m, [
                 act_wants & (act_bank == k),
                 wgt_wants & (wgt_bank == k),
                 dma_reads & (dma_bank == k),
             ], f"bank{k}_read")
-            res_g, dma_wg = _round_robin(m, [
-                self.res.valid & (res_bank == k),
-                dma_writes & (dma_bank == k),
-            ], f"bank{k}_write")
+            # Result writes own the write port; a DMA write takes it when no result does.
+            res_g = Signal(name=f"bank{k}_result_write")
+            dma_wg = Signal(name=f"bank{k}_dma_write")
+            m.d.comb += [res_g.eq(self.res.valid & (res_bank == k)),
+                         dma_wg.eq(dma_writes & (dma_bank == k) & ~res_g)]
             act_grants.append(act_g)
             wgt_grants.append(wgt_g)
-            res_grants.append(res_g)
             dma_grants += [dma_rg, dma_wg]
 
             # The granted accesses, straight to the block RAM or through registers.
@@ -355,7 +363,7 @@ class Scratchpad(wiring.Component):
             dma_req.ready.eq(Cat(*dma_grants).any()),
             self.act_req.ready.eq(Cat(*act_grants).any()),
             self.wgt_req.ready.eq(Cat(*wgt_grants).any()),
-            self.res.ready.eq(Cat(*res_grants).any()),
+            self.res.ready.eq(1),
         ]
 
         # The bank words hold a read's word read_latency cycles after its request.
@@ -372,13 +380,12 @@ class Scratchpad(wiring.Component):
         """Bank ``k``'s registered read ``word`` with the bytes that a write to the row read
         in the same cycle wrote (``write_data`` where ``write_en``): the block RAM's read
         leaves those undefined, and the build marks its read port so (``COLLISION_X_MASK``),
-        so that no logic lies between the block RAM and ``word``'s register. The bytes are
-        replaced after that register, from registers two cycles behind the block RAM's
-        inputs."""
+        so that no logic lies between the block RAM and ``word``'s registers. The bytes are
+        replaced after them, from registers three cycles behind the block RAM's inputs."""
         collides = Signal.like(write_en, name=f"bank{k}_collides")
         m.d.comb += collides.eq(Mux(read_en & (read_addr == write_addr), write_en, 0))
-        collided = _delayed(m, collides, f"bank{k}_collided", 2)
-        written = _delayed(m, write_data, f"bank{k}_written", 2)
+        collided = _delayed(m, collides, f"bank{k}_collided", 3)
+        written = _delayed(m, write_data, f"bank{k}_written", 3)
         return Cat(*[Mux(collided[i], written.word_select(i, 8), word.word_select(i, 8))
                      for i in range(self.word_bytes)])
 
@@ -396,10 +403,9 @@ class Scratchpad(wiring.Component):
         """The response buffer of a compute read port: :attr:`read_buffers` responses,
         oldest first.
 
-        A response's word leaves its bank in the cycle after its request (into the bank's
-        word register, from which it is selected one cycle later, with
-        ``config.registered_banks``): ``incoming``, with the request's tag delayed
-        alongside. It goes straight to ``resp`` when no older one
+        A response's word is selected from its bank :attr:`read_latency` cycles after its
+        request (from the bank's word registers with ``config.registered_banks``):
+        ``incoming``, with the request's tag delayed alongside. It goes straight to ``resp`` when no older one
         waits, else into ``held``: a bank's read port may serve another requester
         meanwhile, so a response not taken in its ``incoming`` cycle is kept.
         ``read_bank``, ``read_lane`` and ``read_tag`` matter only while ``incoming_valid``.

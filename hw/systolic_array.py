@@ -33,6 +33,7 @@ Interlocks (all inside the array, so any schedule is safe):
   the last row written even when that is a cycle late (``registered_weights``).
 * ``weights`` is not ready for row 0 of a bank until the previous tile that used that
   bank has left every column: ``cols`` cycles after its ``last`` activation entered.
+  ``weights.ready`` and ``acts.ready`` come from registers.
 
 In steady state a tile therefore streams without a bubble when the tile before it has at
 least ``rows + cols - 1`` activation vectors; shorter tiles insert the difference.
@@ -143,15 +144,29 @@ class SystolicArray(wiring.Component):
         # Cycles since the last activation of each bank entered, saturating at C.
         since_last = [Signal(range(C + 1), init=C, name=f"since_last{b}") for b in range(2)]
 
-        load_free = Mux(load_bank, ~loaded[1] & (since_last[1] == C),
-                                   ~loaded[0] & (since_last[0] == C))
-        m.d.comb += self.weights.ready.eq(Mux(load_row == 0, load_free, 1))
+        # A weight row is taken unless it is a tile's first and its bank is still in use
+        # (holding a tile, or an activation of its last tile within C cycles): that
+        # condition on the bookkeeping's next values, in a register, so that no logic lies
+        # between ``weights.ready`` and a register.
+        weights_ready = Signal(init=1)
+        m.d.comb += self.weights.ready.eq(weights_ready)
         m.d.comb += self.acts.ready.eq(loaded.bit_select(compute_bank, 1))
 
         weights_accepted = self.weights.valid & self.weights.ready
         acts_accepted = self.acts.valid & self.acts.ready
         tile_loaded = weights_accepted & (load_row == R - 1)
         tile_done = acts_accepted & self.acts.p.last
+
+        next_at_row0 = Mux(weights_accepted, load_row == R - 1, load_row == 0)
+        next_load_bank = load_bank ^ tile_loaded
+        next_free = []
+        for b in range(2):
+            next_loaded = (tile_loaded & (load_bank == b)) | \
+                          (loaded[b] & ~(tile_done & (compute_bank == b)))
+            next_full = ~(tile_done & (compute_bank == b)) & (since_last[b] >= C - 1)
+            next_free.append(~next_loaded & next_full)
+        m.d.sync += weights_ready.eq(~next_at_row0 | Mux(next_load_bank, next_free[1],
+                                                          next_free[0]))
 
         for b in range(2):
             with m.If(acts_accepted & (compute_bank == b) & self.acts.p.last):

@@ -3,13 +3,13 @@
 A monitor samples every port in every cycle and replays the accepted requests on the model
 with the documented rules: reads see all writes of earlier cycles, and those of their own
 cycle with registered banks (write-first) or none of them without (read-first); a DMA
-read's data arrives exactly ``read_latency`` cycles later (3, or 1 without registered
+read's data arrives exactly ``read_latency`` cycles later (4, or 1 without registered
 banks); compute responses come in request order, ``read_latency`` cycles after their
 request at the earliest, with at most ``read_buffers`` requested and not taken (a read
 port with fewer than ``read_latency + 1`` must still take that many requests per
 ``read_latency + 1`` cycles); each bank serves at most one read and one write per cycle; a
-held request waits at most 2 cycles for a bank's read port and 1 cycle for its write
-port. The model keeps the SRAM contents across the tests of one run, like the simulated
+held read request waits at most 2 cycles for a bank's read port; a result write is never
+stalled, and a DMA write only in a cycle in which a result is written to its bank. The model keeps the SRAM contents across the tests of one run, like the simulated
 SRAM does.
 """
 
@@ -27,7 +27,7 @@ from verif.tb_util import (collect_stream, drive_stream, pack, port, start_clock
 _MODEL = None
 
 READ_WAIT_LIMIT = 2     # three requesters share a bank's read port, round robin
-WRITE_WAIT_LIMIT = 1    # two requesters share a bank's write port, round robin
+WRITE_WAIT_LIMIT = 0    # result writes own a bank's write port; a DMA write yields to them
 
 
 class ScratchpadModel:
@@ -91,6 +91,7 @@ class Monitor:
         self.accepted = {name: [] for name in self.PORTS}
         self.stalls = {name: 0 for name in self.PORTS}
         self.waits = {name: 0 for name in self.PORTS}
+        self.yields = 0     # cycles a DMA write waited for a result write to its bank
         # The cycles of compute requests whose responses have not been taken: a read port
         # buffers read_buffers.
         self.outstanding = {"act": [], "wgt": []}
@@ -145,11 +146,21 @@ class Monitor:
         elif due is not None:
             self.error(f"no dma.rvalid {self.latency} cycles after an accepted read")
 
+        result_bank = None
+        if int(dut.res__valid.value):
+            req = unpack(self.res_layout, dut.res__payload.value.to_unsigned())
+            result_bank = model.bank(req["addr"] * model.wgt_slot)
+
         valid, ready = int(dut.dma__req__valid.value), int(dut.dma__req__ready.value)
         if valid:
             req = unpack(self.dma_layout, dut.dma__req__payload.value.to_unsigned())
             byte = req["addr"] * model.bus_bytes
-            self._stall("dma", True, ready, WRITE_WAIT_LIMIT if req["write"] else READ_WAIT_LIMIT)
+            if req["write"] and not ready and model.bank(byte) == result_bank:
+                self.yields += 1
+                self.waits["dma"] = 0
+            else:
+                self._stall("dma", True, ready,
+                            WRITE_WAIT_LIMIT if req["write"] else READ_WAIT_LIMIT)
             if ready:
                 self.accepted["dma"].append(self.cycle)
                 if req["write"]:
@@ -301,10 +312,13 @@ async def random_traffic(dut):
     monitor = await _run(dut, sp, model, streams, idle=0.3, stall=0.3, rng=rng)
     for name in Monitor.PORTS:
         assert len(monitor.accepted[name]) == n, f"{name}: {len(monitor.accepted[name])} of {n}"
-    assert all(monitor.stalls.values()), f"no bank conflict on some port: {monitor.stalls}"
+    assert all(monitor.stalls[name] for name in ("dma", "act", "wgt")), \
+        f"no bank conflict on some read port: {monitor.stalls}"
+    assert monitor.yields, "no DMA write waited for a result write to its bank"
     assert monitor.read_write_overlaps, "no read of a byte written in the same cycle"
-    dut._log.info("%d beats per port checked; conflict stalls %s; %d same-cycle read/write "
-                  "overlaps", n, monitor.stalls, monitor.read_write_overlaps)
+    dut._log.info("%d beats per port checked; conflict stalls %s, DMA writes behind results "
+                  "%d; %d same-cycle read/write overlaps", n, monitor.stalls, monitor.yields,
+                  monitor.read_write_overlaps)
 
 
 @cocotb.test()
@@ -358,7 +372,8 @@ async def ping_pong_without_stalls(dut):
 
 @cocotb.test()
 async def same_bank_conflicts(dut):
-    """Every port hammers one bank: all make progress, within the round-robin bound."""
+    """Every port hammers one bank: all make progress, reads within the round-robin bound,
+    result writes never stalled and DMA writes waiting only for them."""
     p, model, sp = _setup()
     rng = tb_rng(dut._log)
     bank = [int(rng.integers(model.banks))]
@@ -376,7 +391,10 @@ async def same_bank_conflicts(dut):
     monitor = await _run(dut, sp, model, streams, idle=0.0, stall=0.0, rng=rng)
     for name in Monitor.PORTS:
         assert len(monitor.accepted[name]) == n, f"{name}: {len(monitor.accepted[name])} of {n}"
+    for name in ("dma", "act", "wgt"):
         assert monitor.stalls[name] > 0, f"{name} never lost arbitration: no conflict tested"
+    assert monitor.stalls["res"] == 0, f"result writes stalled {monitor.stalls['res']} times"
+    assert monitor.yields > 0, "no DMA write waited for a result write: no conflict tested"
     span = max(c[-1] for c in monitor.accepted.values()) - min(c[0] for c in monitor.accepted.values()) + 1
-    dut._log.info("bank %d: %d requests per port in %d cycles; stalls %s",
-                  bank[0], n, span, monitor.stalls)
+    dut._log.info("bank %d: %d requests per port in %d cycles; stalls %s, DMA writes "
+                  "behind results %d", bank[0], n, span, monitor.stalls, monitor.yields)
