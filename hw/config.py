@@ -88,9 +88,9 @@ class NPUConfig:
         less and take that many requests per read latency + 1 cycles (see
         ``hw.scratchpad``).
     registered_accumulators : bool
-        The accumulators' read-modify-write takes three cycles, the row read registered
-        next to its block RAM and forwarded to a result on the same row one or two cycles
-        behind (for timing). Without, two: the sum is formed from the block RAM's output,
+        The accumulators' read-modify-write takes four cycles, the row read registered
+        next to its block RAM, the sum written from registers, and the sum forwarded to a
+        result on the same row one to three cycles behind (for timing). Without, two: the sum is formed from the block RAM's output,
         and an activation on the accumulator row of the one before it, in the cycle after
         it, waits one cycle.
     serial_products : bool

@@ -15,9 +15,9 @@ activation beat names the accumulator row it adds into:
 * ``last``: the final activation vector of the weight tile (the array switches weight
   banks after it).
 
-Accumulators are read in the cycle a result leaves the array and written back two
-cycles later (read-modify-write with forwarding of the sum to a result one or two cycles
-behind), so consecutive beats may name the same row. Without
+Accumulators are read in the cycle a result leaves the array and written back three
+cycles later (read-modify-write with forwarding of the sum to a result one to three
+cycles behind), so consecutive beats may name the same row. Without
 ``config.registered_accumulators`` a row is read in the cycle before its result leaves
 the array and written as it leaves, and an activation naming the row of the one accepted
 in the cycle before waits one cycle, so that no row is read as it is written. Emitted rows go through a FIFO reserved by credits: an activation is accepted
@@ -207,12 +207,13 @@ class MatrixUnit(wiring.Component):
         if config.registered_accumulators:
             # A result is read from its accumulator row in the cycle it leaves the array,
             # its row's data registered in the next (``held_read``: the block RAM's output
-            # goes straight into registers), and the sum written in the one after. A
-            # result one cycle behind on the same row takes the sum written in the cycle
-            # before (``written``) instead of the data read, which missed it; two cycles
-            # behind, the sum written two cycles before (``written_before``), in the cycle
-            # it was read, which its read may not return; three or more cycles behind, the
-            # row holds the sum.
+            # goes straight into registers), its sum made in the one after and written
+            # from registers (``written``) in the next (an ECP5 block RAM's inputs are far
+            # from the adders). A result one, two or three cycles behind on the same row
+            # takes that sum from ``written``, ``written_before`` or ``written_earlier``
+            # instead of the data read, which missed it (or, three cycles behind, was read
+            # as it was written, which a block RAM may not return); four or more cycles
+            # behind, the row holds the sum.
             acc_read = accumulators.read_port()
             m.d.comb += acc_read.addr.eq(array.results.p.tag.acc_addr)
             partial = Signal.like(array.results.p.data)
@@ -227,21 +228,33 @@ class MatrixUnit(wiring.Component):
             writes = held_valid & ~held_sideband.emit
             written = Signal.like(total)
             written_before = Signal.like(total)
+            written_earlier = Signal.like(total)
             written_row = Signal.like(held_sideband.acc_addr)
+            written_before_row = Signal.like(written_row)
             written_valid = Signal()
+            written_before_valid = Signal()
             m.d.sync += [written.eq(total), written_before.eq(written),
-                         written_row.eq(held_sideband.acc_addr), written_valid.eq(writes)]
+                         written_earlier.eq(written_before),
+                         written_row.eq(held_sideband.acc_addr),
+                         written_before_row.eq(written_row),
+                         written_valid.eq(writes), written_before_valid.eq(written_valid)]
             follows = Signal()
             follows_written = Signal()
+            follows_written_before = Signal()
             m.d.sync += [
                 follows.eq(writes & (sideband.acc_addr == held_sideband.acc_addr)),
                 follows_written.eq(written_valid & (sideband.acc_addr == written_row)),
+                follows_written_before.eq(written_before_valid
+                                          & (sideband.acc_addr == written_before_row)),
                 held_read.eq(acc_read.data),
                 held_partial.eq(partial), held_sideband.eq(sideband), held_valid.eq(valid),
             ]
             held = Signal.like(total)
-            m.d.comb += held.eq(Mux(follows, written, Mux(follows_written, written_before,
-                                                          held_read)))
+            m.d.comb += held.eq(Mux(follows, written,
+                                Mux(follows_written, written_before,
+                                Mux(follows_written_before, written_earlier, held_read))))
+            m.d.comb += [acc_write.addr.eq(written_row), acc_write.data.eq(written),
+                         acc_write.en.eq(written_valid)]
         else:
             # A result's row is read in the cycle before it leaves the array (from the
             # array's ``upcoming_tag``), and the sum written as it leaves. No result reads
@@ -252,15 +265,12 @@ class MatrixUnit(wiring.Component):
             held, held_partial = acc_read.data, array.results.p.data
             held_sideband, held_valid = array.results.p.tag, array.results.valid
             writes = held_valid & ~held_sideband.emit
+            m.d.comb += [acc_write.addr.eq(held_sideband.acc_addr), acc_write.data.eq(total),
+                         acc_write.en.eq(writes)]
 
         for c in range(C):
             m.d.comb += total[c].eq(Mux(held_sideband.first, held_partial[c],
                                         held[c] + held_partial[c]))
-        m.d.comb += [
-            acc_write.addr.eq(held_sideband.acc_addr),
-            acc_write.data.eq(total),
-            acc_write.en.eq(writes),
-        ]
 
         emitted = Signal(self._emitted)
         m.d.comb += [

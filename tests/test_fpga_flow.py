@@ -309,13 +309,14 @@ def _fake_tools(tmp_path, estimate, status=0, route_seconds=60, place_seconds=0)
 @pytest.mark.parametrize("route_anyway", [False, True])
 def test_build_far_below_its_target_stops_before_routing(tmp_path, route_anyway):
     began = time.monotonic()
+    estimate = round(100 * ROUTE_MARGIN - 1, 2)     # as the log prints it
     if route_anyway:
-        _fake_tools(tmp_path, 100 * ROUTE_MARGIN - 1, route_seconds=1)
+        _fake_tools(tmp_path, estimate, route_seconds=1)
         assert run_tools(tmp_path, 100.0, route_anyway=True, poll_seconds=0.1) is None
         assert (tmp_path / "routed").exists()
     else:
-        _fake_tools(tmp_path, 100 * ROUTE_MARGIN - 1)
-        assert run_tools(tmp_path, 100.0, poll_seconds=0.1) == 100 * ROUTE_MARGIN - 1
+        _fake_tools(tmp_path, estimate)
+        assert run_tools(tmp_path, 100.0, poll_seconds=0.1) == estimate
         assert time.monotonic() - began < 30
         time.sleep(0.5)
         assert not (tmp_path / "routed").exists()

@@ -188,16 +188,16 @@ async def random_gemm_tiles(dut):
 
 @cocotb.test()
 async def back_to_back_accumulation(dut):
-    """GEMMs of one, two and three rows whose two K-tiles enter back to back (both weight
-    banks loaded before the activations start): each row of the second adds into its row
-    one, two and three cycles after the first, while that sum is still being written, in
-    the cycle it is written, and after. Without ``registered_accumulators`` the one-row
+    """GEMMs of one to four rows whose two K-tiles enter back to back (both weight banks
+    loaded before the activations start): each row of the second adds into its row one to
+    four cycles after the first: before that sum is written, in the cycle it is written,
+    and after (with ``registered_accumulators``, four cycles after). Without ``registered_accumulators`` the one-row
     GEMM's second tile waits one cycle."""
     bench = MatrixUnitBench(dut)
     config, rng = bench.config, bench.rng
     await start_clock_and_reset(dut)
     R, C = config.rows, config.cols
-    for rows in (1, 2, 3):
+    for rows in (1, 2, 3, 4):
         for _ in range(20):
             a = int8_full_range(rng, (rows, 2 * R))
             w = int8_full_range(rng, (2 * R, C))
@@ -208,7 +208,7 @@ async def back_to_back_accumulation(dut):
                 expected = [1, 3]
             assert bench.accept_cycles == expected, \
                 f"the two K-tiles entered at cycles {bench.accept_cycles}, not {expected}"
-    dut._log.info("back-to-back accumulations of 1 to 3 rows bit-exact, 20 each")
+    dut._log.info("back-to-back accumulations of 1 to 4 rows bit-exact, 20 each")
 
 
 @cocotb.test()
