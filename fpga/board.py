@@ -236,8 +236,11 @@ class AXI4Memory(wiring.Component):
 
         # A byte request is served from the cycle after it is seen waiting, so that no path
         # runs from the host port's request into the choice between it and the AXI port.
+        # Whether it writes is taken from a register too (the host holds its request), so
+        # that the port's ``ready`` depends on registers only.
         host_waiting = Signal()
-        m.d.sync += host_waiting.eq(port.valid & ~port.ready)
+        host_writes = Signal()
+        m.d.sync += [host_waiting.eq(port.valid & ~port.ready), host_writes.eq(port.write)]
         # AW and AR requests wait in a register each (``AxREADY`` from registers only), from
         # which a transaction starts; a request is taken in the cycle its register frees.
         aw_full, aw_word, aw_id = Signal(), Signal.like(word), Signal.like(txn_id)
@@ -268,7 +271,7 @@ class AXI4Memory(wiring.Component):
                     m.d.sync += [word.eq(ar_word), txn_id.eq(ar_id), beats.eq(ar_beats)]
                     m.next = "READ"
             with m.State("HOST"):
-                with m.If(port.write):
+                with m.If(host_writes):
                     m.d.comb += [port.ready.eq(1), address.eq(port.addr[offset_bits:]),
                                  write_en.eq(1 << port.addr[:offset_bits]),
                                  write_data.eq(port.wdata.replicate(self.word_bytes))]

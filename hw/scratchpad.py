@@ -430,13 +430,16 @@ class Scratchpad(wiring.Component):
 
         # Held entries (contiguous from 0) after this cycle's pop, then the incoming
         # response appended unless it went straight out.
+        # The held entries' valid bits are a thermometer code: entry ``i`` is the first
+        # free one after the pop when it is the first free one (no pop) or the last valid
+        # one (a pop), without a count's adder.
         pop_held = resp.valid & resp.ready & held_valid[0]
         push = incoming_valid & ~(resp.ready & ~held_valid[0])
-        count = sum(held_valid)
-        slot = Signal(range(depth + 1), name=f"{name}_slot")
-        m.d.comb += slot.eq(count - pop_held)
+        valid_from = [C(1), *held_valid, C(0)]     # valid_from[i + 1]: entry i is valid
         for i in range(depth):
-            with m.If(push & (slot == i)):
+            first_free = valid_from[i] & ~valid_from[i + 1]
+            last_valid = valid_from[i + 1] & ~valid_from[i + 2]
+            with m.If(push & Mux(pop_held, last_valid, first_free)):
                 m.d.sync += [held[i].eq(incoming), held_valid[i].eq(1)]
             with m.Elif(pop_held):
                 if i + 1 < depth:
