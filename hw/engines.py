@@ -214,21 +214,13 @@ class ComputeEngine(wiring.Component):
     """
 
     @staticmethod
-    def result_buffer_of(config):
-        """Entries of the FIFO between the output stage and the scratchpad's result port:
-        three, or one behind the serial output stage, which delivers a row in tens of
-        cycles."""
-        return 1 if config.serial_output else 3
-
-    @staticmethod
     def result_latency_of(config):
-        """Cycles that FIFO adds between a result leaving the output stage and its write:
-        one (a single register, or the FIFO's memory read as its pointer names it)."""
+        """Cycles between a result leaving the output stage and its write: one (the result
+        write register)."""
         return 1
 
     def __init__(self, config=NPUConfig()):
         self.config = config
-        self.result_buffer = self.result_buffer_of(config)
         self.weight_slot = slot_bytes(config.cols)
         self.act_slot = slot_bytes(config.rows)
         self.tag = act_tag_layout(config)
@@ -488,33 +480,29 @@ class ComputeEngine(wiring.Component):
                 m.d.comb += self.insn.ready.eq(1)
                 m.d.sync += streaming.eq(0)
 
-        # --- Result writer ----------------------------------------------------------------------
-        # Result rows (or, for int32 outputs, their four byte planes) queue in a FIFO
-        # (``result_buffer``) in front of the scratchpad's result port, so that the port's
-        # ready, which comes from the scratchpad's arbitration, reaches only that FIFO and
-        # not the output stage (with three entries a row still leaves every cycle). With more
-        # than one entry it is unbuffered: its head is read from its memory as the read
-        # pointer names it, so that the grant reaches only the pointer and the level, not
-        # the enables of a wide output register.
+        # --- Result writer ---------------------------------------------------------------------
+        # Result rows (or, for int32 outputs, their four byte planes) go to the scratchpad
+        # from a register (``result_write``), the cycle after they leave the output stage.
+        # The scratchpad's result port is always ready (result writes own its banks' write
+        # ports), so nothing reaches the output stage or this register from its arbitration;
+        # were it not ready, the register would hold its row and the output stage wait.
         results = matrix.results.p
         result_tag = Signal(_result_tag_layout(config))
         m.d.comb += result_tag.eq(results.tag)
         write = data.StructLayout({"addr": unsigned(len(self.res.p.addr)),
                                    "data": data.ArrayLayout(unsigned(8), C),
                                    "final": unsigned(1)})
-        result_fifo = fifo.SyncFIFO if self.result_buffer > 1 else fifo.SyncFIFOBuffered
-        m.submodules.result_writes = writes = result_fifo(
-            width=Shape.cast(write).width, depth=self.result_buffer)
-        queued, head = Signal(write), Signal(write)
+        queued = Signal(write)
+        head = Signal(write, name="result_write")
+        head_valid = Signal()
+        take = ~head_valid | self.res.ready
         part = Signal(2)
         last_part = ~result_tag.int32 | (part == 3)
         acc_bytes = results.acc.as_value()
         m.d.comb += [
-            writes.w_en.eq(matrix.results.valid),
-            writes.w_data.eq(queued),
             queued.addr.eq(result_tag.out_slot + part),
             queued.final.eq(result_tag.final & last_part),
-            matrix.results.ready.eq(writes.w_rdy & last_part),
+            matrix.results.ready.eq(take & last_part),
         ]
         with m.If(result_tag.int32):
             with m.Switch(part):
@@ -524,14 +512,14 @@ class ComputeEngine(wiring.Component):
                                      for j in range(C)]
         with m.Else():
             m.d.comb += [queued.data[j].eq(results.q[j]) for j in range(C)]
-        with m.If(writes.w_en & writes.w_rdy):
+        with m.If(take):
+            m.d.sync += [head_valid.eq(matrix.results.valid), head.eq(queued)]
+        with m.If(matrix.results.valid & take):
             m.d.sync += part.eq(Mux(last_part, 0, part + 1))
         m.d.comb += [
-            head.eq(writes.r_data),
-            self.res.valid.eq(writes.r_rdy),
+            self.res.valid.eq(head_valid),
             self.res.p.addr.eq(head.addr),
             self.res.p.data.eq(head.data),
-            writes.r_en.eq(self.res.ready),
             result_finished.eq(self.res.valid & self.res.ready & head.final),
         ]
         return m
