@@ -173,7 +173,10 @@ class NPU(wiring.Component):
             count = Signal(16, name=f"tokens_{producer.name.lower()}_{consumer.name.lower()}")
             p, c = engines[producer].tokens, engines[consumer].tokens
             upstream = order.index(producer) < order.index(consumer)
-            push = p.push_next if upstream else p.push_prev
+            # A push counts from a register, a cycle late (a token never comes early); a pop
+            # at once, so that a consumer never sees the token it took.
+            push = Signal(name=f"{count.name}_pushed")
+            m.d.sync += push.eq((p.push_next if upstream else p.push_prev) & ~clear)
             pop = c.pop_prev if upstream else c.pop_next
             available = c.prev_available if upstream else c.next_available
             # ``count != 0``, registered: set by a push, cleared by a pop of the last token,
