@@ -146,9 +146,9 @@ def clamp_bounds(unsigned_output, clamp_lo, clamp_hi):
 
 
 def clamped(value, lo, hi):
-    """The 8-bit output: ``value`` clamped to ``[lo, hi]`` (``min(max(value, lo), hi)``) for
-    ``lo <= hi``, its two compares side by side rather than one after the other."""
-    return Mux(value < lo, lo, Mux(value > hi, hi, value))[:8]
+    """The 8-bit output: ``value`` clamped to ``[lo, hi]`` (``min(max(value, lo), hi)``),
+    its three compares side by side rather than one after the other."""
+    return Mux(value < lo, Mux(lo > hi, hi, lo), Mux(value > hi, hi, value))[:8]
 
 
 def _as_signed(value):
@@ -466,7 +466,6 @@ class OutputStage(wiring.Component):
         value = s(Mux(sign, -_as_signed(capped), _as_signed(capped)) + carried.zero_point,
                   "value")
         lo, hi = clamp_bounds(carried.unsigned_output, carried.clamp_lo, carried.clamp_hi)
-        # An empty range (lo above hi) clamps every value to hi, as min(max(v, lo), hi).
-        lo, hi = s(Mux(lo > hi, hi, lo), "lo"), s(hi, "hi")
+        lo, hi = s(lo, "lo"), s(hi, "hi")
         at(15)
         return s(clamped(value, lo, hi), "q")
