@@ -157,28 +157,24 @@ class SystolicArray(wiring.Component):
         tile_loaded = weights_accepted & (load_row == R - 1)
         tile_done = acts_accepted & self.acts.p.last
 
-        next_at_row0 = Mux(weights_accepted, load_row == R - 1, load_row == 0)
-        next_load_bank = load_bank ^ tile_loaded
+        # Each bank's bookkeeping, updated from its next values, which also give the next
+        # cycle's ``weights.ready``.
         next_free = []
         for b in range(2):
-            next_loaded = (tile_loaded & (load_bank == b)) | \
-                          (loaded[b] & ~(tile_done & (compute_bank == b)))
-            next_full = ~(tile_done & (compute_bank == b)) & (since_last[b] >= C - 1)
+            last_entered = tile_done & (compute_bank == b)
+            next_loaded = (tile_loaded & (load_bank == b)) | (loaded[b] & ~last_entered)
+            next_full = ~last_entered & (since_last[b] >= C - 1)
             next_free.append(~next_loaded & next_full)
-        m.d.sync += weights_ready.eq(~next_at_row0 | Mux(next_load_bank, next_free[1],
-                                                          next_free[0]))
-
-        for b in range(2):
-            with m.If(acts_accepted & (compute_bank == b) & self.acts.p.last):
+            m.d.sync += loaded[b].eq(next_loaded)
+            with m.If(last_entered):
                 m.d.sync += since_last[b].eq(1)
             with m.Elif(since_last[b] != C):
                 m.d.sync += since_last[b].eq(since_last[b] + 1)
-            set_b = tile_loaded & (load_bank == b)
-            clear_b = tile_done & (compute_bank == b)
-            with m.If(set_b):
-                m.d.sync += loaded[b].eq(1)
-            with m.Elif(clear_b):
-                m.d.sync += loaded[b].eq(0)
+        next_at_row0 = Mux(weights_accepted, load_row == R - 1, load_row == 0)
+        next_load_bank = load_bank ^ tile_loaded
+        m.d.sync += load_bank.eq(next_load_bank)
+        m.d.sync += weights_ready.eq(~next_at_row0 | Mux(next_load_bank, next_free[1],
+                                                          next_free[0]))
 
         # With ``registered_weights``, an accepted weight row is written a cycle later,
         # from registers. An activation accepted in the cycle after a tile's last row
@@ -198,7 +194,7 @@ class SystolicArray(wiring.Component):
 
         with m.If(weights_accepted):
             with m.If(load_row == R - 1):
-                m.d.sync += [load_row.eq(0), load_bank.eq(~load_bank)]
+                m.d.sync += load_row.eq(0)
             with m.Else():
                 m.d.sync += load_row.eq(load_row + 1)
         with m.If(tile_done):
