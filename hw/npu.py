@@ -316,10 +316,12 @@ class NPU(wiring.Component):
         seen_addr = Signal(32)
         m.d.sync += [seen_code.eq(Mux(clear, ErrorCode.NONE, found_code)),
                      seen_addr.eq(found_addr)]
-        # DRAIN waits for the AXI transfers in flight from registers, a cycle late (nothing
-        # starts one under ``halt``).
+        # DRAIN waits for the AXI transfers in flight from registers, a cycle late: nothing
+        # starts one under ``halt``, and a descriptor the DMA takes in the cycle before
+        # ``halt`` rises (its ``busy`` rises only in the next) counts as one.
         transfers_busy = Signal()
-        m.d.sync += transfers_busy.eq(fetcher.busy | dma.busy)
+        m.d.sync += transfers_busy.eq(fetcher.busy | dma.busy
+                                      | (dma.desc.valid & dma.desc.ready))
         with m.If(fetcher.bus_error):
             m.d.comb += [found_code.eq(ErrorCode.BUS_ERROR_FETCH),
                          found_addr.eq(fetcher.bus_error_addr)]
