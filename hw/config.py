@@ -90,9 +90,9 @@ class NPUConfig:
     registered_accumulators : bool
         The accumulators' read-modify-write takes four cycles, the row read registered
         next to its block RAM, the sum written from registers, and the sum forwarded to a
-        result on the same row one to three cycles behind (for timing). Without, two: the sum is formed from the block RAM's output,
-        and an activation on the accumulator row of the one before it, in the cycle after
-        it, waits one cycle.
+        result on the same row one to three cycles behind (for timing). Without, two: the
+        sum is formed from the block RAM's output, and an activation on the accumulator
+        row of the one before it, in the cycle after it, waits one cycle.
     serial_products : bool
         The products of the range checks (decoder, DMA) by shift and add over several
         cycles instead of multipliers, for devices with few DSP blocks.

@@ -405,9 +405,10 @@ class Scratchpad(wiring.Component):
 
         A response's word is selected from its bank :attr:`read_latency` cycles after its
         request (from the bank's word registers with ``config.registered_banks``):
-        ``incoming``, with the request's tag delayed alongside. It goes straight to ``resp`` when no older one
-        waits, else into ``held``: a bank's read port may serve another requester
-        meanwhile, so a response not taken in its ``incoming`` cycle is kept.
+        ``incoming``, with the request's tag delayed alongside. It goes straight to
+        ``resp`` when no older one waits, else into ``held``: a bank's read port may serve
+        another requester meanwhile, so a response not taken in its ``incoming`` cycle is
+        kept.
         ``read_bank``, ``read_lane`` and ``read_tag`` matter only while ``incoming_valid``.
         """
         latency = self.read_latency

@@ -191,8 +191,8 @@ async def back_to_back_accumulation(dut):
     """GEMMs of one to four rows whose two K-tiles enter back to back (both weight banks
     loaded before the activations start): each row of the second adds into its row one to
     four cycles after the first: before that sum is written, in the cycle it is written,
-    and after (with ``registered_accumulators``, four cycles after). Without ``registered_accumulators`` the one-row
-    GEMM's second tile waits one cycle."""
+    and after (with ``registered_accumulators``, four cycles after). Without
+    ``registered_accumulators`` the one-row GEMM's second tile waits one cycle."""
     bench = MatrixUnitBench(dut)
     config, rng = bench.config, bench.rng
     await start_clock_and_reset(dut)

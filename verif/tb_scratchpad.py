@@ -9,8 +9,8 @@ request at the earliest, with at most ``read_buffers`` requested and not taken (
 port with fewer than ``read_latency + 1`` must still take that many requests per
 ``read_latency + 1`` cycles); each bank serves at most one read and one write per cycle; a
 held read request waits at most 2 cycles for a bank's read port; a result write is never
-stalled, and a DMA write only in a cycle in which a result is written to its bank. The model keeps the SRAM contents across the tests of one run, like the simulated
-SRAM does.
+stalled, and a DMA write only in a cycle in which a result is written to its bank. The
+model keeps the SRAM contents across the tests of one run, like the simulated SRAM does.
 """
 
 import cocotb
