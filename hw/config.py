@@ -45,7 +45,7 @@ class NPUConfig:
         Lanes of the output stage (a divisor of ``cols``; 0: one per column). With fewer
         lanes than columns a result row takes ``cols / output_lanes`` cycles in it.
     output_stages : int
-        Pipeline registers of the output stage, 1 to 15: fewer for a slower clock.
+        Pipeline registers of the output stage, 1 to 17: fewer for a slower clock.
     serial_output : bool
         The output stage computes one bit per cycle, one lane after the other
         (``hw.serial_output_stage``), without DSP blocks or FIFOs and in well under half
@@ -116,7 +116,7 @@ class NPUConfig:
     addr_width: int = 32
     queue_depth: int = 8
     output_lanes: int = 0
-    output_stages: int = 15
+    output_stages: int = 17
     serial_output: bool = False
     elementwise_add: bool = False
     add_circuits: int = 2
@@ -146,8 +146,8 @@ class NPUConfig:
         if self.output_lanes < 0 or self.cols % self.output_stage_lanes:
             raise ValueError(f"NPUConfig.output_lanes must divide cols ({self.cols}), "
                              f"not {self.output_lanes}")
-        if not 1 <= self.output_stages <= 15:
-            raise ValueError(f"NPUConfig.output_stages must be 1 to 15, not {self.output_stages}")
+        if not 1 <= self.output_stages <= 17:
+            raise ValueError(f"NPUConfig.output_stages must be 1 to 17, not {self.output_stages}")
         if self.elementwise_add and (self.serial_output or self.output_stage_lanes != self.cols
                                      or self.channel_depth == 1):
             raise ValueError("NPUConfig.elementwise_add needs the pipelined output stage with one "

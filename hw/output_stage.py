@@ -35,8 +35,8 @@ out : ``Out(stream.Signature(OutputStageOutput))``
 
 Latency
 -------
-:attr:`latency` (17) cycles from an accepted ``inp`` beat to its ``out`` beat: a pipeline
-of :attr:`stages` (15) registers without enables (and, but for the beats' valid and last
+:attr:`latency` (19) cycles from an accepted ``inp`` beat to its ``out`` beat: a pipeline
+of :attr:`stages` (17) registers without enables (and, but for the beats' valid and last
 bits, without reset, so that a reset reaches few of its flip-flops), then a FIFO.
 ``inp.ready`` is high while the output FIFOs (:attr:`fifo_depth` beats) have room for one
 more beat besides those in flight, so the pipeline never stalls; with ``out.ready`` high it accepts a beat every
@@ -46,15 +46,16 @@ end (zero point, clamp bounds, output type), and the multiplier's decoded signif
 exponent, needed at the multiply, wait in delay lines, memories written every cycle (LUT
 RAM on FPGAs), when they would cross :data:`DELAY_LINE_MIN` or more registers. The
 significand product's operands and its four partial products are registered at the
-multipliers (``hw.arith.registered_product``).
+multipliers (``hw.arith.registered_product``), and the partial products once more in the
+fabric before their sum.
 
 Smaller configurations
 ----------------------
 ``OutputStage(lanes, units=u, stages=n)`` computes with ``u`` lane circuits (a divisor of
 ``lanes``) instead of one per lane: a beat's lanes go through them in ``lanes / u``
 groups on consecutive cycles, and ``inp.ready`` rises with the last group, so it
-accepts a beat every ``lanes / u`` cycles. Its pipeline has ``n`` registers (1 to 15)
-spread over the 15 steps above, with :attr:`latency` ``n + 2`` from the beat's
+accepts a beat every ``lanes / u`` cycles. Its pipeline has ``n`` registers (1 to 17)
+spread over the 17 steps above, with :attr:`latency` ``n + 2`` from the beat's
 handshake. The results are the same bit for bit.
 """
 
@@ -156,10 +157,10 @@ def _as_signed(value):
     return Cat(value, Const(0, 1)).as_signed()
 
 
-#: Steps of the computation below, each registered in the default 15-stage pipeline.
-LOGICAL_STAGES = 15
+#: Steps of the computation below, each registered in the default 17-stage pipeline.
+LOGICAL_STAGES = 17
 
-#: The parameters a lane uses only at its end (logical stage 14), carried alongside.
+#: The parameters a lane uses only at its end (logical stage 16), carried alongside.
 CARRIED = ("zero_point", "clamp_lo", "clamp_hi", "unsigned_output")
 carried_params = data.StructLayout({name: channel_params.members[name] for name in CARRIED})
 
@@ -186,13 +187,13 @@ class OutputStage(wiring.Component):
         return stages + 2
 
     #: Pipeline registers between ``inp`` and the output FIFO (the default; see ``stages``).
-    stages = 15
+    stages = 17
     #: Cycles from an accepted ``inp`` beat to its ``out`` beat, output FIFO included.
     latency = latency_of(stages)
     #: Beats the output FIFOs hold: every beat in the pipeline has its place reserved.
     fifo_depth = 1 << ceil_log2(latency + 4)
 
-    def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=15):
+    def __init__(self, lanes=8, tag_shape=unsigned(1), *, units=None, stages=17):
         if units is None:
             units = lanes
         if units < 1 or lanes % units:
@@ -207,7 +208,7 @@ class OutputStage(wiring.Component):
             self.stages = stages
             self.latency = self.latency_of(stages)
             self.fifo_depth = 1 << ceil_log2(self.latency + 4)
-        # Logical stages (1 to 15) whose results are registered: evenly spread, the
+        # Logical stages (1 to 17) whose results are registered: evenly spread, the
         # last one (the output register) always.
         self.registered = {round(LOGICAL_STAGES * (i + 1) / stages) for i in range(stages)}
         super().__init__(output_stage_signature(lanes, tag_shape))
@@ -330,16 +331,14 @@ class OutputStage(wiring.Component):
         x = s((acc + params.bias)[:32].as_signed(), "x")
         mult_exp = params.multiplier[23:31]
         mult_sig = Mux(mult_exp == 0, 0, Cat(params.multiplier[:23], 1))
-        # The multiplier's significand and exponent are needed at stage 7, and the value
-        # its stage 6 register loads by the multipliers' input registers.
-        multiplier_loads = ready_at(Cat(mult_sig, mult_exp), 6, "multiplier")
-        multiplier = stage(multiplier_loads, f"l{lane}_multiplier_6", 6)
+        # The multiplier's significand and exponent are needed at stage 7.
+        multiplier = ready_at(Cat(mult_sig, mult_exp), 7, "multiplier")
         mult_sig, mult_exp = multiplier[:24], multiplier[24:]
         sign = s(params.multiplier[31], "mult_sign")
-        # The carried parameters are needed at stage 14.
+        # The carried parameters are needed at stage 16.
         packed = Signal(carried_params, name=f"l{lane}_carried")
         m.d.comb += [packed[n].eq(params[n]) for n in CARRIED]
-        carried = data.View(carried_params, ready_at(packed.as_value(), 14, "carried"))
+        carried = data.View(carried_params, ready_at(packed.as_value(), 16, "carried"))
 
         def forward(n):
             """The sign, one stage on."""
@@ -383,89 +382,96 @@ class OutputStage(wiring.Component):
         carry_out = sig_rounded[24]
         sig = Mux(small, sig_small, Mux(carry_out, 1 << 23, sig_rounded[:24]))
         exp = Mux(small, _as_signed(length) - 24, down_shift + carry_out)
-        sig_loads, x_sig = sig, s(sig, "x_sig")
+        x_sig = s(sig, "x_sig")
         x_exp = s(exp.as_signed()[:7].as_signed(), "x_exp")
         forward(6)
 
         at(7)
-        # Stages 7-8: exact 24 x 24 significand product, as four products of the 18-bit
-        # multipliers (stage 7) and their sum (stage 8). With stages 6 and 7 registered,
-        # each product is registered with its operands (``hw.arith.registered_product``: an
-        # ECP5 multiplier with its input and output registers). Without the stage 7
-        # register, one product, which synthesis splits for the device's multipliers.
-        split = 7 in self.registered
-        if split and 6 in self.registered:
-            multiplier_sig = multiplier_loads[:24]
-            x_parts = [(x_sig[:18], sig_loads[:18]), (x_sig[18:], sig_loads[18:24])]
-            m_parts = [(mult_sig[:18], multiplier_sig[:18]),
-                       (mult_sig[18:], multiplier_sig[18:24])]
-            (p_ll, p_lh), (p_hl, p_hh) = [
-                [registered_product(m, platform, x_part, m_part, unsigned(len(x_part[0]) +
-                                                                          len(m_part[0])),
-                                    f"l{lane}_p_{x_name}{m_name}")
-                 for m_name, m_part in zip("lh", m_parts)]
-                for x_name, x_part in zip("lh", x_parts)]
-        elif split:
-            x_lo, x_hi = x_sig[:18], x_sig[18:]
-            m_lo, m_hi = mult_sig[:18], mult_sig[18:]
-            p_ll, p_lh = s(x_lo * m_lo, "p_ll"), s(x_lo * m_hi, "p_lh")
-            p_hl, p_hh = s(x_hi * m_lo, "p_hl"), s(x_hi * m_hi, "p_hh")
+        # Stages 7-10: exact 24 x 24 significand product, as four products of the 18-bit
+        # multipliers and their sum. With stages 7 and 8 registered, each product is
+        # registered with its operands (``hw.arith.registered_product``: an ECP5 multiplier
+        # with its input registers at stage 7, loaded from stage 6's registers, and its
+        # output registers at stage 8); stage 9 registers the products again, wherever
+        # placement puts that register between the multiplier and the sum (stage 10), so
+        # that no path runs from a multiplier through logic. Otherwise one product, which
+        # synthesis splits for the device's multipliers, at stage 7.
+        multipliers = {7, 8} <= self.registered
+        if multipliers:
+            x_parts = [x_sig[:18], x_sig[18:]]
+            m_parts = [mult_sig[:18], mult_sig[18:24]]
+            parts = {
+                f"{x_name}{m_name}": registered_product(
+                    m, platform, (s(x_part, f"x_{x_name}_7"), x_part),
+                    (s(m_part, f"m_{m_name}_7"), m_part),
+                    unsigned(len(x_part) + len(m_part)), f"l{lane}_p_{x_name}{m_name}")
+                for x_name, x_part in zip("lh", x_parts)
+                for m_name, m_part in zip("lh", m_parts)}
+        else:
+            whole = s(x_sig * mult_sig, "whole_7")
         # value = product * 2^(x_exp + mult_exp - 127 - 23)
         exp4 = s((x_exp + _as_signed(mult_exp) - 150)[:10].as_signed(), "exp_7")
         forward(7)
-        at(8)
-        if split:
+        for n in (8, 9):
+            at(n)
+            if multipliers and n == 9:
+                parts = {name: s(part, f"p_{name}_9") for name, part in parts.items()}
+            elif not multipliers:
+                whole = s(whole, f"whole_{n}")
+            exp4 = s(exp4, f"exp_{n}")
+            forward(n)
+        at(10)
+        if multipliers:
             # ``p_ll`` fills bits 0-35 and ``p_hh << 36`` starts above it: two carry chains.
-            assert len(p_ll) == 36
-            full = Cat(p_ll, p_hh) + ((p_lh + p_hl) << 18)
+            assert len(parts["ll"]) == 36
+            full = Cat(parts["ll"], parts["hh"]) + ((parts["lh"] + parts["hl"]) << 18)
         else:
-            full = x_sig * mult_sig
+            full = whole
         product = s(full[:48], "product")
-        exp4 = s(exp4, "exp_8")
-        forward(8)
+        exp4 = s(exp4, "exp_10")
+        forward(10)
 
-        at(9)
-        # Stage 9: round the product to 24 significant bits (the float32 multiply).
+        at(11)
+        # Stage 11: round the product to 24 significant bits (the float32 multiply).
         wide = product[47]
         truncated = Mux(wide, product[24:48], product[23:48])
         guard = Mux(wide, product[23], product[22])
         sticky = Mux(wide, product[:23].any(), product[:22].any())
         q_sig = s(round_half_even(truncated, guard, sticky), "q_sig")
         q_exp = s((exp4 + Mux(wide, 24, 23))[:10].as_signed(), "q_exp")
-        forward(9)
+        forward(11)
 
-        at(10)
-        # Stages 10-12: to an integer, rounding half to even. |q_sig| <= 2^24, so a right
+        at(12)
+        # Stages 12-14: to an integer, rounding half to even. |q_sig| <= 2^24, so a right
         # shift of 25 or more gives 0; left shifts beyond 8 exceed any clamp range.
-        # Stage 10: the shifts.
+        # Stage 12: the shifts.
         left = s(q_exp >= 0, "left")
         left_amount = s(Mux(q_exp > 8, 8, q_exp)[:4], "left_amount")
         right_amount = s(Mux(q_exp >= 0, 1, Mux(q_exp < -25, 25, -q_exp))[:5], "right_amount")
         vanishes = s(q_exp < -24, "vanishes")
-        q_sig = s(q_sig, "q_sig_10")
-        forward(10)
-        at(11)
-        # Stage 11: both shifts and the rounding bit.
-        shifted_left = s((q_sig << left_amount)[:34], "shifted_left")
-        truncated, round_up = _shift_right_parts(q_sig, right_amount, 25)
-        truncated, round_up = s(truncated, "truncated_11"), s(round_up, "round_up_11")
-        left, vanishes = s(left, "left_11"), s(vanishes, "vanishes_11")
-        forward(11)
-        at(12)
-        # Stage 12: the integer; stage 13: capped.
-        shifted_right = Mux(vanishes, 0, truncated + round_up)
-        integer = s(Mux(left, shifted_left, shifted_right), "integer")
+        q_sig = s(q_sig, "q_sig_12")
         forward(12)
         at(13)
-        capped = s(Mux(integer > SATURATED, SATURATED, integer)[:18], "capped")
+        # Stage 13: both shifts and the rounding bit.
+        shifted_left = s((q_sig << left_amount)[:34], "shifted_left")
+        truncated, round_up = _shift_right_parts(q_sig, right_amount, 25)
+        truncated, round_up = s(truncated, "truncated_13"), s(round_up, "round_up_13")
+        left, vanishes = s(left, "left_13"), s(vanishes, "vanishes_13")
         forward(13)
-
         at(14)
-        # Stage 14: sign, zero point and the clamp bounds; stage 15: saturation and
+        # Stage 14: the integer; stage 15: capped.
+        shifted_right = Mux(vanishes, 0, truncated + round_up)
+        integer = s(Mux(left, shifted_left, shifted_right), "integer")
+        forward(14)
+        at(15)
+        capped = s(Mux(integer > SATURATED, SATURATED, integer)[:18], "capped")
+        forward(15)
+
+        at(16)
+        # Stage 16: sign, zero point and the clamp bounds; stage 17: saturation and
         # activation clamp.
         value = s(Mux(sign, -_as_signed(capped), _as_signed(capped)) + carried.zero_point,
                   "value")
         lo, hi = clamp_bounds(carried.unsigned_output, carried.clamp_lo, carried.clamp_hi)
         lo, hi = s(lo, "lo"), s(hi, "hi")
-        at(15)
+        at(17)
         return s(clamped(value, lo, hi), "q")
