@@ -71,7 +71,7 @@ ICEBREAKER = BoardBuild(
                      queue_depth=1, serial_output=True, fetch_depth=1,
                      fetch_burst=1, dma_queue_depth=0, dma_outstanding=1, read_slices=False,
                      registered_banks=False, read_buffers=1, registered_weights=False,
-                     registered_accumulators=False,
+                     registered_products=False, registered_accumulators=False,
                      serial_products=True, array_tag_memory=True,
                      counters_in_memory=True),
     memory_bytes=64 * 1024,

@@ -82,6 +82,10 @@ class NPUConfig:
         The systolic array writes an accepted weight row into its PEs a cycle later, from
         registers (for timing): the weight registers' enables do not depend on the weight
         stream's handshake.
+    registered_products : bool
+        The systolic array registers each PE's product once more before its sum (for
+        timing: no path from a multiplier through an adder): its latency is a cycle
+        longer.
     read_buffers : int
         Responses each compute read port of the scratchpad buffers: 0 for its read
         latency + 1, which lets it take a request every cycle; fewer cost logic cells
@@ -128,6 +132,7 @@ class NPUConfig:
     registered_banks: bool = True
     read_buffers: int = 0
     registered_weights: bool = True
+    registered_products: bool = True
     registered_accumulators: bool = True
     serial_products: bool = False
     array_tag_memory: bool = False

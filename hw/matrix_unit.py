@@ -48,7 +48,8 @@ An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier
 ``t + rows + cols + 6`` plus the output stage's ``latency`` (array, accumulator
 read-modify-write, FIFO, parameter lookup, output stage: :func:`config_output_stage`),
 two cycles more with a pipelined output stage and a channel table of several rows (whose
-row is registered twice as it leaves its block RAM).
+row is registered twice as it leaves its block RAM), one more with
+``registered_products`` (the array's).
 Throughput: one activation vector per cycle, with weight loading hidden as described in
 :mod:`hw.systolic_array`.
 """
@@ -135,7 +136,8 @@ class MatrixUnit(wiring.Component):
 
         m.submodules.array = array = SystolicArray(config.rows, C, tag_shape=self._sideband,
                                                    tag_memory=config.array_tag_memory,
-                                                   registered_weights=config.registered_weights)
+                                                   registered_weights=config.registered_weights,
+                                                   registered_products=config.registered_products)
         m.submodules.results_fifo = results_fifo = fifo.SyncFIFOBuffered(
             width=Shape.cast(self._emitted).width, depth=self.fifo_depth)
         m.submodules.output_stage = output_stage = config_output_stage(config, self.tag_shape)

@@ -58,7 +58,11 @@ Latency
 -------
 A vector accepted on ``acts`` in cycle ``t`` appears on ``results`` in cycle
 ``t + rows + cols + 1`` (:attr:`latency`): each PE registers its product, then its sum
-(row 0 has no sum to register: its input skew takes that cycle instead).
+(row 0 has no sum to register: its input skew takes that cycle instead). With
+``registered_products``, ``t + rows + cols + 2``: each product is registered once more,
+in the fabric, before its sum, so that no path runs from a multiplier (an ECP5 DSP block,
+whose neighbours are other multipliers) through an adder; placement puts that register
+anywhere between the two.
 The ``tag`` travels that far in a chain of registers, or, with ``tag_memory``, in a
 memory (``hw.arith.delay_line``: a block RAM instead of ``latency`` registers of it).
 
@@ -102,13 +106,14 @@ def _registered(m, value, name, *, reset_less):
 
 class SystolicArray(wiring.Component):
     def __init__(self, rows=8, cols=8, tag_shape=unsigned(1), *, tag_memory=False,
-                 registered_weights=False):
+                 registered_weights=False, registered_products=False):
         self.rows = rows
         self.cols = cols
         self.tag_shape = tag_shape
         self.tag_memory = tag_memory
         self.registered_weights = registered_weights
-        self.latency = self.latency_of(rows, cols)
+        self.registered_products = registered_products
+        self.latency = self.latency_of(rows, cols, registered_products)
         super().__init__({
             "weights": In(stream.Signature(data.ArrayLayout(signed(8), cols))),
             "acts":    In(stream.Signature(activation_layout(rows, tag_shape))),
@@ -117,9 +122,9 @@ class SystolicArray(wiring.Component):
         })
 
     @staticmethod
-    def latency_of(rows, cols):
+    def latency_of(rows, cols, registered_products=False):
         """:attr:`latency` of a ``rows`` x ``cols`` array, without building one."""
-        return rows + cols + 1
+        return rows + cols + 1 + registered_products
 
     def elaborate(self, platform):
         m = Module()
@@ -240,6 +245,10 @@ class SystolicArray(wiring.Component):
                 # adds the same cycle of latency, which row 0 spends in its input skew.
                 product = registered_product(m, platform, act, chosen, signed(16),
                                              f"product{r}_{c}")
+                if self.registered_products:
+                    multiplied = product
+                    product = data_signal(signed(16), name=f"product_near{r}_{c}")
+                    m.d.sync += product.eq(multiplied)
                 if r == 0:
                     psum = product
                 else:
@@ -266,7 +275,7 @@ class SystolicArray(wiring.Component):
                 value = delayed
             m.d.comb += self.results.p.data[c].eq(value)
 
-        # --- Sideband: valid and tag travel alongside, latency rows + cols + 1 ------------
+        # --- Sideband: valid and tag travel alongside, latency rows + cols + 1 (+ 1) ------
         valid, tag = acts_accepted, Value.cast(self.acts.p.tag)
         for i in range(self.latency):
             next_valid = Signal(name=f"valid_d{i}")

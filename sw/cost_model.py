@@ -75,8 +75,9 @@ def drain(config):
     latency, the array's latency, the output stage's pipeline and the compute engine's
     result FIFO. (An output stage with fewer lanes than columns takes longer per result,
     which is not modelled; a serial output stage counts here with its longest beat.)"""
-    return (Scratchpad.read_latency_of(config) + SystolicArray.latency_of(config.rows, config.cols) +
-            config_output_stage_latency(config) + ComputeEngine.result_latency_of(config))
+    array = SystolicArray.latency_of(config.rows, config.cols, config.registered_products)
+    return (Scratchpad.read_latency_of(config) + array + config_output_stage_latency(config) +
+            ComputeEngine.result_latency_of(config))
 
 
 @functools.cache

@@ -8,8 +8,9 @@ from verif.runner import simulate
 
 # Two shapes: the default and a smaller non-square one with the small devices' options:
 # its array carries the sideband in a memory (``array_tag_memory``), and its accumulators
-# are read and written without a register between (``registered_accumulators`` off), and
-# its weight rows go into the array without one (``registered_weights`` off).
+# are read and written without a register between (``registered_accumulators`` off), its
+# weight rows go into the array without one (``registered_weights`` off), and its products
+# go into the partial sums without one (``registered_products`` off).
 # ~700 weight tiles each.
 SHAPES = [(8, 8, False), (4, 8, True)]
 
@@ -20,7 +21,7 @@ SHAPES = [(8, 8, False), (4, 8, True)]
 def test_matrix_unit_gemm_tiles(rows, cols, tag_memory, seed, waves):
     fields = dict(rows=rows, cols=cols, acc_depth=64, channel_depth=16,
                   array_tag_memory=tag_memory, registered_accumulators=not tag_memory,
-                  registered_weights=not tag_memory)
+                  registered_weights=not tag_memory, registered_products=not tag_memory)
     simulate(MatrixUnit(NPUConfig(**fields)), name=f"matrix_unit_{rows}x{cols}",
              test_module="verif.tb_matrix_unit",
              testcase=["random_gemm_tiles", "back_to_back_accumulation", "deep_accumulation",

@@ -33,7 +33,8 @@ __all__ = ["ArrayPair", "array_ports", "write_sources"]
 def _array(rows, cols, tag_width):
     return SystolicArray(rows, cols, unsigned(tag_width),
                          tag_memory=ICEBREAKER.config.array_tag_memory,
-                         registered_weights=ICEBREAKER.config.registered_weights)
+                         registered_weights=ICEBREAKER.config.registered_weights,
+                         registered_products=ICEBREAKER.config.registered_products)
 
 
 def _signals(array):
