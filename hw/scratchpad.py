@@ -196,14 +196,15 @@ class _Geometry:
         return addr[:self.lane_bits], addr[self.lane_bits:row_end], addr[row_end:]
 
 
-def _delayed(m, value, name, cycles=1):
+def _delayed(m, value, name, cycles=1, *, reset_less=False):
     """``value`` ``cycles`` cycles later, through registers named ``name`` (the last one)
     and ``name_1``, ``name_2``, ... (the earlier ones); a zero-width value is a constant and
     is returned as is."""
     if len(value) == 0:
         return value
     for stage in range(1, cycles + 1):
-        register = Signal(value.shape(), name=name if stage == cycles else f"{name}_{stage}")
+        register = Signal(value.shape(), name=name if stage == cycles else f"{name}_{stage}",
+                          reset_less=reset_less)
         m.d.sync += register.eq(value)
         value = register
     return value
@@ -281,7 +282,7 @@ class Scratchpad(wiring.Component):
             # The word read, registered twice next to its block RAM or straight from it;
             # with the registers, the bytes written as it was read replaced (_write_first).
             read_words.append(_delayed(m, read_ports[-1].data, f"bank{k}_word",
-                                       2 * self.config.registered_banks))
+                                       2 * self.config.registered_banks, reset_less=True))
             bank_words.append(Signal(word_bits, name=f"bank{k}_merged")
                               if self.config.registered_banks else read_words[-1])
 
