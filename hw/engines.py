@@ -403,22 +403,27 @@ class ComputeEngine(wiring.Component):
             m.d.sync += [config_reads.eq(cfg.count * CHANNEL_PARAM_BYTES),
                          config_slot.eq(cfg.sp_addr >> wgt_shift)]
 
-        # CONFIG: each byte of the records goes to the matrix unit's table as it arrives,
-        # 16 per row.
+        # CONFIG: each byte of the records goes to the matrix unit's table a cycle after it
+        # arrives, from registers (no path from the response's valid through the byte
+        # count), 16 per row.
         byte_index = Signal(range(CHANNEL_PARAM_BYTES))
         config_row = Signal(range(256))
         config_rows = Signal(range(257))
+        config_valid = Signal()
+        config_data = Signal.like(self.wgt_resp.p.data, reset_less=True)
+        m.d.sync += [config_valid.eq(configuring & self.wgt_resp.valid),
+                     config_data.eq(self.wgt_resp.p.data)]
         with m.If(start_config):
             m.d.sync += [config_row.eq(cfg.channel), config_rows.eq(cfg.count), byte_index.eq(0)]
         with m.If(configuring):
-            m.d.comb += [self.wgt_resp.ready.eq(1), matrix.params.valid.eq(self.wgt_resp.valid)]
-            with m.If(self.wgt_resp.valid):
-                m.d.sync += byte_index.eq(byte_index + 1)
-                with m.If(byte_index == CHANNEL_PARAM_BYTES - 1):
-                    m.d.sync += [config_row.eq(config_row + 1), config_rows.eq(config_rows - 1)]
-            m.d.comb += config_done.eq(config_rows == 0)
-        m.d.comb += [matrix.params.p.index.eq(config_row), matrix.params.p.byte.eq(byte_index)]
-        m.d.comb += [matrix.params.p.data[c].eq(self.wgt_resp.p.data[c]) for c in range(C)]
+            m.d.comb += [self.wgt_resp.ready.eq(1), config_done.eq(config_rows == 0)]
+        with m.If(config_valid):
+            m.d.sync += byte_index.eq(byte_index + 1)
+            with m.If(byte_index == CHANNEL_PARAM_BYTES - 1):
+                m.d.sync += [config_row.eq(config_row + 1), config_rows.eq(config_rows - 1)]
+        m.d.comb += [matrix.params.valid.eq(config_valid), matrix.params.p.index.eq(config_row),
+                     matrix.params.p.byte.eq(byte_index)]
+        m.d.comb += [matrix.params.p.data[c].eq(config_data[c]) for c in range(C)]
 
         # --- Activation reader ------------------------------------------------------------
         act_head = Signal(act_cmd)

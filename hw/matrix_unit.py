@@ -36,7 +36,7 @@ params : ``In(stream.Signature(channel_param_write_layout(cols, channel_depth)))
     rewritten while beats that use it are in flight. For the pipelined output stage the
     bytes of a row come in order, byte 0 first: they shift into one record per column,
     which is the row itself with ``config.channel_depth`` = 1 and is written to the table
-    with its last byte otherwise. The serial output stage keeps the table itself, in a
+    in the cycle after its last byte otherwise. The serial output stage keeps the table itself, in a
     memory written byte by byte.
 results : ``Out(stream.Signature(...))``
     ``q``: ``cols`` 8-bit outputs; ``acc``: the ``cols`` int32 accumulators before bias;
@@ -195,13 +195,17 @@ class MatrixUnit(wiring.Component):
                 return row
 
             if config.channel_depth > 1:
+                # A row is written in the cycle after its last byte, from registers (the
+                # records hold it then), so that no path runs from the stream's handshake
+                # to the block RAM's address.
                 table_write = channel_table.write_port()
-                m.d.comb += [
-                    table_write.addr.eq(self.params.p.index),
-                    table_write.data.eq(row_of(shifted)),
-                    table_write.en.eq(self.params.valid
-                                      & (self.params.p.byte == CHANNEL_PARAM_BYTES - 1)),
-                ]
+                write_row = Signal.like(self.params.p.index)
+                write_row_now = Signal()
+                m.d.sync += [write_row.eq(self.params.p.index),
+                             write_row_now.eq(self.params.valid
+                                              & (self.params.p.byte == CHANNEL_PARAM_BYTES - 1))]
+                m.d.comb += [table_write.addr.eq(write_row), table_write.data.eq(row_of(records)),
+                             table_write.en.eq(write_row_now)]
 
         # --- Accumulator read-modify-write -------------------------------------------
         acc_write = accumulators.write_port()
