@@ -36,8 +36,8 @@ params : ``In(stream.Signature(channel_param_write_layout(cols, channel_depth)))
     rewritten while beats that use it are in flight. For the pipelined output stage the
     bytes of a row come in order, byte 0 first: they shift into one record per column,
     which is the row itself with ``config.channel_depth`` = 1 and is written to the table
-    in the cycle after its last byte otherwise. The serial output stage keeps the table itself, in a
-    memory written byte by byte.
+    in the cycle after its last byte otherwise. The serial output stage keeps the table
+    itself, in a memory written byte by byte.
 results : ``Out(stream.Signature(...))``
     ``q``: ``cols`` 8-bit outputs; ``acc``: the ``cols`` int32 accumulators before bias;
     ``tag``: the activation beat's tag.

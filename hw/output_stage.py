@@ -411,14 +411,18 @@ class OutputStage(wiring.Component):
         # value = product * 2^(x_exp + mult_exp - 127 - 23)
         exp4 = s((x_exp + _as_signed(mult_exp) - 150)[:10].as_signed(), "exp_7")
         forward(7)
-        for n in (8, 9):
-            at(n)
-            if multipliers and n == 9:
-                parts = {name: s(part, f"p_{name}_9") for name, part in parts.items()}
-            elif not multipliers:
-                whole = s(whole, f"whole_{n}")
-            exp4 = s(exp4, f"exp_{n}")
-            forward(n)
+        at(8)
+        if not multipliers:
+            whole = s(whole, "whole_8")
+        exp4 = s(exp4, "exp_8")
+        forward(8)
+        at(9)
+        if multipliers:
+            parts = {name: s(part, f"p_{name}_9") for name, part in parts.items()}
+        else:
+            whole = s(whole, "whole_9")
+        exp4 = s(exp4, "exp_9")
+        forward(9)
         at(10)
         if multipliers:
             # ``p_ll`` fills bits 0-35 and ``p_hh << 36`` starts above it: two carry chains.

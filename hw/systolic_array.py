@@ -246,9 +246,8 @@ class SystolicArray(wiring.Component):
                 product = registered_product(m, platform, act, chosen, signed(16),
                                              f"product{r}_{c}")
                 if self.registered_products:
-                    multiplied = product
-                    product = data_signal(signed(16), name=f"product_near{r}_{c}")
-                    m.d.sync += product.eq(multiplied)
+                    product = _registered(m, product, f"product_near{r}_{c}",
+                                          reset_less=data_reset_less)
                 if r == 0:
                     psum = product
                 else:
