@@ -84,8 +84,9 @@ class NPUConfig:
         stream's handshake.
     registered_products : bool
         The systolic array registers each PE's product once more before its sum (for
-        timing: no path from a multiplier through an adder): its latency is a cycle
-        longer.
+        timing: no path from a multiplier through an adder), and selects each weight
+        from its bank a cycle early, into a register (no logic before a multiplier): its
+        latency is a cycle longer.
     read_buffers : int
         Responses each compute read port of the scratchpad buffers: 0 for its read
         latency + 1, which lets it take a request every cycle; fewer cost logic cells

@@ -244,21 +244,34 @@ class MatrixUnit(wiring.Component):
                          written_row.eq(held_sideband.acc_addr),
                          written_before_row.eq(written_row),
                          written_valid.eq(writes), written_before_valid.eq(written_valid)]
-            follows = Signal()
-            follows_written = Signal()
-            follows_written_before = Signal()
+            # The sums two and three cycles behind are merged a cycle ahead into
+            # ``forwarded`` (``written`` and ``written_before`` then become
+            # ``written_before`` and ``written_earlier``), and the choice between the
+            # registers, the row read and nothing (``first``) is registered one-hot, so
+            # that an addend is an AND-OR of three registers.
+            def same_row(valid, row):
+                return valid & (sideband.acc_addr == row)
+            follows = same_row(writes, held_sideband.acc_addr)
+            follows_written = same_row(written_valid, written_row)
+            follows_written_before = same_row(written_before_valid, written_before_row)
+            forwarded = Signal.like(total, reset_less=True)
+            take_written = Signal()
+            take_forwarded = Signal()
+            take_read = Signal()
             m.d.sync += [
-                follows.eq(writes & (sideband.acc_addr == held_sideband.acc_addr)),
-                follows_written.eq(written_valid & (sideband.acc_addr == written_row)),
-                follows_written_before.eq(written_before_valid
-                                          & (sideband.acc_addr == written_before_row)),
+                forwarded.eq(Mux(follows_written, written, written_before)),
+                take_written.eq(~sideband.first & follows),
+                take_forwarded.eq(~sideband.first & ~follows
+                                  & (follows_written | follows_written_before)),
+                take_read.eq(~sideband.first & ~follows & ~follows_written
+                             & ~follows_written_before),
                 held_read.eq(acc_read.data),
                 held_partial.eq(partial), held_sideband.eq(sideband), held_valid.eq(valid),
             ]
-            held = Signal.like(total)
-            m.d.comb += held.eq(Mux(follows, written,
-                                Mux(follows_written, written_before,
-                                Mux(follows_written_before, written_earlier, held_read))))
+            for c in range(C):
+                addend = (Mux(take_written, written[c], 0) | Mux(take_forwarded, forwarded[c], 0)
+                          | Mux(take_read, held_read[c], 0))
+                m.d.comb += total[c].eq(addend + held_partial[c])
             m.d.comb += [acc_write.addr.eq(written_row), acc_write.data.eq(written),
                          acc_write.en.eq(written_valid)]
         else:
@@ -273,10 +286,9 @@ class MatrixUnit(wiring.Component):
             writes = held_valid & ~held_sideband.emit
             m.d.comb += [acc_write.addr.eq(held_sideband.acc_addr), acc_write.data.eq(total),
                          acc_write.en.eq(writes)]
-
-        for c in range(C):
-            m.d.comb += total[c].eq(Mux(held_sideband.first, held_partial[c],
-                                        held[c] + held_partial[c]))
+            for c in range(C):
+                m.d.comb += total[c].eq(Mux(held_sideband.first, held_partial[c],
+                                            held[c] + held_partial[c]))
 
         emitted = Signal(self._emitted)
         m.d.comb += [

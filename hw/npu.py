@@ -380,13 +380,21 @@ class NPU(wiring.Component):
                 m.d.sync += [core_reset.eq(0), clear.eq(0), halt.eq(0)]
                 m.next = "IDLE"
 
-        # Bytes as the DMA writes them into the scratchpad, and into memory.
-        read_bytes = Signal(range(config.bus_width // 8 + 1))
-        write_bytes = Signal.like(read_bytes)
-        with m.If(dma.sp.req.valid & dma.sp.req.ready & dma.sp.req.p.write):
-            m.d.comb += read_bytes.eq(sum(dma.sp.req.p.strb))
-        with m.If(dma.m_axi.wvalid & dma.m_axi.wready):
-            m.d.comb += write_bytes.eq(sum(dma.m_axi.wstrb))
+        # Bytes as the DMA writes them into the scratchpad, and into memory: each handshake
+        # and its strobes are registered, and counted from the registers (on the ULX3S a
+        # path ran from the DMA's completion FIFO through the scratchpad's grant into the
+        # event register).
+        def bytes_moved(fire, strobes, name):
+            fired = Signal(name=f"{name}_fired")
+            fired_strobes = Signal.like(strobes, name=f"{name}_strobes", reset_less=True)
+            moved = Signal(range(len(strobes) + 1), name=f"{name}_bytes_moved")
+            m.d.sync += [fired.eq(fire), fired_strobes.eq(strobes)]
+            m.d.comb += moved.eq(Mux(fired, sum(fired_strobes), 0))
+            return moved
+        read_bytes = bytes_moved(dma.sp.req.valid & dma.sp.req.ready & dma.sp.req.p.write,
+                                 dma.sp.req.p.strb, "dma_read")
+        write_bytes = bytes_moved(dma.m_axi.wvalid & dma.m_axi.wready, dma.m_axi.wstrb,
+                                  "dma_write")
         increments = {
             "cycles": running,
             "mac_cycles": compute.mac,

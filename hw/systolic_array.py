@@ -29,8 +29,10 @@ previous tile's ``last`` beat, with no bubble.
 Interlocks (all inside the array, so any schedule is safe):
 
 * ``acts`` is not ready until the bank it computes from has all ``rows`` rows accepted.
-  An activation selects its first weight two cycles after its own handshake, so it finds
-  the last row written even when that is a cycle late (``registered_weights``).
+  Row ``r``'s activation selects its weight ``max(r, 1)`` cycles after its own handshake
+  (one cycle less with ``registered_products``), so it finds its row written even when
+  rows are written a cycle late (``registered_weights``; with ``registered_products`` as
+  well, the early selection needs three rows or more, and fewer rows select as without).
 * ``weights`` is not ready for row 0 of a bank until the previous tile that used that
   bank has left every column: ``cols`` cycles after its ``last`` activation entered.
   ``weights.ready`` and ``acts.ready`` come from registers.
@@ -62,7 +64,8 @@ A vector accepted on ``acts`` in cycle ``t`` appears on ``results`` in cycle
 ``registered_products``, ``t + rows + cols + 2``: each product is registered once more,
 in the fabric, before its sum, so that no path runs from a multiplier (an ECP5 DSP block,
 whose neighbours are other multipliers) through an adder; placement puts that register
-anywhere between the two.
+anywhere between the two. The multipliers' operands then come from registers alone: each
+weight is selected from its bank a cycle early (see the interlocks).
 The ``tag`` travels that far in a chain of registers, or, with ``tag_memory``, in a
 memory (``hw.arith.delay_line``: a block RAM instead of ``latency`` registers of it).
 
@@ -210,34 +213,52 @@ class SystolicArray(wiring.Component):
         # Each stage registers an activation with its bank and with the weight of the PE
         # it enters next, already selected from that bank (no multiplexer between a
         # register and a multiplier).
+        # With ``registered_products`` (and at least three rows when weight rows are
+        # written a cycle late), each weight is selected a cycle earlier still, into a
+        # register (``early_weight``) that the multiplier's operand register loads: no logic
+        # lies between a register and a multiplier. An activation then selects its first
+        # weight a cycle after its handshake, when every row of its tile is written.
+        select_early = self.registered_products and R >= (3 if self.registered_weights else 1)
+
         def selected(r, c, bank):
             return Mux(bank, weight[1][r][c], weight[0][r][c])
+
+        def chosen_weight(r, c, bank, bank_before):
+            """The weight register of PE (r, c) and the value it loads, for an activation
+            whose bank register is ``bank`` (the one before it ``bank_before``) as the
+            register loads."""
+            chosen = data_signal(signed(8), name=f"weight{r}_{c}")
+            if select_early:
+                chosen_next = _registered(m, selected(r, c, bank_before),
+                                          f"early_weight{r}_{c}", reset_less=data_reset_less)
+            else:
+                chosen_next = selected(r, c, bank)
+            m.d.sync += chosen.eq(chosen_next)
+            return chosen, chosen_next
 
         # Each operand register is kept with the value it loads (``*_next``): an ECP5
         # multiplier takes that value into its own input register
         # (``hw.arith.registered_product``).
         row_in = []
         for r in range(R):
-            act, bank = self.acts.p.data[r], compute_bank
+            act, bank, bank_before = self.acts.p.data[r], compute_bank, None
             stages = max(r, 1) + 1
             for i in range(stages):
                 next_act = data_signal(signed(8), name=f"skew_act{r}_{i}")
                 next_bank = data_signal(name=f"skew_bank{r}_{i}")
                 m.d.sync += [next_act.eq(act), next_bank.eq(bank)]
                 if i == stages - 1:
-                    chosen_next = selected(r, 0, bank)
-                    chosen = data_signal(signed(8), name=f"weight{r}_0")
-                    m.d.sync += chosen.eq(chosen_next)
+                    chosen = chosen_weight(r, 0, bank, bank_before)
                     act_next = act
-                act, bank = next_act, next_bank
-            row_in.append(((act, act_next), bank, (chosen, chosen_next)))
+                act, bank, bank_before = next_act, next_bank, bank
+            row_in.append(((act, act_next), (bank, bank_before), chosen))
 
         # --- PE grid ----------------------------------------------------------------
         # A partial sum below row r adds r + 1 products of magnitude at most 2^14
         # (-128 * -128), and is only as wide as that needs; results are sign-extended.
         psum_above = [None] * C
         for r in range(R):
-            act, bank, chosen = row_in[r]
+            act, (bank, bank_before), chosen = row_in[r]
             psum_row = []
             psum_shape = signed(((r + 1) << 14).bit_length() + 1)
             for c in range(C):
@@ -257,12 +278,9 @@ class SystolicArray(wiring.Component):
                 if c != C - 1:
                     act_right = data_signal(signed(8), name=f"act{r}_{c + 1}")
                     bank_right = data_signal(name=f"bank{r}_{c + 1}")
-                    chosen_right = data_signal(signed(8), name=f"weight{r}_{c + 1}")
-                    chosen_next = selected(r, c + 1, bank)
-                    m.d.sync += [act_right.eq(act[0]), bank_right.eq(bank),
-                                 chosen_right.eq(chosen_next)]
-                    act, bank = (act_right, act[0]), bank_right
-                    chosen = (chosen_right, chosen_next)
+                    m.d.sync += [act_right.eq(act[0]), bank_right.eq(bank)]
+                    chosen = chosen_weight(r, c + 1, bank, bank_before)
+                    act, bank, bank_before = (act_right, act[0]), bank_right, bank
             psum_above = psum_row
 
         # --- Output de-skew: column c is delayed C - 1 - c more cycles ----------------
