@@ -23,9 +23,9 @@ desc : ``In(stream.Signature(Descriptor))``
 done : ``Out(stream.Signature(Completion))``
     One beat with the descriptor's ``id`` when it has completed: every byte is in the
     scratchpad (memory → scratchpad), or every write burst has had its ``OKAY`` response
-    (scratchpad → memory), from the cycle after. Buffered (4 entries); the engine stalls
-    while it had fewer than three free entries in the cycle before, so that its room is a
-    register.
+    (scratchpad → memory), from the cycle after. Buffered (8 entries): a descriptor starts
+    only while the entries free in the cycle before outnumber the descriptors in progress
+    then, so that a completion never waits for room (nor does the data path before it).
     A descriptor with ``rows == 0`` or ``row_bytes == 0`` completes without any access.
 error : ``Out(ErrorInfo)``
     ``code`` (:class:`DMAError`), ``id`` of the failing descriptor and ``addr``, the failing
@@ -394,14 +394,10 @@ class DMA(wiring.Component):
             queued, head_valid = self.desc.payload, self.desc.valid
             m.d.comb += self.desc.ready.eq(take)
 
-        # Completions.
-        done_depth = 4
+        # Completions: every descriptor started holds an entry of the FIFO (see
+        # ``done_room``), so that a completion never waits for one.
+        done_depth = 8
         done_fifo, done_w, done_r = fifo("done", self.done.p.shape(), done_depth, reset=None)
-        # Room for a completion: at most one enters per cycle, the cycle after the engine
-        # claims its room, so an entry is free for every claim made in a cycle after one in
-        # which three were.
-        done_room = Signal()
-        m.d.sync += done_room.eq(done_fifo.level < done_depth - 2)
         m.d.comb += [
             self.done.valid.eq(done_fifo.r_rdy),
             self.done.payload.eq(done_r),
@@ -437,6 +433,13 @@ class DMA(wiring.Component):
         abort = Signal()        # a bus error was seen: wind down
         direction = Signal(Direction)
         pending = Signal(8)     # descriptors started and not yet completed
+        # Room in the completion FIFO for one more descriptor, beside those pending: from
+        # registers, a cycle late, which is safe because the walker starts (or completes, if
+        # it moves nothing) a descriptor at most once in five cycles. The data path then
+        # completes a descriptor whenever it is done, so that neither the scratchpad
+        # requests nor the B channel wait on this FIFO.
+        done_room = Signal()
+        m.d.sync += done_room.eq(pending + done_fifo.level < done_depth)
         to_mem = direction == Direction.SP_TO_MEM
 
         # ---- Descriptor walker: checks, rows and bursts. -------------------------------
@@ -584,7 +587,7 @@ class DMA(wiring.Component):
                         reject(DMAError.SP_RANGE, d.sp_addr)
                 with m.Elif(mem_over):
                     reject(DMAError.MEM_RANGE, d.mem_addr)
-                with m.Elif((pending == 0) | (d.direction == direction)):
+                with m.Elif(((pending == 0) | (d.direction == direction)) & done_room):
                     m.d.comb += start.eq(1)
                     m.d.sync += [
                         direction.eq(d.direction),
@@ -721,7 +724,7 @@ class DMA(wiring.Component):
             sp_slice_w.req.strb.eq(out.p.strb),
             sp_slice_w.end.eq(~to_mem & desc_end),
             sp_slice_w.id.eq(out.p.tag.id),
-            req.valid.eq(sp_slice.r_rdy & (~sp_slice_r.end | done_room)),
+            req.valid.eq(sp_slice.r_rdy),
             req.p.eq(sp_slice_r.req),
             sp_slice.r_en.eq(req.valid & req.ready),
         ]
@@ -760,7 +763,7 @@ class DMA(wiring.Component):
 
         # ---- B channel. ----------------------------------------------------------------
         b_ok = ~axi.bresp.as_value()[1]
-        m.d.comb += axi.bready.eq(abort | ~inflight_r.last | done_room)
+        m.d.comb += axi.bready.eq(1)
         b_fire = axi.bvalid & axi.bready
         with m.If(b_fire):
             m.d.comb += inflight.r_en.eq(1)
