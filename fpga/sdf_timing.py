@@ -17,8 +17,11 @@ import re
 
 __all__ = ["endpoint_slacks", "slack_summary", "block_of"]
 
-#: Clock inputs of the ECP5 and iCE40 cells nextpnr times.
-CLOCK_PINS = {"CLK", "CLKA", "CLKB", "CLK0", "CLK1", "CLK2", "CLK3", "RCLK", "WCLK", "CLOCK"}
+#: Clock inputs of the ECP5 and iCE40 cells nextpnr times. ``WCK`` is an ECP5 LUT RAM's
+#: write clock: nextpnr's SDF checks its write enable and address against it, not its
+#: write data, whose paths only nextpnr's own report times.
+CLOCK_PINS = {"CLK", "CLKA", "CLKB", "CLK0", "CLK1", "CLK2", "CLK3", "RCLK", "WCLK", "WCK",
+              "CLOCK"}
 
 _ENTRY = re.compile(
     r"\(INSTANCE ?(?P<instance>[^)]*)\)"
