@@ -5,8 +5,8 @@ from amaranth.lib import memory
 from amaranth.utils import ceil_log2, exact_log2
 
 
-__all__ = ["at_least", "delay_line", "device_family", "product_register", "registered",
-           "registered_product", "saturated", "saturating_product"]
+__all__ = ["at_least", "delay_line", "device_family", "product_register", "registered_product",
+           "saturated", "saturating_product"]
 
 
 def at_least(value, bound):
@@ -20,14 +20,6 @@ def at_least(value, bound):
     top = len(value) - 1
     rest = at_least(value[:top], bound & ~(1 << top))
     return value[top] & rest if bound >> top & 1 else value[top] | rest
-
-
-def registered(m, value, name, *, reset_less=False):
-    """A register named ``name`` loaded with ``value`` every cycle (of ``value``'s shape, a
-    view of its layout for a view)."""
-    register = Signal.like(value, name=name, reset_less=reset_less)
-    m.d.sync += register.eq(value)
-    return register
 
 
 def saturated(value, limit):

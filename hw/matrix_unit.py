@@ -49,8 +49,7 @@ An emitting activation accepted in cycle ``t`` appears on ``results`` no earlier
 read-modify-write, FIFO, parameter lookup, output stage: :func:`config_output_stage`),
 two cycles more with a pipelined output stage and a channel table of several rows (whose
 row is registered twice as it leaves its block RAM), one more with
-``registered_products`` (the array's), and one more with ``registered_accumulators`` (an
-emitted sum enters the FIFO from the register that the accumulators are written from).
+``registered_products`` (the array's).
 Throughput: one activation vector per cycle, with weight loading hidden as described in
 :mod:`hw.systolic_array`.
 """
@@ -61,7 +60,6 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
 from .add_stage import AddStage
-from .arith import registered
 from .config import NPUConfig
 from .isa import CHANNEL_PARAM_BYTES
 from .output_stage import OutputStage, channel_param_write_layout, channel_params
@@ -293,18 +291,13 @@ class MatrixUnit(wiring.Component):
                                             held[c] + held_partial[c]))
 
         emitted = Signal(self._emitted)
-        emits = held_valid & held_sideband.emit
-        if config.registered_accumulators:
-            # An emitted sum enters the FIFO a cycle later, from ``written`` (no path from
-            # the block RAM's output through the sum into the FIFO's memory).
-            emitted_sideband = registered(m, held_sideband, "emitted_sideband")
-            emits = registered(m, emits, "emits")
-            m.d.comb += [emitted.acc.eq(written), emitted.channel.eq(emitted_sideband.channel),
-                         emitted.tag.eq(emitted_sideband.tag)]
-        else:
-            m.d.comb += [emitted.acc.eq(total), emitted.channel.eq(held_sideband.channel),
-                         emitted.tag.eq(held_sideband.tag)]
-        m.d.comb += [results_fifo.w_data.eq(emitted), results_fifo.w_en.eq(emits)]
+        m.d.comb += [
+            emitted.acc.eq(total),
+            emitted.channel.eq(held_sideband.channel),
+            emitted.tag.eq(held_sideband.tag),
+            results_fifo.w_data.eq(emitted),
+            results_fifo.w_en.eq(held_valid & held_sideband.emit),
+        ]
 
         accepted_emit = self.acts.valid & self.acts.ready & self.acts.p.emit
         left = results_fifo.r_en & results_fifo.r_rdy

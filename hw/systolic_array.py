@@ -80,7 +80,7 @@ from amaranth import *
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from .arith import delay_line, device_family, registered, registered_product
+from .arith import delay_line, device_family, registered_product
 
 
 __all__ = ["SystolicArray", "activation_layout", "result_layout"]
@@ -99,6 +99,12 @@ def result_layout(cols, tag_shape):
         "data": data.ArrayLayout(signed(32), cols),
         "tag":  tag_shape,
     })
+
+
+def _registered(m, value, name, *, reset_less):
+    register = Signal.like(value, name=name, reset_less=reset_less)
+    m.d.sync += register.eq(value)
+    return register
 
 
 class SystolicArray(wiring.Component):
@@ -185,7 +191,7 @@ class SystolicArray(wiring.Component):
             weights_accepted, load_bank, load_row, self.weights.p
         if self.registered_weights:
             write_valid, write_bank, write_row, write_data = [
-                registered(m, value, name,
+                _registered(m, value, name,
                             reset_less=data_reset_less and name != "write_valid")
                 for value, name in ((write_valid, "write_valid"), (write_bank, "write_bank"),
                                     (write_row, "write_row"), (write_data, "write_data"))]
@@ -223,7 +229,7 @@ class SystolicArray(wiring.Component):
             register loads."""
             chosen = data_signal(signed(8), name=f"weight{r}_{c}")
             if select_early:
-                chosen_next = registered(m, selected(r, c, bank_before),
+                chosen_next = _registered(m, selected(r, c, bank_before),
                                           f"early_weight{r}_{c}", reset_less=data_reset_less)
             else:
                 chosen_next = selected(r, c, bank)
@@ -261,7 +267,7 @@ class SystolicArray(wiring.Component):
                 product = registered_product(m, platform, act, chosen, signed(16),
                                              f"product{r}_{c}")
                 if self.registered_products:
-                    product = registered(m, product, f"product_near{r}_{c}",
+                    product = _registered(m, product, f"product_near{r}_{c}",
                                           reset_less=data_reset_less)
                 if r == 0:
                     psum = product
